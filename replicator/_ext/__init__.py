@@ -1,0 +1,1 @@
+"""Compiled modules built from ext/ land here (see setup.py)."""
