@@ -1,0 +1,39 @@
+# Set-up and everyday commands.  Only needs python3 and a C compiler.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+EXT_SRC := $(wildcard ext/*.pyx ext/*.h ext/*.c)
+
+.PHONY: all venv build test demo bench lint clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel "cython>=3.0"
+	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# build_ext --inplace is a no-op when nothing changed; a compiler error stops make.
+build: $(STAMP)
+	$(PYTHON) setup.py -q build_ext --inplace
+
+test: build
+	$(PYTHON) -m pytest -q --benchmark-skip tests
+	BENCH_QUICK=1 $(PYTHON) -m pytest -q --benchmark-only --benchmark-min-rounds=1 --benchmark-max-time=0.5 benchmarks
+
+demo: build
+	$(PYTHON) scripts/demo.py
+
+bench: build
+	mkdir -p bench-out
+	$(PYTHON) -m pytest --benchmark-only --benchmark-json=bench-out/bench.json benchmarks
+	$(PYTHON) scripts/bench_report.py bench-out/bench.json > bench-out/bench.md
+	cat bench-out/bench.md
+
+clean:
+	rm -rf build $(VENV) replicator/_ext/*.so ext/*.c demo-out bench-out
