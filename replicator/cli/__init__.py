@@ -1,0 +1,60 @@
+"""The ``replicator`` command: argument parsing, dispatch, errors -> exit codes.
+
+Only this package (and the daemon) print, read the environment and exit.
+Every failure is one line on stderr, ``replicator: error: ...``, and a
+documented exit code (docs/OPERATIONS.md); never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from replicator import __version__
+from replicator import constants as C
+from replicator.errors import DiskFull, ReplicatorError
+
+COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="replicator",
+        description="Secure two-site replication: chunk, deduplicate, compress, encrypt, snapshot, verify.",
+        epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"replicator {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"replicator.cli.{name}").register(sub)
+    return parser
+
+
+def add_common(p: argparse.ArgumentParser, *, passphrase: bool = True) -> None:
+    if passphrase:
+        p.add_argument("--passphrase-file", metavar="FILE",
+                       help="read the passphrase from FILE (else $REPLICATOR_PASSPHRASE, else a prompt)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ReplicatorError as exc:
+        print(f"replicator: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("replicator: interrupted; everything committed before is intact", file=sys.stderr)
+        return C.EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"replicator: error: {DiskFull(exc.filename or 'a file')}", file=sys.stderr)
+            return C.EXIT_STORAGE
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"replicator: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return C.EXIT_STORAGE

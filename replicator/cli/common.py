@@ -1,0 +1,76 @@
+"""Shared CLI plumbing: passphrase sources, output, progress bars."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from replicator.errors import UsageError
+
+PASSPHRASE_ENV = "REPLICATOR_PASSPHRASE"
+CACHE_ENV = "REPLICATOR_CACHE_DIR"
+
+
+def read_passphrase(args, *, confirm: bool = False) -> bytes:
+    """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal."""
+    if getattr(args, "passphrase_file", None):
+        try:
+            with open(args.passphrase_file, "rb") as f:
+                data = f.read().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file {args.passphrase_file}: {exc.strerror}") from None
+        if not data:
+            raise UsageError(f"passphrase file {args.passphrase_file} is empty")
+        return data
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise UsageError(f"no passphrase: use --passphrase-file FILE or set {PASSPHRASE_ENV}")
+    first = getpass.getpass("Passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    if not first:
+        raise UsageError("empty passphrase")
+    return first.encode()
+
+
+def cache_dir(args) -> str:
+    if getattr(args, "cache_dir", None):
+        return args.cache_dir
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "replicator")
+
+
+def emit(args, summary: dict, lines: list[str]) -> None:
+    """Print the command's result: JSON with --json, else the human lines (unless --quiet)."""
+    if getattr(args, "json", False):
+        print(json.dumps(summary, sort_keys=True, default=str))
+    elif not getattr(args, "quiet", False):
+        for line in lines:
+            print(line)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+@contextmanager
+def progress_bar(args, desc: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A tqdm bar on a terminal (stderr), nothing otherwise or with --json/--quiet."""
+    if getattr(args, "json", False) or getattr(args, "quiet", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+        yield bar.update

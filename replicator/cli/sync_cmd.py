@@ -1,0 +1,67 @@
+"""replicator sync SRC REPO"""
+from __future__ import annotations
+
+import os
+import socket
+
+from replicator import constants as C
+from replicator.cli.common import cache_dir, emit, human_bytes, progress_bar, read_passphrase
+from replicator.errors import UsageError
+from replicator.repo.repository import Repository
+from replicator.sync.engine import sync
+from replicator.sync.state import StateCache, state_path
+
+
+def register(sub) -> None:
+    from replicator.cli import add_common
+
+    p = sub.add_parser("sync", help="store SRC as a new snapshot in REPO", description=
+                       "Walk SRC and commit it as a new snapshot.  Only chunks the repository lacks are stored; "
+                       "unchanged files are not read again.  Files that cannot be read are reported and skipped "
+                       "(exit code 1); the snapshot is committed last, so an interrupted sync loses nothing.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("repo", metavar="REPO")
+    p.add_argument("--name", help="source name (default: HOSTNAME:SRC)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip paths matching GLOB (relative path or base name); repeatable")
+    p.add_argument("--cache-dir", metavar="DIR", help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
+    p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
+    p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    src = os.path.abspath(args.src)
+    if not os.path.isdir(src):
+        raise UsageError(f"source {args.src} is not a directory")
+    name = args.name or f"{socket.gethostname()}:{src}"
+    passphrase = read_passphrase(args)
+    with Repository.open(args.repo, passphrase, exclusive=True) as repo:
+        state = None if args.no_cache else StateCache(state_path(cache_dir(args), repo.id, name))
+        try:
+            with progress_bar(args, "sync", None) as progress:
+                report = sync(src, repo, name, state=state, excludes=args.exclude, progress=progress,
+                              workers=args.workers)
+        finally:
+            if state is not None:
+                state.close()
+        snap = report.snapshot
+        summary = report.as_dict()
+        summary.update(source=name, bytes_stored=repo.stats["bytes_written"], packs_written=repo.stats["packs_written"])
+        lines = [
+            f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
+            f"  {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes_total)}",
+            f"  read {human_bytes(report.bytes_read)} ({report.files_unchanged} files unchanged, not read); "
+            f"{report.chunks_new} new of {report.chunks_total} chunks; "
+            f"stored {human_bytes(repo.stats['bytes_written'])} in {repo.stats['packs_written']} packs",
+        ]
+        for path, message in report.warnings:
+            lines.append(f"  warning: {path}: {message}")
+        emit(args, summary, lines)
+        if report.warnings and not args.json:
+            import sys
+
+            for path, message in report.warnings if args.quiet else []:
+                print(f"replicator: warning: {path}: {message}", file=sys.stderr)
+    return C.EXIT_WARNING if report.warnings else C.EXIT_OK

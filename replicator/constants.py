@@ -1,0 +1,72 @@
+"""Magic bytes, version ranges, size limits and exit codes.
+
+Every on-disk and on-wire constant lives here so that docs/FORMAT.md and the
+code can be checked against one list.  Changing any value below changes the
+repository format: bump FORMAT_VERSION_CURRENT and document it in FORMAT.md.
+"""
+
+# --- repository format (docs/FORMAT.md) -------------------------------------
+FORMAT_VERSION_MIN = 1
+FORMAT_VERSION_MAX = 1
+FORMAT_VERSION_CURRENT = 1
+
+REPO_MAGIC = "replicator-repository"  # "magic" field of the config object
+
+PACK_MAGIC = b"RPLPACK\x00"  # first 8 bytes of every pack
+PACK_FOOTER_MAGIC = b"RPLPEND\x00"  # last 8 bytes of every pack
+SNAPSHOT_MAGIC = b"RPLSNAP\x00"  # first 8 bytes of every snapshot object
+KEYFILE_MAGIC = "replicator-key"
+
+PACK_SALT_SIZE = 32
+PACK_HEADER_SIZE = 8 + 2 + 2 + PACK_SALT_SIZE  # magic, version, reserved, salt
+PACK_FOOTER_SIZE = 4 + 8  # table length (u32 LE) + footer magic
+PACK_TABLE_ENTRY_SIZE = 1 + 32 + 8 + 4 + 4  # type, id, offset, stored length, raw length
+PACK_TARGET_SIZE = 16 * 1024 * 1024  # a pack is closed once it holds this much
+PACK_MAX_BLOBS = 1 << 20  # refuse tables claiming more entries
+
+# Blob types.  The type is part of every blob's associated data.
+BLOB_DATA = 0
+BLOB_TREE = 1
+BLOB_TYPES = (BLOB_DATA, BLOB_TREE)
+
+# First plaintext byte of every blob: how the payload after it is stored.
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+
+# AEAD associated data prefixes.  A blob's AAD is
+#   BLOB_AAD_PREFIX || type (1 byte) || chunk id (32 bytes)
+# so a blob cannot be moved to another id or type; the table's AAD is
+#   TABLE_AAD_PREFIX || pack salt (32 bytes)
+# so a table cannot be moved to another pack.
+BLOB_AAD_PREFIX = b"replicator/blob/v1\x00"
+TABLE_AAD_PREFIX = b"replicator/table/v1\x00"
+SNAPSHOT_AAD_PREFIX = b"replicator/snapshot/v1\x00"
+KEY_AAD_PREFIX = b"replicator/key/v1\x00"
+
+# Nonces inside a pack: 4-byte big-endian domain || 8-byte big-endian counter.
+NONCE_DOMAIN_BLOB = 0
+NONCE_DOMAIN_TABLE = 0xFFFFFFFF
+
+ID_SIZE = 32
+KEY_SIZE = 32
+MAX_BLOB_SIZE = 64 * 1024 * 1024  # largest plaintext a blob may claim (chunks, trees)
+MAX_TREE_SIZE = MAX_BLOB_SIZE
+MAX_SNAPSHOT_SIZE = 1024 * 1024
+
+# Key derivation: HKDF-SHA256(master, salt=repository id, info=HKDF_INFO_PREFIX + purpose)
+HKDF_INFO_PREFIX = b"replicator/v1/"
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_LOG2N_DEFAULT = 17
+SCRYPT_LOG2N_MIN = 14
+SCRYPT_LOG2N_MAX = 22
+
+# --- exit codes (docs/OPERATIONS.md) ------------------------------------------
+EXIT_OK = 0
+EXIT_WARNING = 1  # finished, but some files were skipped or could not be restored
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_REPOSITORY = 3  # repository missing, foreign, locked or of an unsupported version
+EXIT_PASSPHRASE = 4  # wrong passphrase
+EXIT_INTEGRITY = 5  # corrupted or tampered data
+EXIT_STORAGE = 6  # I/O error: disk full, permission denied on the repository
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,111 @@
+"""Key material: the passphrase-wrapped master key and the subkeys derived from it.
+
+Key file (object ``keys/<name>``, JSON, see docs/FORMAT.md "Key files"): the
+32-byte master key sealed with AES-256-GCM under scrypt(passphrase).  All
+working keys are HKDF-SHA256 subkeys of the master key, one per purpose, with
+the repository id as salt, so that keys of two repositories never coincide
+and no key serves two purposes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from replicator import constants as C
+from replicator.core import crypto
+from replicator.errors import IntegrityError, WrongPassphrase
+
+# Purposes (HKDF info = HKDF_INFO_PREFIX + purpose).  Never reuse a purpose string.
+PURPOSE_CHUNK_ID = b"chunk-id"
+PURPOSE_TREE_ID = b"tree-id"
+PURPOSE_GEAR = b"gear"
+PURPOSE_ENCRYPT = b"encrypt"
+PURPOSE_SIGN = b"sign"
+PURPOSE_PREFILTER = b"prefilter"
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The working keys of one repository, derived from its master key."""
+
+    chunk_id: bytes
+    tree_id: bytes
+    gear: bytes
+    encrypt: bytes
+    sign_seed: bytes
+    prefilter: bytes
+
+    @classmethod
+    def derive(cls, master: bytes, repo_id: bytes) -> "KeySet":
+        def sub(purpose: bytes) -> bytes:
+            return crypto.hkdf(master, salt=repo_id, info=C.HKDF_INFO_PREFIX + purpose)
+
+        return cls(
+            chunk_id=sub(PURPOSE_CHUNK_ID),
+            tree_id=sub(PURPOSE_TREE_ID),
+            gear=sub(PURPOSE_GEAR),
+            encrypt=sub(PURPOSE_ENCRYPT),
+            sign_seed=sub(PURPOSE_SIGN),
+            prefilter=sub(PURPOSE_PREFILTER),
+        )
+
+
+def _wrap_aad(repo_id: bytes) -> bytes:
+    return C.KEY_AAD_PREFIX + repo_id
+
+
+def make_keyfile(master: bytes, repo_id: bytes, passphrase: bytes, log2n: int) -> bytes:
+    """:returns: the JSON key file sealing ``master`` under ``passphrase``."""
+    if not C.SCRYPT_LOG2N_MIN <= log2n <= C.SCRYPT_LOG2N_MAX:
+        raise ValueError(f"scrypt work factor must be {C.SCRYPT_LOG2N_MIN}..{C.SCRYPT_LOG2N_MAX}")
+    salt = crypto.random_bytes(32)
+    nonce = crypto.random_bytes(crypto.NONCE_SIZE)
+    kek = crypto.scrypt(passphrase, salt, log2n, C.SCRYPT_R, C.SCRYPT_P)
+    sealed = crypto.Aead(kek).seal(nonce, master, _wrap_aad(repo_id))
+    signing = crypto.SigningKey(KeySet.derive(master, repo_id).sign_seed)
+    doc = {
+        "magic": C.KEYFILE_MAGIC,
+        "version": C.FORMAT_VERSION_CURRENT,
+        "kdf": {"name": "scrypt", "log2n": log2n, "r": C.SCRYPT_R, "p": C.SCRYPT_P, "salt": salt.hex()},
+        "aead": "aes-256-gcm",
+        "nonce": nonce.hex(),
+        "sealed_master_key": sealed.hex(),
+        "signing_public_key": signing.public_bytes().hex(),
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def parse_keyfile(data: bytes) -> dict:
+    """:raises IntegrityError: when the key file is not a well-formed key file."""
+    try:
+        doc = json.loads(data)
+        kdf = doc["kdf"]
+        if doc["magic"] != C.KEYFILE_MAGIC or kdf["name"] != "scrypt" or doc["aead"] != "aes-256-gcm":
+            raise ValueError("unknown key file kind")
+        if not C.SCRYPT_LOG2N_MIN <= int(kdf["log2n"]) <= C.SCRYPT_LOG2N_MAX:
+            raise ValueError("scrypt work factor out of range")
+        if int(kdf["r"]) > 32 or int(kdf["p"]) > 16:
+            raise ValueError("scrypt parameters out of range")
+        for field in ("nonce", "sealed_master_key", "signing_public_key"):
+            bytes.fromhex(doc[field])
+        bytes.fromhex(kdf["salt"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"key file is damaged: {exc}") from None
+    return doc
+
+
+def unlock(data: bytes, repo_id: bytes, passphrase: bytes, location: str) -> bytes:
+    """:returns: the master key.  :raises WrongPassphrase: when it does not open."""
+    doc = parse_keyfile(data)
+    kdf = doc["kdf"]
+    kek = crypto.scrypt(passphrase, bytes.fromhex(kdf["salt"]), int(kdf["log2n"]), int(kdf["r"]), int(kdf["p"]))
+    try:
+        master = crypto.Aead(kek).open(
+            bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["sealed_master_key"]), _wrap_aad(repo_id)
+        )
+    except crypto.AuthenticationFailed:
+        raise WrongPassphrase(location) from None
+    public = crypto.SigningKey(KeySet.derive(master, repo_id).sign_seed).public_bytes()
+    if public.hex() != doc["signing_public_key"]:
+        raise IntegrityError("key file's signing public key does not match its master key")
+    return master

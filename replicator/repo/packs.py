@@ -1,0 +1,167 @@
+"""Packs: immutable files holding many encrypted blobs and an encrypted table.
+
+Layout (docs/FORMAT.md "Packs")::
+
+    +--------------------------------------------------------------+
+    | magic "RPLPACK\\0" | version u16 LE | reserved u16 | salt (32) |  header, 44 bytes
+    +--------------------------------------------------------------+
+    | blob 0: AES-256-GCM(method u8 || payload) || tag             |
+    | blob 1 ...                                                   |  no lengths in clear
+    +--------------------------------------------------------------+
+    | table: AES-256-GCM(count u32 LE || entries) || tag           |
+    +--------------------------------------------------------------+
+    | table length u32 LE | magic "RPLPEND\\0"                     |  footer, 12 bytes
+    +--------------------------------------------------------------+
+
+The pack key is HKDF(encrypt key, salt=pack salt, info="replicator/v1/pack"):
+a fresh random salt per pack gives every pack its own key, so the counter
+nonces inside a pack are never reused under a key, even across crashes.
+A pack's object name is the SHA-256 of its bytes, so anyone (also the
+secondary site without the passphrase) can check a pack is intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from replicator import constants as C
+from replicator.core import crypto
+from replicator.core.compress import decompress
+from replicator.core.ids import IdHasher
+from replicator.errors import IntegrityError, UnsupportedVersion
+
+_HEADER = struct.Struct("<8sHH32s")
+_FOOTER = struct.Struct("<I8s")
+_ENTRY = struct.Struct("<B32sQII")  # type, id, offset, stored length, raw length
+PACK_INFO = C.HKDF_INFO_PREFIX + b"pack"
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    type: int
+    id: bytes
+    offset: int  # of the ciphertext, from the start of the pack
+    length: int  # ciphertext length including the tag
+    raw_len: int  # plaintext length after decompression
+    seq: int  # position in the pack's table: the blob's nonce counter
+
+
+def pack_name(data: bytes | bytearray) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    return f"data/{digest[:2]}/{digest}"
+
+
+def pack_key(encrypt_key: bytes, salt: bytes) -> crypto.Aead:
+    return crypto.Aead(crypto.hkdf(encrypt_key, salt=salt, info=PACK_INFO))
+
+
+def nonce(domain: int, counter: int) -> bytes:
+    return struct.pack(">IQ", domain, counter)
+
+
+def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
+    return C.BLOB_AAD_PREFIX + bytes((blob_type,)) + blob_id
+
+
+class PackWriter:
+    """Accumulates blobs for one pack; ``finish`` returns its bytes and table."""
+
+    def __init__(self, encrypt_key: bytes) -> None:
+        self.salt = crypto.random_bytes(C.PACK_SALT_SIZE)
+        self._aead = pack_key(encrypt_key, self.salt)
+        self._buf = bytearray(_HEADER.pack(C.PACK_MAGIC, C.FORMAT_VERSION_CURRENT, 0, self.salt))
+        self.entries: list[BlobEntry] = []
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def add(self, blob_type: int, blob_id: bytes, method: int, payload: bytes, raw_len: int) -> BlobEntry:
+        sealed = self._aead.seal(
+            nonce(C.NONCE_DOMAIN_BLOB, len(self.entries)), bytes((method,)) + payload, blob_aad(blob_type, blob_id)
+        )
+        entry = BlobEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_len, len(self.entries))
+        self._buf += sealed
+        self.entries.append(entry)
+        return entry
+
+    def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
+        """:returns: (object name, pack bytes, table entries)."""
+        table = bytearray(struct.pack("<I", len(self.entries)))
+        for e in self.entries:
+            table += _ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_len)
+        sealed = self._aead.seal(nonce(C.NONCE_DOMAIN_TABLE, 0), bytes(table), C.TABLE_AAD_PREFIX + self.salt)
+        self._buf += sealed
+        self._buf += _FOOTER.pack(len(sealed), C.PACK_FOOTER_MAGIC)
+        data = bytes(self._buf)
+        return pack_name(data), data, self.entries
+
+
+def parse_header(header: bytes, name: str) -> bytes:
+    """:returns: the pack salt.  :raises IntegrityError, UnsupportedVersion:"""
+    if len(header) < C.PACK_HEADER_SIZE:
+        raise IntegrityError(f"pack {name} is truncated")
+    magic, version, _reserved, salt = _HEADER.unpack_from(header)
+    if magic != C.PACK_MAGIC:
+        raise IntegrityError(f"pack {name} has no pack header")
+    if not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
+        raise UnsupportedVersion(f"pack {name}", version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
+    return salt
+
+
+def read_table(data: bytes, name: str, encrypt_key: bytes) -> list[BlobEntry]:
+    """Decrypt and validate the table of a whole pack held in ``data``.
+
+    :raises IntegrityError: on any inconsistency (truncation, tampering, overlapping blobs).
+    """
+    salt = parse_header(data, name)
+    if len(data) < C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE + crypto.TAG_SIZE:
+        raise IntegrityError(f"pack {name} is truncated")
+    table_len, magic = _FOOTER.unpack_from(data, len(data) - C.PACK_FOOTER_SIZE)
+    if magic != C.PACK_FOOTER_MAGIC:
+        raise IntegrityError(f"pack {name} is truncated (no footer)")
+    table_start = len(data) - C.PACK_FOOTER_SIZE - table_len
+    if table_start < C.PACK_HEADER_SIZE or table_len < crypto.TAG_SIZE + 4:
+        raise IntegrityError(f"pack {name} has an impossible table length")
+    try:
+        table = pack_key(encrypt_key, salt).open(
+            nonce(C.NONCE_DOMAIN_TABLE, 0), data[table_start : table_start + table_len], C.TABLE_AAD_PREFIX + salt
+        )
+    except crypto.AuthenticationFailed:
+        raise IntegrityError(f"pack {name}: table fails authentication (tampered, or another repository's key)") from None
+    (count,) = struct.unpack_from("<I", table)
+    if count > C.PACK_MAX_BLOBS or len(table) != 4 + count * _ENTRY.size:
+        raise IntegrityError(f"pack {name}: table has an impossible size")
+    entries = []
+    expect = C.PACK_HEADER_SIZE
+    for i in range(count):
+        t, blob_id, offset, length, raw_len = _ENTRY.unpack_from(table, 4 + i * _ENTRY.size)
+        if t not in C.BLOB_TYPES or offset != expect or length < crypto.TAG_SIZE + 1 or raw_len > C.MAX_BLOB_SIZE:
+            raise IntegrityError(f"pack {name}: table entry {i} is inconsistent")
+        expect = offset + length
+        entries.append(BlobEntry(t, blob_id, offset, length, raw_len, i))
+    if expect != table_start:
+        raise IntegrityError(f"pack {name}: blobs do not fill the pack")
+    return entries
+
+
+def open_blob(aead: crypto.Aead, entry: BlobEntry, sealed: bytes, hasher: IdHasher, where: str) -> bytes:
+    """Authenticate, decompress (capped at raw_len) and check the id of one blob.
+
+    :raises IntegrityError:
+    """
+    try:
+        plain = aead.open(nonce(C.NONCE_DOMAIN_BLOB, entry.seq), sealed, blob_aad(entry.type, entry.id))
+    except crypto.AuthenticationFailed:
+        raise IntegrityError(f"blob {entry.id.hex()[:16]} in {where} fails authentication") from None
+    try:
+        data = decompress(plain[0], memoryview(plain)[1:], entry.raw_len)
+    except (ValueError, IndexError) as exc:
+        raise IntegrityError(f"blob {entry.id.hex()[:16]} in {where}: {exc}") from None
+    if not hasher.check(data, entry.id):
+        raise IntegrityError(f"blob {entry.id.hex()[:16]} in {where} does not match its id")
+    return data

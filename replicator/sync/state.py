@@ -1,0 +1,79 @@
+"""State cache: what a file looked like when it was last chunked.
+
+Maps a relative path to (size, mtime_ns, inode, ctime_ns) and the chunk ids
+it had then, so an unchanged file is not read again.  A cached row is only a
+hint: the engine uses it only when every chunk id in it is still in the
+repository, so a stale or damaged cache can cost time, never correctness.
+One SQLite file per (repository, source name), kept outside the repository.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+from replicator.constants import ID_SIZE
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, chunks BLOB
+) WITHOUT ROWID;
+"""
+
+
+def state_path(cache_dir: str, repo_id: str, source: str) -> str:
+    tag = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return os.path.join(cache_dir, repo_id, f"state-{tag}.sqlite")
+
+
+class StateCache:
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            # A damaged cache is thrown away: it is only a hint.
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(path + suffix)
+                except FileNotFoundError:
+                    pass
+            self._db = sqlite3.connect(path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        self._seen: set[str] = set()
+
+    def lookup(self, path: str, key: tuple[int, int, int, int]) -> tuple[bytes, ...] | None:
+        """:returns: the cached chunk ids when the file's stat key is unchanged."""
+        row = self._db.execute(
+            "SELECT size, mtime_ns, ino, ctime_ns, chunks FROM files WHERE path=?", (path,)
+        ).fetchone()
+        if row is None or tuple(row[:4]) != key:
+            return None
+        raw = row[4]
+        if len(raw) % ID_SIZE:
+            return None
+        return tuple(raw[i : i + ID_SIZE] for i in range(0, len(raw), ID_SIZE))
+
+    def record(self, path: str, key: tuple[int, int, int, int], chunks: tuple[bytes, ...]) -> None:
+        self._seen.add(path)
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (path, *key, b"".join(chunks)))
+
+    def keep(self, path: str) -> None:
+        self._seen.add(path)
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    def forget_unseen(self) -> None:
+        """Drop rows of files that no longer exist at the source (after a complete sync)."""
+        rows = [p for (p,) in self._db.execute("SELECT path FROM files") if p not in self._seen]
+        self._db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in rows])
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
