@@ -1,0 +1,147 @@
+"""The CLI as an operator meets it: help, exit codes, one-line errors, --json."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_cli
+
+SUBCOMMANDS = ["init", "sync", "snapshots", "restore", "verify"]
+
+
+def one_line_error(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {result.stderr!r}"
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("replicator: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def repo(tmp_path, cli):
+    path = tmp_path / "repo"
+    r = cli("init", str(path), "--kdf-work", "14")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "a.txt").write_text("patient record\n" * 1000)
+    (src / "b.bin").write_bytes(os.urandom(300_000))
+    return src
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_help_on_every_subcommand(cli, sub):
+    r = cli(sub, "--help")
+    assert r.returncode == 0
+    assert "usage: replicator " + sub in r.stdout
+
+
+def test_wrong_passphrase_exit_4(cli, repo):
+    r = cli("snapshots", str(repo), passphrase="not it")
+    assert r.returncode == 4
+    assert "wrong passphrase" in one_line_error(r)
+
+
+def test_missing_repository_exit_3(cli, tmp_path):
+    r = cli("snapshots", str(tmp_path / "nope"))
+    assert r.returncode == 3
+    assert "no replicator repository" in one_line_error(r)
+
+
+def test_foreign_repository_exit_3(cli, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config").write_text('{"magic": "restic"}')
+    r = cli("snapshots", str(foreign))
+    assert r.returncode == 3
+    assert "not a replicator repository" in one_line_error(r)
+
+
+def test_init_refuses_non_empty_directory(cli, tmp_path, tree):
+    r = cli("init", str(tree), "--kdf-work", "14")
+    assert r.returncode == 3
+    assert "not empty" in one_line_error(r)
+    assert (tree / "b.bin").exists()
+
+
+def test_no_passphrase_without_terminal(cli, repo):
+    r = cli("snapshots", str(repo), passphrase=None)
+    assert r.returncode == 2
+    assert "REPLICATOR_PASSPHRASE" in one_line_error(r)
+
+
+def test_passphrase_file(cli, repo, tmp_path):
+    pf = tmp_path / "pass"
+    pf.write_text("correct horse battery staple\n")
+    r = cli("snapshots", str(repo), "--passphrase-file", str(pf), passphrase=None)
+    assert r.returncode == 0, r.stderr
+
+
+def test_json_summaries(cli, repo, tree):
+    r = cli("sync", str(tree), str(repo), "--name", "amiens", "--json")
+    assert r.returncode == 0
+    s = json.loads(r.stdout)
+    assert s["files"] == 2 and s["dirs"] == 1 and s["source"] == "amiens"
+    snaps = json.loads(cli("snapshots", str(repo), "--json").stdout)["snapshots"]
+    assert len(snaps) == 1 and snaps[0]["id"] == s["snapshot"] and snaps[0]["generation"] == 1
+    v = json.loads(cli("verify", str(repo), "--json").stdout)
+    assert v["ok"] is True and v["files"] == 2
+
+
+def test_unreadable_entry_is_reported_and_sync_goes_on(cli, repo, tree):
+    os.mkfifo(tree / "pipe")
+    r = cli("sync", str(tree), str(repo), "--name", "x")
+    assert r.returncode == 1, r.stderr
+    assert "pipe" in r.stdout and "warning" in r.stdout
+    snaps = json.loads(cli("snapshots", str(repo), "--json").stdout)["snapshots"]
+    assert snaps[0]["files"] == 2
+
+
+def test_corruption_is_reported_with_what_it_affects(cli, repo, tree, tmp_path):
+    assert cli("sync", str(tree), str(repo), "--name", "x").returncode == 0
+    packs = [os.path.join(d, f) for d, _s, fs in os.walk(repo / "data") for f in fs]
+    assert packs
+    with open(packs[0], "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0x01]))
+    r = cli("verify", str(repo), "--data")
+    assert r.returncode == 5
+    assert "damaged" in r.stdout
+    assert "a.txt" in r.stdout or "b.bin" in r.stdout
+    out = tmp_path / "out"
+    r = cli("restore", str(repo), str(out))
+    assert r.returncode == 5
+    assert "integrity" in r.stdout
+
+
+def test_restore_subpath(cli, repo, tree, tmp_path):
+    assert cli("sync", str(tree), str(repo)).returncode == 0
+    out = tmp_path / "out"
+    r = cli("restore", str(repo), str(out), "--path", "dir")
+    assert r.returncode == 0, r.stderr
+    assert (out / "dir" / "a.txt").read_text() == (tree / "dir" / "a.txt").read_text()
+    assert not (out / "b.bin").exists()
+    r = cli("restore", str(repo), str(out), "--path", "nothing/here")
+    assert r.returncode == 2
+
+
+def test_second_writer_is_refused_while_locked(cli, repo, tree):
+    import fcntl
+
+    fd = os.open(repo / "lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = cli("sync", str(tree), str(repo))
+        assert r.returncode == 3
+        assert "locked" in one_line_error(r)
+    finally:
+        os.close(fd)

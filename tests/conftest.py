@@ -1,0 +1,44 @@
+"""Shared fixtures: a hermetic environment for every test.
+
+No test sees the developer's REPLICATOR_* variables or cache; each gets its
+own cache directory.  The repository root is importable so tests can use
+benchmarks.corpus (the deterministic sample generator).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch, tmp_path_factory):
+    for name in list(os.environ):
+        if name.startswith("REPLICATOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("REPLICATOR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def run_cli(*args: str, passphrase: str | None = PASSPHRASE, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m replicator`` as a real process, as an operator would."""
+    full_env = dict(os.environ)
+    if passphrase is not None:
+        full_env["REPLICATOR_PASSPHRASE"] = passphrase
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True, text=True,
+                          env=full_env, cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
