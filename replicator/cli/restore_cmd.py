@@ -29,13 +29,16 @@ def register(sub) -> None:
 
 
 def select(entries: Iterator[Entry], subpath: str | None) -> Iterator[Entry]:
-    """Entries at or below ``subpath``; hard links to files outside it become plain files."""
+    """Entries at or below ``subpath``, and the directories above it (so it has
+    somewhere to go); hard links to files outside it become plain files."""
     if not subpath:
         yield from entries
         return
     prefix = subpath + "/"
     for e in entries:
-        if e.path == subpath or e.path.startswith(prefix):
+        if prefix.startswith(e.path + "/") and e.kind == "dir":
+            yield e
+        elif e.path == subpath or e.path.startswith(prefix):
             if e.link_to and not (e.link_to == subpath or e.link_to.startswith(prefix)):
                 e = dataclasses.replace(e, link_to="")
             yield e

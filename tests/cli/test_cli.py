@@ -130,6 +130,14 @@ def test_restore_subpath(cli, repo, tree, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "dir" / "a.txt").read_text() == (tree / "dir" / "a.txt").read_text()
     assert not (out / "b.bin").exists()
+    (tree / "dir" / "deep" / "er").mkdir(parents=True)
+    (tree / "dir" / "deep" / "er" / "x.hl7").write_text("MSH|")
+    assert cli("sync", str(tree), str(repo)).returncode == 0
+    out2 = tmp_path / "out2"
+    r = cli("restore", str(repo), str(out2), "--path", "/dir/deep/er/x.hl7")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out2 / "dir" / "deep" / "er" / "x.hl7").read_text() == "MSH|"
+    assert not (out2 / "dir" / "a.txt").exists()
     r = cli("restore", str(repo), str(out), "--path", "nothing/here")
     assert r.returncode == 2
 
