@@ -86,21 +86,32 @@ class Chunker:
             yield bytes(view[start:end])
             start = end
 
-    def chunks(self, f: Readable) -> Iterator[bytes]:
+    def chunks(self, f: Readable, size_hint: int | None = None) -> Iterator[bytes]:
         """Chunks of a binary file object, read with ``f.readinto``.
 
         Memory is bounded by ``buffer_size`` whatever the file size.  The buffer
         is filled completely (or to EOF) before each scan, so short reads cost
-        no extra scanning.
+        no extra scanning.  ``size_hint`` (the file's size, when known) keeps
+        the buffer small for small files; a file that turns out larger than its
+        hint gets the full buffer, so the result never depends on the hint.
 
         :raises TypeError: if ``f.readinto`` returns None (non-blocking file with no data).
         """
-        buf = bytearray(self.buffer_size)
+        size = self.buffer_size
+        if size_hint is not None and 0 <= size_hint < size - 1:
+            size = max(size_hint + 1, 4096)
+        buf = bytearray(size)
         view = memoryview(buf)
         filled = 0
         eof = False
         while not eof:
-            while filled < len(buf):
+            while True:
+                if filled == len(buf):
+                    if len(buf) >= self.buffer_size:
+                        break
+                    buf = bytearray(self.buffer_size)  # larger than hinted: grow once
+                    buf[:filled] = view[:filled]
+                    view = memoryview(buf)
                 n = f.readinto(view[filled:])
                 if n is None:
                     raise TypeError("readinto returned None: non-blocking files are not supported")

@@ -170,7 +170,7 @@ def sync(src: str, dest: Destination, source: str, *, state: StateCache | None =
                 job = _FileJob(meta, key)
                 n = 0
                 try:
-                    for chunk in chunker.chunks(f):
+                    for chunk in chunker.chunks(f, st0.st_size):
                         pipe.submit_chunk(("chunk", job), chunk)
                         n += len(chunk)
                         if progress:

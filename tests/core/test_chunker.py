@@ -212,3 +212,23 @@ def test_golden_grid_matches_reference_on_a_prefix():
     data = seeded(200_000)
     for lo, avg, hi in GOLDEN_PARAMS[:3]:
         assert cdc.find_cuts(data, lo, avg, hi, GEAR, True) == cdc_ref.cut_points(data, lo, avg, hi, GEAR)
+
+
+@pytest.mark.parametrize("hint_delta", [None, 0, -1, -5000, 1, 10_000_000, "zero"])
+def test_size_hint_never_changes_the_chunks(hint_delta):
+    """A wrong size hint (file grew or shrank since stat) costs a buffer regrow, never other chunks."""
+    import io
+    import random
+
+    params = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
+    chunker = Chunker(params, gear_table(bytes(range(32))))
+    data = random.Random(9).randbytes(300_000)
+    want = list(chunker.chunks_of(data))
+    if hint_delta is None:
+        hint = None
+    elif hint_delta == "zero":
+        hint = 0
+    else:
+        hint = max(0, len(data) + hint_delta)
+    got = list(chunker.chunks(io.BytesIO(data), hint))
+    assert got == want
