@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from replicator import constants as C
 from replicator.cli.common import emit, read_passphrase
+from replicator.core.compress import DEFAULT_LEVEL
 from replicator.core.params import ChunkerParams
 from replicator.errors import UsageError
 from replicator.repo.repository import Repository
@@ -17,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--chunk-sizes", metavar="MIN,AVG,MAX",
                    help="content-defined chunking sizes in bytes (default: the measured default, see docs/CHUNKING.md)")
-    p.add_argument("--compression-level", type=int, default=3, metavar="N", help="zstd level 1-19 (default 3)")
+    p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N", help=f"zstd level 1-19 (default {DEFAULT_LEVEL})")
     p.add_argument("--kdf-work", type=int, default=C.SCRYPT_LOG2N_DEFAULT, metavar="LOG2N",
                    help=f"scrypt cost as log2(N), {C.SCRYPT_LOG2N_MIN}-{C.SCRYPT_LOG2N_MAX} (default {C.SCRYPT_LOG2N_DEFAULT})")
     add_common(p)

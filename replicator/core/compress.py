@@ -12,7 +12,7 @@ import zstandard
 
 from replicator.constants import COMPRESSION_NONE, COMPRESSION_ZSTD
 
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 1
 # Compress only when it saves at least this fraction; below that the CPU spent
 # on decompression at restore is not worth the bytes.
 MIN_SAVING = 0.03

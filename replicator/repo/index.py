@@ -30,6 +30,7 @@ class Index:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
         db = self._db()
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE key='repository'").fetchone()
@@ -50,6 +51,8 @@ class Index:
             db.execute("PRAGMA synchronous=NORMAL")
             db.isolation_level = "DEFERRED"
             self._local.db = db
+            with self._write_lock:
+                self._connections.append(db)
         return db
 
     def lookup(self, blob_id: bytes) -> tuple[str, BlobEntry] | None:
@@ -106,7 +109,9 @@ class Index:
             db.execute("DELETE FROM packs")
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close every thread's connection (call when no other thread uses the index)."""
+        with self._write_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -65,40 +65,57 @@ def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
 
 
 class PackWriter:
-    """Accumulates blobs for one pack; ``finish`` returns its bytes and table."""
+    """Collects blobs for one pack; ``finish`` seals them and returns the pack.
+
+    ``add`` only queues the (already compressed) payload, so the caller's
+    thread does no encryption; ``finish`` can run on a writer thread.
+    """
 
     def __init__(self, encrypt_key: bytes) -> None:
-        self.salt = crypto.random_bytes(C.PACK_SALT_SIZE)
-        self._aead = pack_key(encrypt_key, self.salt)
-        self._buf = bytearray(_HEADER.pack(C.PACK_MAGIC, C.FORMAT_VERSION_CURRENT, 0, self.salt))
-        self.entries: list[BlobEntry] = []
+        self._encrypt_key = encrypt_key
+        self._blobs: list[tuple[int, bytes, int, bytes, int]] = []
+        self._size = C.PACK_HEADER_SIZE
 
     def __len__(self) -> int:
-        return len(self._buf)
+        """Approximately the pack's size so far."""
+        return self._size
 
     @property
     def count(self) -> int:
-        return len(self.entries)
+        return len(self._blobs)
 
-    def add(self, blob_type: int, blob_id: bytes, method: int, payload: bytes, raw_len: int) -> BlobEntry:
-        sealed = self._aead.seal(
-            nonce(C.NONCE_DOMAIN_BLOB, len(self.entries)), bytes((method,)) + payload, blob_aad(blob_type, blob_id)
-        )
-        entry = BlobEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_len, len(self.entries))
-        self._buf += sealed
-        self.entries.append(entry)
-        return entry
+    @property
+    def ids(self) -> list[bytes]:
+        return [b[1] for b in self._blobs]
+
+    def add(self, blob_type: int, blob_id: bytes, method: int, payload: bytes, raw_len: int) -> None:
+        self._blobs.append((blob_type, blob_id, method, payload, raw_len))
+        self._size += 1 + len(payload) + crypto.TAG_SIZE
 
     def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
-        """:returns: (object name, pack bytes, table entries)."""
-        table = bytearray(struct.pack("<I", len(self.entries)))
-        for e in self.entries:
-            table += _ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_len)
-        sealed = self._aead.seal(nonce(C.NONCE_DOMAIN_TABLE, 0), bytes(table), C.TABLE_AAD_PREFIX + self.salt)
-        self._buf += sealed
-        self._buf += _FOOTER.pack(len(sealed), C.PACK_FOOTER_MAGIC)
-        data = bytes(self._buf)
-        return pack_name(data), data, self.entries
+        """Seal every blob and the table under a fresh pack key.
+
+        :returns: (object name, pack bytes, table entries).
+        """
+        salt = crypto.random_bytes(C.PACK_SALT_SIZE)
+        aead = pack_key(self._encrypt_key, salt)
+        parts = [_HEADER.pack(C.PACK_MAGIC, C.FORMAT_VERSION_CURRENT, 0, salt)]
+        offset = C.PACK_HEADER_SIZE
+        entries = []
+        table = bytearray(struct.pack("<I", len(self._blobs)))
+        for seq, (blob_type, blob_id, method, payload, raw_len) in enumerate(self._blobs):
+            sealed = aead.seal(nonce(C.NONCE_DOMAIN_BLOB, seq), bytes((method,)) + payload, blob_aad(blob_type, blob_id))
+            entry = BlobEntry(blob_type, blob_id, offset, len(sealed), raw_len, seq)
+            table += _ENTRY.pack(entry.type, entry.id, entry.offset, entry.length, entry.raw_len)
+            entries.append(entry)
+            parts.append(sealed)
+            offset += len(sealed)
+        self._blobs = []
+        sealed_table = aead.seal(nonce(C.NONCE_DOMAIN_TABLE, 0), bytes(table), C.TABLE_AAD_PREFIX + salt)
+        parts.append(sealed_table)
+        parts.append(_FOOTER.pack(len(sealed_table), C.PACK_FOOTER_MAGIC))
+        data = b"".join(parts)
+        return pack_name(data), data, entries
 
 
 def parse_header(header: bytes, name: str) -> bytes:

@@ -14,7 +14,9 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 from replicator import constants as C
@@ -91,7 +93,12 @@ class Repository:
             storage.clean_temporaries()
         self.index = Index(os.path.join(local_dir, INDEX_FILE), self.id)
         self._writer: PackWriter | None = None
+        # Ids stored in this session but not yet in the index: in the pack being
+        # filled or in a pack the writer thread is sealing and storing.
         self._pending: set[bytes] = set()
+        self._pending_lock = threading.Lock()
+        self._pack_thread: ThreadPoolExecutor | None = None
+        self._pack_jobs: list[Future] = []
         self._pack_keys: dict[str, crypto.Aead] = {}
         self.stats = {"packs_written": 0, "bytes_written": 0, "blobs_written": 0}
         self.catch_up()
@@ -160,6 +167,13 @@ class Repository:
         self._lock_fd = fd
 
     def close(self) -> None:
+        """Release the lock.  Blobs not flushed are dropped (they belong to no snapshot)."""
+        if self._pack_thread is not None:
+            for job in self._pack_jobs:
+                job.cancel()
+            self._pack_thread.shutdown(wait=True)
+            self._pack_thread = None
+            self._pack_jobs = []
         self.index.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -212,23 +226,39 @@ class Repository:
         if self._writer is None:
             self._writer = PackWriter(self.keys.encrypt)
         self._writer.add(blob_type, blob_id, method, payload, raw_len)
-        self._pending.add(blob_id)
+        with self._pending_lock:
+            self._pending.add(blob_id)
         self.stats["blobs_written"] += 1
         if len(self._writer) >= C.PACK_TARGET_SIZE:
-            self.flush()
+            self._flush_async()
         return True
 
-    def flush(self) -> None:
-        """Make every stored blob durable: pack to storage, then its rows to the index."""
-        if self._writer is None or not self._writer.count:
-            return
-        name, data, entries = self._writer.finish()
-        self._writer = None
+    def _write_pack(self, writer: PackWriter) -> None:
+        """Writer thread: seal, store durably, then index; only then forget the ids as pending."""
+        name, data, entries = writer.finish()
         self.storage.put(name, data)
         self.index.add_pack(name, len(data), entries)
-        self._pending.clear()
+        with self._pending_lock:
+            self._pending.difference_update(e.id for e in entries)
         self.stats["packs_written"] += 1
         self.stats["bytes_written"] += len(data)
+
+    def _flush_async(self) -> None:
+        """Hand the current pack to the writer thread; at most two packs wait, bounding memory."""
+        writer, self._writer = self._writer, None
+        if writer is None or not writer.count:
+            return
+        if self._pack_thread is None:
+            self._pack_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
+        self._pack_jobs.append(self._pack_thread.submit(self._write_pack, writer))
+        while len(self._pack_jobs) > 2 or (self._pack_jobs and self._pack_jobs[0].done()):
+            self._pack_jobs.pop(0).result()  # re-raises a storage error here
+
+    def flush(self) -> None:
+        """Make every stored blob durable: packs to storage, then their rows to the index."""
+        self._flush_async()
+        while self._pack_jobs:
+            self._pack_jobs.pop(0).result()
 
     def store_tree(self, items: list[TreeItem]) -> bytes:
         data = encode_tree(items)

@@ -28,7 +28,8 @@ class ChunkResult:
 
 
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """One core stays for the reading/chunking thread and the pack writer."""
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 class Pipeline:
