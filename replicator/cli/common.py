@@ -25,9 +25,9 @@ def read_passphrase(args, *, confirm: bool = False) -> bytes:
         if not data:
             raise UsageError(f"passphrase file {args.passphrase_file} is empty")
         return data
-    env = os.environ.get(PASSPHRASE_ENV)
+    env = os.environb.get(PASSPHRASE_ENV.encode())
     if env:
-        return env.encode()
+        return env
     if not sys.stdin.isatty():
         raise UsageError(f"no passphrase: use --passphrase-file FILE or set {PASSPHRASE_ENV}")
     first = getpass.getpass("Passphrase: ")

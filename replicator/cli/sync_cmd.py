@@ -58,6 +58,9 @@ def run(args) -> int:
         ]
         for path, message in report.warnings:
             lines.append(f"  warning: {path}: {message}")
+        for message in repo.warnings:
+            lines.append(f"  warning: {message}")
+        summary["repository_warnings"] = list(repo.warnings)
         emit(args, summary, lines)
         if report.warnings and not args.json:
             import sys

@@ -65,7 +65,10 @@ def decompress(method: int, payload: bytes | memoryview, raw_len: int) -> bytes:
         return bytes(payload)
     if method != COMPRESSION_ZSTD:
         raise ValueError(f"unknown compression method {method}")
-    params = zstandard.get_frame_parameters(payload)
+    try:
+        params = zstandard.get_frame_parameters(payload)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"corrupt compressed blob: {exc}") from None
     if params.content_size != raw_len:
         raise ValueError("compressed blob declares the wrong length")
     try:

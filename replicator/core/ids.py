@@ -48,6 +48,8 @@ def short_id(chunk_id: bytes) -> str:
 
 def parse_id(text: str) -> bytes:
     """:raises ValueError: unless ``text`` is 64 hex digits."""
+    if len(text) != 2 * ID_SIZE:
+        raise ValueError(f"an id is {ID_SIZE * 2} hex digits")
     raw = bytes.fromhex(text)
     if len(raw) != ID_SIZE:
         raise ValueError(f"an id is {ID_SIZE * 2} hex digits")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from replicator import constants as C
 from replicator.core import crypto
-from replicator.errors import IntegrityError, WrongPassphrase
+from replicator.errors import IntegrityError, UnsupportedVersion, WrongPassphrase
 
 # Purposes (HKDF info = HKDF_INFO_PREFIX + purpose).  Never reuse a purpose string.
 PURPOSE_CHUNK_ID = b"chunk-id"
@@ -82,15 +82,28 @@ def parse_keyfile(data: bytes) -> dict:
         kdf = doc["kdf"]
         if doc["magic"] != C.KEYFILE_MAGIC or kdf["name"] != "scrypt" or doc["aead"] != "aes-256-gcm":
             raise ValueError("unknown key file kind")
-        if not C.SCRYPT_LOG2N_MIN <= int(kdf["log2n"]) <= C.SCRYPT_LOG2N_MAX:
+        version = doc["version"]
+        if type(version) is not int:
+            raise ValueError("version is not an integer")
+        for name in ("log2n", "r", "p"):
+            if type(kdf[name]) is not int:
+                raise ValueError(f"scrypt {name} is not an integer")
+        if not C.SCRYPT_LOG2N_MIN <= kdf["log2n"] <= C.SCRYPT_LOG2N_MAX:
             raise ValueError("scrypt work factor out of range")
-        if int(kdf["r"]) > 32 or int(kdf["p"]) > 16:
+        # Only the parameters this program writes: a tampered key file must not
+        # be able to ask for gigabytes of scrypt memory.
+        if kdf["r"] != C.SCRYPT_R or kdf["p"] != C.SCRYPT_P:
             raise ValueError("scrypt parameters out of range")
-        for field in ("nonce", "sealed_master_key", "signing_public_key"):
-            bytes.fromhex(doc[field])
-        bytes.fromhex(kdf["salt"])
+        lengths = {"nonce": 12, "sealed_master_key": C.KEY_SIZE + 16, "signing_public_key": 32}
+        for field, size in lengths.items():
+            if len(bytes.fromhex(doc[field])) != size:
+                raise ValueError(f"{field} has the wrong length")
+        if len(bytes.fromhex(kdf["salt"])) != 32:
+            raise ValueError("salt has the wrong length")
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"key file is damaged: {exc}") from None
+    if not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
+        raise UnsupportedVersion("key file", version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
     return doc
 
 

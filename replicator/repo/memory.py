@@ -22,6 +22,7 @@ class MemoryStorage:
             self.objects[name] = bytes(data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        check_name(name)
         try:
             data = self.objects[name]
         except KeyError:
@@ -30,19 +31,23 @@ class MemoryStorage:
         return data[offset:end]
 
     def size(self, name: str) -> int:
+        check_name(name)
         try:
             return len(self.objects[name])
         except KeyError:
             raise ObjectNotFound(name) from None
 
     def exists(self, name: str) -> bool:
-        return name in self.objects
+        return check_name(name) in self.objects
 
     def list(self, prefix: str) -> Iterator[str]:
         with self._lock:
-            names = [n for n in self.objects if n.startswith(prefix)]
+            # Like a directory listing: "data" and "data/" both mean the folder data/.
+            folder = prefix.strip("/")
+            names = [n for n in self.objects if not folder or n.startswith(folder + "/")]
         yield from names
 
     def delete(self, name: str) -> None:
+        check_name(name)
         with self._lock:
             self.objects.pop(name, None)

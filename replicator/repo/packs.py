@@ -122,11 +122,13 @@ def parse_header(header: bytes, name: str) -> bytes:
     """:returns: the pack salt.  :raises IntegrityError, UnsupportedVersion:"""
     if len(header) < C.PACK_HEADER_SIZE:
         raise IntegrityError(f"pack {name} is truncated")
-    magic, version, _reserved, salt = _HEADER.unpack_from(header)
+    magic, version, reserved, salt = _HEADER.unpack_from(header)
     if magic != C.PACK_MAGIC:
         raise IntegrityError(f"pack {name} has no pack header")
     if not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
         raise UnsupportedVersion(f"pack {name}", version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
+    if reserved != 0:
+        raise IntegrityError(f"pack {name}: reserved header field is not zero")
     return salt
 
 

@@ -39,7 +39,7 @@ from replicator.repo import keys as K
 from replicator.repo.entry import KIND_DIR, Entry
 from replicator.repo.index import Index
 from replicator.repo.local import LocalStorage
-from replicator.repo.packs import PackWriter, open_blob, pack_key, parse_header, read_table
+from replicator.repo.packs import PackWriter, open_blob, pack_key, pack_name, parse_header, read_table
 from replicator.repo.snapshot import Snapshot, open_snapshot, seal_snapshot
 from replicator.repo.tree import TreeFormatError, TreeItem, decode_tree, encode_tree
 
@@ -58,11 +58,12 @@ def _parse_config(data: bytes, location: str) -> dict:
     if magic != C.REPO_MAGIC:
         raise RepositoryError(location, "not a replicator repository (foreign config)")
     version = cfg.get("version")
-    if not isinstance(version, int) or not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
+    if type(version) is not int or not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
         raise UnsupportedVersion(location, version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
     try:
-        if len(bytes.fromhex(cfg["id"])) != 32:
-            raise ValueError
+        if not isinstance(cfg["id"], str) or len(cfg["id"]) != 64 or cfg["id"] != cfg["id"].lower() \
+                or len(bytes.fromhex(cfg["id"])) != 32:
+            raise ValueError("id must be 64 lowercase hex digits")
         cfg["params"] = ChunkerParams.from_dict(cfg["chunker"])
         cfg["compression_level"] = int(cfg.get("compression", {}).get("level", DEFAULT_LEVEL))
     except (ValueError, KeyError, TypeError) as exc:
@@ -88,17 +89,29 @@ class Repository:
         self.chunk_hasher = IdHasher(self.keys.chunk_id)
         self.tree_hasher = IdHasher(self.keys.tree_id)
         self._lock_fd: int | None = None
-        if exclusive:
-            self._lock(local_dir)
-            storage.clean_temporaries()
+        self._pack_thread: ThreadPoolExecutor | None = None
+        self._pack_jobs: list[Future] = []
+        self.index: Index | None = None
+        # Packs found damaged while bringing the index up to date; verify reports them.
+        self.damaged_packs: dict[str, str] = {}
+        # Things an operator should hear about that did not stop the operation.
+        self.warnings: list[str] = []
+        try:
+            if exclusive:
+                self._lock(local_dir)
+                storage.clean_temporaries()
+            self._setup(local_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, local_dir: str) -> None:
         self.index = Index(os.path.join(local_dir, INDEX_FILE), self.id)
         self._writer: PackWriter | None = None
         # Ids stored in this session but not yet in the index: in the pack being
         # filled or in a pack the writer thread is sealing and storing.
         self._pending: set[bytes] = set()
         self._pending_lock = threading.Lock()
-        self._pack_thread: ThreadPoolExecutor | None = None
-        self._pack_jobs: list[Future] = []
         self._pack_keys: dict[str, crypto.Aead] = {}
         self.stats = {"packs_written": 0, "bytes_written": 0, "blobs_written": 0}
         self.catch_up()
@@ -174,7 +187,8 @@ class Repository:
             self._pack_thread.shutdown(wait=True)
             self._pack_thread = None
             self._pack_jobs = []
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -198,7 +212,16 @@ class Repository:
         added = dropped = 0
         for name in sorted(stored - known.keys()):
             data = self.storage.get(name)
-            self.index.add_pack(name, len(data), read_table(data, name, self.keys.encrypt))
+            try:
+                if pack_name(data) != name:
+                    raise IntegrityError(f"pack {name}: content does not match its name")
+                entries = read_table(data, name, self.keys.encrypt)
+            except (IntegrityError, UnsupportedVersion) as exc:
+                # Not indexed, so nothing can reference it through this index:
+                # leave it out and let verify report it; the rest stays usable.
+                self.damaged_packs[name] = str(exc)
+                continue
+            self.index.add_pack(name, len(data), entries)
             added += 1
         for name in known.keys() - stored:
             self.index.remove_pack(name)
@@ -229,7 +252,7 @@ class Repository:
         with self._pending_lock:
             self._pending.add(blob_id)
         self.stats["blobs_written"] += 1
-        if len(self._writer) >= C.PACK_TARGET_SIZE:
+        if len(self._writer) >= C.PACK_TARGET_SIZE or self._writer.count >= C.PACK_MAX_BLOBS:
             self._flush_async()
         return True
 
@@ -271,13 +294,20 @@ class Repository:
     def commit_snapshot(self, source: str, tree_id: bytes, stats: dict) -> Snapshot:
         """Flush, then write the signed snapshot root: the commit point of a sync."""
         self.flush()
-        previous = [s for s in self.snapshots() if s.source == source]
+        damaged: list[str] = []
+        previous = [s for s in self.snapshots(damaged=damaged) if s.source == source]
+        for problem in damaged:
+            # A damaged snapshot must not stop replication of new data; its
+            # generation is unknown, so say so.  verify reports it too.
+            self.warnings.append(f"{problem} (ignored when numbering this snapshot)")
         latest = max(previous, key=lambda s: s.generation, default=None)
         snap = Snapshot(
             id="",
             repository=self.id,
             source=source,
-            generation=(latest.generation + 1) if latest else 1,
+            # Generations of damaged snapshots are unknown: stay above them by
+            # counting each as a possible later generation of this source.
+            generation=(latest.generation if latest else 0) + len(damaged) + 1,
             time_ns=time.time_ns(),
             tree=tree_id,
             hostname=socket.gethostname(),
@@ -317,9 +347,21 @@ class Repository:
     def load_snapshot(self, name: str) -> Snapshot:
         return open_snapshot(name, self.storage.get(name), self.keys.encrypt, self.public_key, self.id)
 
-    def snapshots(self) -> list[Snapshot]:
-        """All snapshots, oldest first. :raises IntegrityError: when one is damaged."""
-        snaps = [self.load_snapshot(n) for n in self.snapshot_names()]
+    def snapshots(self, damaged: list[str] | None = None) -> list[Snapshot]:
+        """All snapshots, oldest first.
+
+        :param damaged: when given, damaged snapshots are described here and
+            skipped; otherwise the first one raises.
+        :raises IntegrityError: a damaged snapshot, unless ``damaged`` is given.
+        """
+        snaps = []
+        for name in self.snapshot_names():
+            try:
+                snaps.append(self.load_snapshot(name))
+            except (IntegrityError, UnsupportedVersion) as exc:
+                if damaged is None:
+                    raise
+                damaged.append(str(exc))
         return sorted(snaps, key=lambda s: (s.time_ns, s.source, s.generation))
 
     def find_snapshot(self, ref: str | None = None, source: str | None = None) -> Snapshot:

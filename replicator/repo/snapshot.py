@@ -79,6 +79,8 @@ def open_snapshot(name: str, data: bytes, encrypt_key: bytes, public_key: bytes,
     :raises IntegrityError: tampered, truncated, foreign or badly signed.
     """
     snap_id = name.rsplit("/", 1)[-1]
+    if len(data) > C.MAX_SNAPSHOT_SIZE + 1024:
+        raise IntegrityError(f"snapshot {snap_id[:16]} is impossibly large")
     if hashlib.sha256(data).hexdigest() != snap_id:
         raise IntegrityError(f"snapshot {snap_id[:16]}: content does not match its name")
     if len(data) < _HEADER.size + crypto.TAG_SIZE:
@@ -103,8 +105,15 @@ def open_snapshot(name: str, data: bytes, encrypt_key: bytes, public_key: bytes,
     try:
         if body["repository"] != repo_id:
             raise IntegrityError(f"snapshot {snap_id[:16]} belongs to another repository")
+        if type(body["version"]) is not int or not C.FORMAT_VERSION_MIN <= body["version"] <= C.FORMAT_VERSION_MAX:
+            raise UnsupportedVersion(f"snapshot {snap_id[:16]}", body["version"], C.FORMAT_VERSION_MIN,
+                                     C.FORMAT_VERSION_MAX)
         tree = bytes.fromhex(body["tree"])
-        if len(tree) != C.ID_SIZE or int(body["generation"]) < 1:
+        if len(tree) != C.ID_SIZE or type(body["generation"]) is not int or body["generation"] < 1:
+            raise ValueError
+        if type(body["time_ns"]) is not int or not isinstance(body["source"], str):
+            raise ValueError
+        if body.get("parent") is not None and not isinstance(body["parent"], str):
             raise ValueError
         return Snapshot(
             id=snap_id,

@@ -10,7 +10,7 @@ Encoding (all integers little-endian; docs/FORMAT.md "Trees")::
     magic "RTREE001" | count u32 | entry*
     entry = kind u8 | name_len u16 | name | mode u32 | uid u32 | gid u32
             | mtime_ns i64 | size u64
-            | xattr_count u16 | (name_len u16 | name | value_len u32 | value)*
+            | xattr_count u16 | (name_len u16 | name | value_len u32 | value)*  (sorted by name bytes, unique)
             | link_to_len u16 | link_to
             | file: chunk_count u32 | chunk id (32)*
             | dir: tree id (32)
@@ -62,7 +62,7 @@ def encode_tree(items: list[TreeItem]) -> bytes:
         out.append(_u16_bytes(os.fsencode(e.name)))
         out.append(_FIXED.pack(e.mode, e.uid, e.gid, e.mtime_ns, e.size))
         out.append(struct.pack("<H", len(e.xattrs)))
-        for name, value in e.xattrs:
+        for name, value in sorted(e.xattrs, key=lambda kv: os.fsencode(kv[0])):
             out.append(_u16_bytes(os.fsencode(name)))
             out.append(struct.pack("<I", len(value)) + value)
         out.append(_u16_bytes(os.fsencode(e.link_to)))
@@ -128,8 +128,13 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
         mode, uid, gid, mtime_ns, size = r.unpack(_FIXED)
         (nx,) = struct.unpack("<H", r.take(2))
         xattrs = []
+        prev_x = None
         for _ in range(nx):
-            xname = os.fsdecode(r.u16_bytes())
+            raw_x = r.u16_bytes()
+            if not raw_x or (prev_x is not None and raw_x <= prev_x):
+                raise TreeFormatError("xattr names are empty, unsorted or not unique")
+            prev_x = raw_x
+            xname = os.fsdecode(raw_x)
             (vlen,) = struct.unpack("<I", r.take(4))
             xattrs.append((xname, r.take(vlen)))
         link_to = os.fsdecode(r.u16_bytes())

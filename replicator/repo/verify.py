@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from replicator.constants import BLOB_DATA
-from replicator.errors import IntegrityError, ObjectNotFound, StorageError
+from replicator.errors import IntegrityError, ObjectNotFound, StorageError, UnsupportedVersion
 from replicator.repo.entry import KIND_DIR, KIND_FILE
 from replicator.repo.packs import open_blob, pack_key, parse_header, read_table
 from replicator.repo.repository import Repository
@@ -42,9 +42,16 @@ class VerifyReport:
         return dict(self.__dict__, ok=self.ok)
 
 
-def _check_packs(repo: Repository, report: VerifyReport, progress: Callable[[int], None] | None) -> dict[bytes, str]:
-    """:returns: damaged blob id -> reason."""
+def _check_packs(repo: Repository, report: VerifyReport,
+                 progress: Callable[[int], None] | None) -> tuple[dict[bytes, str], set[bytes]]:
+    """Read every pack whole.
+
+    :returns: (damaged blob id -> reason, ids of the blobs that read back intact).
+        The second set comes from the packs themselves, never from the index, so
+        a forged or stale index cannot hide a missing chunk.
+    """
     bad: dict[bytes, str] = {}
+    present: set[bytes] = set()
     names = sorted(repo.storage.list("data/"))
     for name in names:
         try:
@@ -63,7 +70,7 @@ def _check_packs(repo: Repository, report: VerifyReport, progress: Callable[[int
             if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
                 raise IntegrityError(f"pack {name}: content does not match its name (bytes changed on disk)")
             entries = read_table(data, name, repo.keys.encrypt)
-        except IntegrityError as exc:
+        except (IntegrityError, UnsupportedVersion) as exc:
             report.problems.append(str(exc))
             # The index still knows what the pack held: test each blob on its own,
             # so the damage report names exactly the blobs that are lost.
@@ -72,7 +79,7 @@ def _check_packs(repo: Repository, report: VerifyReport, progress: Callable[[int
                 continue
         try:
             aead = pack_key(repo.keys.encrypt, parse_header(data, name))
-        except IntegrityError as exc:
+        except (IntegrityError, UnsupportedVersion) as exc:
             for e in entries:
                 bad[e.id] = str(exc)
             continue
@@ -81,15 +88,22 @@ def _check_packs(repo: Repository, report: VerifyReport, progress: Callable[[int
             try:
                 open_blob(aead, e, data[e.offset : e.offset + e.length], hasher, name)
                 report.blobs_checked += 1
+                present.add(e.id)
             except IntegrityError as exc:
                 bad[e.id] = str(exc).removeprefix("integrity error: ")
                 report.problems.append(str(exc))
-    return bad
+    return bad, present
 
 
 def verify(repo: Repository, *, data: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
     report = VerifyReport(data=data)
-    bad = _check_packs(repo, report, progress) if data else {}
+    for name, reason in sorted(repo.damaged_packs.items()):
+        if not data:  # with data every pack is read again below and reported there
+            report.problems.append(f"pack {name} is damaged and was left out of the index: {reason}")
+    bad, present = _check_packs(repo, report, progress) if data else ({}, set())
+
+    def exists(chunk: bytes) -> bool:
+        return chunk in present if data else repo.index.has(chunk)
     # tree id -> problems found below it (paths relative to that tree's directory)
     checked: dict[bytes, list[str]] = {}
 
@@ -113,7 +127,7 @@ def verify(repo: Repository, *, data: bool = False, progress: Callable[[int], No
                     report.chunks_referenced += 1
                     if c in bad:
                         problems.append(f"{e.path}: chunk {c.hex()[:16]} damaged ({bad[c]})")
-                    elif not repo.index.has(c):
+                    elif not exists(c):
                         problems.append(f"{e.path}: chunk {c.hex()[:16]} missing")
         checked[tree_id] = problems
         return [f"{parent}/{p}" if parent else p for p in problems]

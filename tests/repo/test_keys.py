@@ -115,17 +115,12 @@ LOW_PARAMS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: keys.parse_keyfile checks only upper bounds of r/p and not the "
-                   "nonce length; unlock then raises ValueError/OverflowError from cryptography",
-                   raises=(ValueError, OverflowError))
 @pytest.mark.parametrize("case", sorted(LOW_PARAMS))
 def test_damaged_keyfile_low_params(keyfile, case):
     with pytest.raises(IntegrityError):
         K.unlock(mutate(keyfile, LOW_PARAMS[case]), REPO, b"pw", "here")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: keys.parse_keyfile never reads the 'version' field; a key file of "
-                   "version 99 is accepted")
 def test_keyfile_of_unknown_version_refused(keyfile):
     with pytest.raises((UnsupportedVersion, IntegrityError)):
         K.unlock(mutate(keyfile, lambda d: d.__setitem__("version", 99)), REPO, b"pw", "here")

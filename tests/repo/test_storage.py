@@ -114,10 +114,7 @@ def test_put_rejects_invalid_names(storage, name):
 
 
 @pytest.mark.parametrize("op", ["get", "size", "exists", "delete"])
-def test_other_operations_reject_invalid_names(storage, request, op):
-    if isinstance(storage, MemoryStorage):
-        request.node.add_marker(pytest.mark.xfail(
-            strict=True, reason="BUG: MemoryStorage checks names in put only; LocalStorage in every method"))
+def test_other_operations_reject_invalid_names(storage, op):
     with pytest.raises(ValueError):
         getattr(storage, op)("../x")
 

@@ -160,3 +160,30 @@ def test_flipped_byte_never_raises_anything_else():
 
 def test_tree_format_error_is_value_error():
     assert issubclass(TreeFormatError, ValueError)
+
+
+def test_xattrs_are_canonical_whatever_their_input_order():
+    from replicator.repo.entry import Entry
+    from replicator.repo.tree import TreeItem, decode_tree, encode_tree
+
+    a = Entry("f", "file", 0o644, 0, 0, 1, 0, (), "", (("user.b", b"2"), ("user.a", b"1")))
+    b = Entry("f", "file", 0o644, 0, 0, 1, 0, (), "", (("user.a", b"1"), ("user.b", b"2")))
+    assert encode_tree([TreeItem(a)]) == encode_tree([TreeItem(b)])
+    (item,) = decode_tree(encode_tree([TreeItem(a)]), "")
+    assert item.entry.xattrs == (("user.a", b"1"), ("user.b", b"2"))
+
+
+@pytest.mark.parametrize("names", [(b"user.b", b"user.a"), (b"user.a", b"user.a"), (b"", b"user.a")])
+def test_unsorted_duplicate_or_empty_xattr_names_are_refused(names):
+    import struct
+
+    from replicator.repo.tree import TREE_MAGIC, TreeFormatError, decode_tree
+
+    blob = bytearray(TREE_MAGIC + struct.pack("<I", 1))
+    blob += bytes((0,)) + struct.pack("<H", 1) + b"f" + struct.pack("<IIIqQ", 0o644, 0, 0, 1, 0)
+    blob += struct.pack("<H", len(names))
+    for n in names:
+        blob += struct.pack("<H", len(n)) + n + struct.pack("<I", 1) + b"v"
+    blob += struct.pack("<H", 0) + struct.pack("<I", 0)
+    with pytest.raises(TreeFormatError):
+        decode_tree(bytes(blob), "")
