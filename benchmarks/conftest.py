@@ -12,10 +12,11 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from benchmarks.measure import Measured, run_measured  # noqa: F401  (re-exported for the benchmarks)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -35,62 +36,6 @@ def record_rate(benchmark, nbytes: int, **extra) -> None:
     benchmark.extra_info.update(extra)
     if benchmark.stats is not None:
         benchmark.extra_info["MB/s"] = round(nbytes / benchmark.stats.stats.min / 1e6, 1)
-
-
-@dataclass
-class Measured:
-    seconds: float
-    peak_rss_mib: float
-    stdout: str
-    stderr: str
-
-
-def _hwm_kib(pid: int) -> int:
-    """VmHWM (peak RSS of the process's current image) from /proc, 0 once it has exited."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
-    """Run a command to completion: wall time, and its peak RSS.
-
-    Peak RSS is VmHWM polled from /proc every 10 ms (it only grows).  rusage's
-    ru_maxrss is not used: for a child forked from this large test process it
-    counts the parent's pages from before exec.
-    """
-    import threading
-
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                            stdin=subprocess.DEVNULL)
-    out: dict[str, bytes] = {}
-
-    def drain(name: str, stream) -> None:  # so the child never blocks on a full pipe
-        out[name] = stream.read()
-
-    threads = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in threads:
-        t.start()
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _hwm_kib(proc.pid))
-        time.sleep(0.01)
-    seconds = time.perf_counter() - t0
-    for t in threads:
-        t.join()
-    stdout = out.get("out", b"").decode(errors="replace")
-    stderr = out.get("err", b"").decode(errors="replace")
-    if proc.returncode not in (0, 1):  # 1: replicator finished with warnings
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {stderr[-500:]}")
-    return Measured(seconds, peak / 1024, stdout, stderr)
 
 
 def replicator_cmd(*args: str) -> list[str]:

@@ -69,4 +69,5 @@ EXIT_REPOSITORY = 3  # repository missing, foreign, locked or of an unsupported 
 EXIT_PASSPHRASE = 4  # wrong passphrase
 EXIT_INTEGRITY = 5  # corrupted or tampered data
 EXIT_STORAGE = 6  # I/O error: disk full, permission denied on the repository
+EXIT_INTERNAL = 70  # a bug: please report it with the REPLICATOR_DEBUG=1 traceback
 EXIT_INTERRUPTED = 130

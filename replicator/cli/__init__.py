@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 from replicator import __version__
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replicator",
         description="Secure two-site replication: chunk, deduplicate, compress, encrypt, snapshot, verify.",
-        epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, "
+               "70 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -58,3 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"replicator: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return C.EXIT_STORAGE
+    except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("REPLICATOR_DEBUG"):
+            raise
+        print(f"replicator: internal error: {type(exc).__name__}: {exc} "
+              "(a bug; rerun with REPLICATOR_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return C.EXIT_INTERNAL

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from typing import Iterable, Iterator
 
+from replicator.errors import DiskFull, StorageError
 from replicator.repo.packs import BlobEntry
 
 SCHEMA_VERSION = 1
@@ -67,7 +68,19 @@ class Index:
         return self._db().execute("SELECT 1 FROM blobs WHERE id=?", (blob_id,)).fetchone() is not None
 
     def add_pack(self, name: str, size: int, entries: Iterable[BlobEntry]) -> None:
-        """Record a pack and its blobs in one transaction (a blob already known keeps its first home)."""
+        """Record a pack and its blobs in one transaction (a blob already known keeps its first home).
+
+        :raises StorageError: the index cannot be written (e.g. disk full); the pack
+            stays in storage and the next open indexes it.
+        """
+        try:
+            self._add_pack(name, size, entries)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise DiskFull(self.path) from None
+            raise StorageError(f"index {self.path}: {exc}") from None
+
+    def _add_pack(self, name: str, size: int, entries: Iterable[BlobEntry]) -> None:
         db = self._db()
         with self._write_lock, db:
             db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)", (name, size, 0))
