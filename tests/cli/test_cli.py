@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-SUBCOMMANDS = ["init", "sync", "snapshots", "restore", "verify"]
+SUBCOMMANDS = ["init", "sync", "snapshots", "restore", "verify", "diff"]
 
 
 def one_line_error(result) -> str:
@@ -153,3 +153,15 @@ def test_second_writer_is_refused_while_locked(cli, repo, tree):
         assert "locked" in one_line_error(r)
     finally:
         os.close(fd)
+
+
+def test_diff_between_two_snapshots(cli, repo, tree):
+    first = json.loads(cli("sync", str(tree), str(repo), "--json").stdout)["snapshot"]
+    (tree / "dir" / "a.txt").write_text("changed\n")
+    (tree / "c.hl7").write_text("MSH|")
+    second = json.loads(cli("sync", str(tree), str(repo), "--json").stdout)["snapshot"]
+    r = cli("diff", str(repo), first[:10], second[:10], "--json")
+    assert r.returncode == 0, r.stderr
+    changes = {(c["kind"], c["path"]) for c in json.loads(r.stdout)["changes"]}
+    assert changes == {("M", "dir/a.txt"), ("+", "c.hl7"), ("M", "dir")} or \
+        changes == {("M", "dir/a.txt"), ("+", "c.hl7")}
