@@ -22,7 +22,7 @@ from replicator.repo.tree import TreeItem
 from replicator.sync.destination import Destination
 from replicator.sync.pipeline import ChunkResult, Pipeline
 from replicator.sync.state import StateCache
-from replicator.sync.walk import walk
+from replicator.sync.walk import WalkItem, walk
 
 TORN_RETRIES = 3
 
@@ -187,6 +187,17 @@ def sync(src: str, dest: Destination, source: str, *, state: StateCache | None =
         warn(entry.path, f"changed while being read, {TORN_RETRIES} times; left out of this snapshot")
         return False
 
+    def unchanged(item: WalkItem) -> tuple[bytes, ...] | None:
+        """Chunks from the state cache when the walk's lstat shows the file unchanged
+        and every chunk is still stored: the file is then not even opened."""
+        if state is None:
+            return None
+        cached = state.lookup(item.entry.path, item.key)
+        if cached is None or not all(dest.has_blob(c) for c in cached):
+            return None
+        state.keep(item.entry.path)
+        return cached
+
     try:
         for item in walk(src, excludes=excludes, on_error=warn):
             entry = item.entry
@@ -194,7 +205,14 @@ def sync(src: str, dest: Destination, source: str, *, state: StateCache | None =
                 if entry.link_to and entry.link_to in stored_ok:
                     pipe.submit_event(("entry", None), entry)
                     stored_ok.add(entry.path)
-                elif read_file(replace(entry, link_to="")):
+                    continue
+                entry = replace(entry, link_to="")
+                cached = unchanged(item)
+                if cached is not None:
+                    report.files_unchanged += 1
+                    pipe.submit_event(("entry", None), replace(entry, chunks=cached))
+                    stored_ok.add(entry.path)
+                elif read_file(entry):
                     stored_ok.add(entry.path)
             elif entry.kind in (KIND_DIR, KIND_SYMLINK):
                 pipe.submit_event(("entry", None), entry)

@@ -42,6 +42,7 @@ class WalkItem:
     entry: Entry
     dev: int
     ino: int
+    key: tuple[int, int, int, int] = (0, 0, 0, 0)  # stat_key() of the lstat taken by the walk
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -207,7 +208,7 @@ def _scan_one(
     except OSError as exc:
         on_error(relpath, _reason("cannot read", exc))
         return None, None
-    return WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino), sub
+    return WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino, key=stat_key(st)), sub
 
 
 def _entry(
