@@ -53,7 +53,7 @@ def test_id_blake3(benchmark):
 
 @pytest.mark.benchmark(group="stage-compress")
 @pytest.mark.parametrize("kind", ["text", "imaging", "random"])
-def test_compress_zstd3(benchmark, kind):
+def test_compress_zstd_default_level(benchmark, kind):
     out = benchmark(lambda: sum(len(compress(c)[1]) for c in CHUNKS[kind]))
     record_rate(benchmark, SIZE, ratio=round(SIZE / out, 2))
 

@@ -60,7 +60,7 @@ def run(args) -> int:
                 yield repo.read_blob(chunk_id)
 
         with progress_bar(args, "restore", total) as progress:
-            report = restore(args.target, wanted, read_file, on_progress=progress)
+            report = restore(args.target, wanted, read_file, on_progress=progress, fsync_each=False)
     summary = {"snapshot": snap.id, "target": args.target, "files": report.files, "dirs": report.dirs,
                "symlinks": report.symlinks, "hardlinks": report.hardlinks, "bytes": report.bytes,
                "errors": [{"path": p, "message": m} for p, m in report.errors],
