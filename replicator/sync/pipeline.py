@@ -19,6 +19,9 @@ from replicator.core.compress import compress
 from replicator.core.ids import IdHasher
 
 
+INLINE_MAX = 64 * 1024  # chunks smaller than this are processed on the engine's thread
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     id: bytes
@@ -55,6 +58,13 @@ class Pipeline:
         return ChunkResult(chunk_id, len(data), method, payload)
 
     def submit_chunk(self, tag: Any, data: bytes) -> None:
+        if len(data) < INLINE_MAX:
+            # Handing a small chunk to a thread costs more than hashing and
+            # compressing it here (a queue, a future, two GIL hand-offs).
+            self._queue.append((tag, self._work(data)))
+            if len(self._queue) > 4 * self._max:
+                self._pop()
+            return
         while self._in_flight >= self._max:
             self._pop()
         self._queue.append((tag, self._pool.submit(self._work, data)))
