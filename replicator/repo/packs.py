@@ -29,9 +29,9 @@ from replicator import constants as C
 from replicator.core import crypto
 from replicator.core.compress import decompress
 from replicator.core.ids import IdHasher
-from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator.errors import IntegrityError
+from replicator.repo import envelope
 
-_HEADER = struct.Struct("<8sHH32s")
 _FOOTER = struct.Struct("<I8s")
 _ENTRY = struct.Struct("<B32sQII")  # type, id, offset, stored length, raw length
 PACK_INFO = C.HKDF_INFO_PREFIX + b"pack"
@@ -99,7 +99,7 @@ class PackWriter:
         """
         salt = crypto.random_bytes(C.PACK_SALT_SIZE)
         aead = pack_key(self._encrypt_key, salt)
-        parts = [_HEADER.pack(C.PACK_MAGIC, C.FORMAT_VERSION_CURRENT, 0, salt)]
+        parts = [envelope.make_header(C.PACK_MAGIC, salt)]
         offset = C.PACK_HEADER_SIZE
         entries = []
         table = bytearray(struct.pack("<I", len(self._blobs)))
@@ -120,16 +120,7 @@ class PackWriter:
 
 def parse_header(header: bytes, name: str) -> bytes:
     """:returns: the pack salt.  :raises IntegrityError, UnsupportedVersion:"""
-    if len(header) < C.PACK_HEADER_SIZE:
-        raise IntegrityError(f"pack {name} is truncated")
-    magic, version, reserved, salt = _HEADER.unpack_from(header)
-    if magic != C.PACK_MAGIC:
-        raise IntegrityError(f"pack {name} has no pack header")
-    if not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
-        raise UnsupportedVersion(f"pack {name}", version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
-    if reserved != 0:
-        raise IntegrityError(f"pack {name}: reserved header field is not zero")
-    return salt
+    return envelope.parse_header(header, C.PACK_MAGIC, f"pack {name}")
 
 
 def read_table(data: bytes, name: str, encrypt_key: bytes) -> list[BlobEntry]:

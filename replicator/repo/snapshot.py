@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 
 from replicator import constants as C
 from replicator.core import crypto
 from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator.repo import envelope
 
-_HEADER = struct.Struct("<8sHH32s")
 SNAPSHOT_INFO = C.HKDF_INFO_PREFIX + b"snapshot"
 ZERO_NONCE = bytes(crypto.NONCE_SIZE)
 
@@ -67,7 +66,7 @@ def seal_snapshot(snap: Snapshot, encrypt_key: bytes, signer: crypto.SigningKey)
     if len(doc) > C.MAX_SNAPSHOT_SIZE:
         raise ValueError("snapshot document too large")
     salt = crypto.random_bytes(32)
-    header = _HEADER.pack(C.SNAPSHOT_MAGIC, C.FORMAT_VERSION_CURRENT, 0, salt)
+    header = envelope.make_header(C.SNAPSHOT_MAGIC, salt)
     aead = crypto.Aead(crypto.hkdf(encrypt_key, salt=salt, info=SNAPSHOT_INFO))
     data = header + aead.seal(ZERO_NONCE, doc, C.SNAPSHOT_AAD_PREFIX + header)
     return "snapshots/" + hashlib.sha256(data).hexdigest(), data
@@ -83,17 +82,13 @@ def open_snapshot(name: str, data: bytes, encrypt_key: bytes, public_key: bytes,
         raise IntegrityError(f"snapshot {snap_id[:16]} is impossibly large")
     if hashlib.sha256(data).hexdigest() != snap_id:
         raise IntegrityError(f"snapshot {snap_id[:16]}: content does not match its name")
-    if len(data) < _HEADER.size + crypto.TAG_SIZE:
+    if len(data) < envelope.HEADER_SIZE + crypto.TAG_SIZE:
         raise IntegrityError(f"snapshot {snap_id[:16]} is truncated")
-    magic, version, _r, salt = _HEADER.unpack_from(data)
-    if magic != C.SNAPSHOT_MAGIC:
-        raise IntegrityError(f"snapshot {snap_id[:16]}: not a snapshot object")
-    if not C.FORMAT_VERSION_MIN <= version <= C.FORMAT_VERSION_MAX:
-        raise UnsupportedVersion(f"snapshot {snap_id[:16]}", version, C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)
-    header = data[: _HEADER.size]
+    salt = envelope.parse_header(data, C.SNAPSHOT_MAGIC, f"snapshot {snap_id[:16]}")
+    header = data[: envelope.HEADER_SIZE]
     aead = crypto.Aead(crypto.hkdf(encrypt_key, salt=salt, info=SNAPSHOT_INFO))
     try:
-        doc = json.loads(aead.open(ZERO_NONCE, data[_HEADER.size :], C.SNAPSHOT_AAD_PREFIX + header))
+        doc = json.loads(aead.open(ZERO_NONCE, data[envelope.HEADER_SIZE :], C.SNAPSHOT_AAD_PREFIX + header))
         body = doc["body"]
         signature = bytes.fromhex(doc["signature"])
     except crypto.AuthenticationFailed:
