@@ -69,5 +69,6 @@ EXIT_REPOSITORY = 3  # repository missing, foreign, locked or of an unsupported 
 EXIT_PASSPHRASE = 4  # wrong passphrase
 EXIT_INTEGRITY = 5  # corrupted or tampered data
 EXIT_STORAGE = 6  # I/O error: disk full, permission denied on the repository
+EXIT_TRANSPORT = 7  # the other site: connection failed or dropped, host key refused, protocol violation
 EXIT_INTERNAL = 70  # a bug: please report it with the REPLICATOR_DEBUG=1 traceback
 EXIT_INTERRUPTED = 130

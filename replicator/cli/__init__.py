@@ -15,7 +15,7 @@ from replicator import __version__
 from replicator import constants as C
 from replicator.errors import DiskFull, ReplicatorError
 
-COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd", "diff_cmd")
+COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd", "diff_cmd", "serve_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="replicator",
         description="Secure two-site replication: chunk, deduplicate, compress, encrypt, snapshot, verify.",
         epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, "
-               "70 internal error, 130 interrupted.",
+               "7 transport, 70 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

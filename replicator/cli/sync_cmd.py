@@ -27,6 +27,14 @@ def register(sub) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
     p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
     p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count)")
+    ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
+    ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
+    ssh.add_argument("--accept-host-key", metavar="FINGERPRINT",
+                     help="trust an unknown host key if its SHA256 fingerprint is exactly this (it is then pinned)")
+    ssh.add_argument("--streams", type=int, default=4, metavar="N",
+                     help="packs in flight before waiting for acknowledgements (default 4)")
+    ssh.add_argument("--bwlimit", metavar="RATE", help="cap upload bytes per second, e.g. 20M (k, M, G = 1024^n)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -37,7 +45,7 @@ def run(args) -> int:
         raise UsageError(f"source {args.src} is not a directory")
     name = args.name or f"{socket.gethostname()}:{src}"
     passphrase = read_passphrase(args)
-    with Repository.open(args.repo, passphrase, exclusive=True) as repo:
+    with _open_destination(args, passphrase) as repo:
         state = None if args.no_cache else StateCache(state_path(cache_dir(args), repo.id, name))
         try:
             with progress_bar(args, "sync", None) as progress:
@@ -49,6 +57,8 @@ def run(args) -> int:
         snap = report.snapshot
         summary = report.as_dict()
         summary.update(source=name, bytes_stored=repo.stats["bytes_written"], packs_written=repo.stats["packs_written"])
+        if "bytes_sent" in repo.stats:
+            summary.update(bytes_sent=repo.stats["bytes_sent"], bytes_received=repo.stats["bytes_received"])
         lines = [
             f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
             f"  {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes_total)}",
@@ -68,3 +78,17 @@ def run(args) -> int:
             for path, message in report.warnings if args.quiet else []:
                 print(f"replicator: warning: {path}: {message}", file=sys.stderr)
     return C.EXIT_WARNING if report.warnings else C.EXIT_OK
+
+
+def _open_destination(args, passphrase: bytes):
+    """A local Repository, or for ssh://USER@HOST:PORT/NAME a transport.client.RemoteDestination."""
+    if not args.repo.startswith("ssh://"):
+        return Repository.open(args.repo, passphrase, exclusive=True)
+    from replicator.transport.client import RemoteDestination, parse_rate, parse_url
+
+    url = parse_url(args.repo)
+    if not args.identity or not args.known_hosts:
+        raise UsageError("an ssh:// repository needs --identity FILE and --known-hosts FILE")
+    return RemoteDestination(url, passphrase, identity=args.identity, known_hosts=args.known_hosts,
+                             accept_host_key=args.accept_host_key, cache_dir=cache_dir(args),
+                             window=args.streams, bwlimit=parse_rate(args.bwlimit) if args.bwlimit else None)

@@ -49,7 +49,7 @@ INDEX_FILE = "index.sqlite"
 LOCK_FILE = "lock"
 
 
-def _parse_config(data: bytes, location: str) -> dict:
+def parse_config(data: bytes, location: str) -> dict:
     try:
         cfg = json.loads(data)
         magic = cfg.get("magic")
@@ -163,7 +163,7 @@ class Repository:
             data = storage.get(CONFIG_NAME)
         except ObjectNotFound:
             raise RepositoryNotFound(path) from None
-        return storage, _parse_config(data, path)
+        return storage, parse_config(data, path)
 
     def _lock(self, local_dir: str) -> None:
         fd = os.open(os.path.join(local_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

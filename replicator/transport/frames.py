@@ -31,7 +31,7 @@ HEADER_SIZE = _HEAD.size
 class ProtocolError(ReplicatorError):
     """protocol error: {}"""
 
-    exit_code = C.EXIT_STORAGE
+    exit_code = C.EXIT_TRANSPORT
     retryable = False
 
 

@@ -71,14 +71,14 @@ class RemoteError(ReplicatorError):
 class TransportError(ReplicatorError):
     """transport error: {}"""
 
-    exit_code = C.EXIT_STORAGE
+    exit_code = C.EXIT_TRANSPORT
     retryable = True
 
 
 class HostKeyError(ReplicatorError):
     """{}"""
 
-    exit_code = C.EXIT_USAGE
+    exit_code = C.EXIT_TRANSPORT
 
 
 # --- messages ------------------------------------------------------------------

@@ -222,6 +222,8 @@ async def listen(host: str, port: int, host_key: str, authorized_keys: str, hand
         keys = [asyncssh.read_private_key(host_key)]
     except (OSError, ValueError, asyncssh.KeyImportError) as exc:
         raise TransportError(f"cannot read host key {host_key}: {exc}") from None
+    for name in ("asyncssh", "asyncssh.sftp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not os.path.exists(authorized_keys):
         raise TransportError(f"authorized keys file {authorized_keys} does not exist")
     acceptor = await asyncssh.listen(
@@ -231,8 +233,6 @@ async def listen(host: str, port: int, host_key: str, authorized_keys: str, hand
         compression_algs=None, login_timeout=30, window=WINDOW, max_pktsize=PACKET, config=None,
         keepalive_interval=60, keepalive_count_max=3)
     bound = acceptor.sockets[0].getsockname()[1] if acceptor.sockets else port
-    for name in ("asyncssh", "asyncssh.sftp"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     return acceptor, bound
 
 

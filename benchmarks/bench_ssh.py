@@ -1,0 +1,138 @@
+"""Replication over loopback SSH: replicator (sync to `replicator serve`) beside `rsync -a` over OpenSSH.
+
+Initial sync of the day-1 corpus, then the "next day" sync after corpus.mutate.
+Records wall time and bytes sent (replicator: uploaded frame bytes from
+`sync --json`; rsync: "Total bytes sent" of --stats) in extra_info.  rsync runs
+only when `rsync` and `sshd` exist and a private sshd starts on a free port;
+otherwise it is skipped with the reason.  Timings are never asserted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from benchmarks import corpus
+from benchmarks.conftest import fresh_copy, record_rate
+from tests.conftest import PASSPHRASE, ROOT, run_cli
+from tests.transport.conftest import SshSite, free_port, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def ssh_site(tmp_path_factory, corpus_day1):
+    from replicator.transport.ssh import generate_key
+
+    tmp = tmp_path_factory.mktemp("sshbench")
+    keys = {n: tmp / f"{n}_key" for n in ("host", "writer")}
+    for n, p in keys.items():
+        generate_key(str(p), n)
+    pub = (tmp / "writer_key.pub").read_text().strip()
+    (tmp / "authorized_keys").write_text(f'replicator-repos="amiens:rw" {pub}\n')
+    repo = tmp / "secondary"
+    assert run_cli("init", str(repo), "--kdf-work", "14", "-q").returncode == 0
+    site = SshSite(tmp=tmp, repo=repo, port=free_port(), host_key=keys.pop("host"), host_fp="", keys=keys,
+                   known_hosts=tmp / "known_hosts")
+    start_server(site)
+    site.pin()
+    work = fresh_copy(corpus_day1[0], tmp / "work")
+    yield site, work
+    stop_server(site)
+
+
+def _sync(site, work, env):
+    t0 = time.perf_counter()
+    r = run_cli(*site.sync_args(work), "--json", env=env)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    return wall, json.loads(r.stdout)
+
+
+@pytest.mark.benchmark(group="e2e-ssh")
+def test_ssh_initial(benchmark, ssh_site, tmp_path):
+    site, work = ssh_site
+    env = {"REPLICATOR_CACHE_DIR": str(site.tmp / "cache")}
+    out = {}
+    benchmark.pedantic(lambda: out.update(zip(("wall", "s"), _sync(site, work, env))), rounds=1, iterations=1)
+    s = out["s"]
+    record_rate(benchmark, s["bytes_total"], wall_s=round(out["wall"], 3), bytes_sent=s["bytes_sent"],
+                packs=s["packs_written"])
+
+
+@pytest.mark.benchmark(group="e2e-ssh")
+def test_ssh_next_day(benchmark, ssh_site):
+    site, work = ssh_site
+    env = {"REPLICATOR_CACHE_DIR": str(site.tmp / "cache")}
+    corpus.mutate(work, rate=0.05, seed=2)
+    out = {}
+    benchmark.pedantic(lambda: out.update(zip(("wall", "s"), _sync(site, work, env))), rounds=1, iterations=1)
+    s = out["s"]
+    record_rate(benchmark, s["bytes_total"], wall_s=round(out["wall"], 3), bytes_sent=s["bytes_sent"],
+                bytes_new=s["bytes_new"])
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A private OpenSSH server on a free loopback port, root login by key only."""
+    if not shutil.which("rsync") or not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        pytest.skip("rsync or sshd not installed: no rsync-over-ssh comparison")
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    tmp = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
+    (tmp / "authorized_keys").write_text((tmp / "client.pub").read_text())
+    os.chmod(tmp / "authorized_keys", 0o600)
+    port = free_port()
+    (tmp / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"StrictModes no\nUsePAM no\nPidFile {tmp / 'sshd.pid'}\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(tmp / "sshd_config")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "sshd.log", "wb"))
+    ssh = (f"ssh -p {port} -i {tmp / 'client'} -o UserKnownHostsFile={tmp / 'kh'} -o StrictHostKeyChecking=no "
+           "-o BatchMode=yes -o Ciphers=aes128-gcm@openssh.com")
+    deadline = time.monotonic() + 10
+    while True:
+        r = subprocess.run(ssh.split() + [f"{os.environ.get('USER', 'root')}@127.0.0.1", "true"],
+                           capture_output=True)
+        if r.returncode == 0:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.skip(f"private sshd did not start: {(tmp / 'sshd.log').read_text()[-300:]}")
+        time.sleep(0.1)
+    yield ssh, tmp
+    proc.terminate()
+    proc.wait()
+
+
+def _rsync(ssh, src, dest):
+    t0 = time.perf_counter()
+    r = subprocess.run(["rsync", "-a", "--stats", "-e", ssh, f"{src}/",
+                        f"{os.environ.get('USER', 'root')}@127.0.0.1:{dest}/"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    sent = int(re.search(r"Total bytes sent: ([\d,.]+)", r.stdout).group(1).replace(",", "").replace(".", ""))
+    return wall, sent
+
+
+@pytest.mark.benchmark(group="e2e-ssh")
+def test_rsync_initial_and_next_day(benchmark, sshd, corpus_day1, tmp_path):
+    ssh, tmp = sshd
+    work = fresh_copy(corpus_day1[0], tmp_path / "work")
+    dest = tmp_path / "dest"
+    w1, b1 = _rsync(ssh, work, dest)
+    corpus.mutate(work, rate=0.05, seed=2)
+    out = {}
+    benchmark.pedantic(lambda: out.update(zip(("wall", "sent"), _rsync(ssh, work, dest))), rounds=1, iterations=1)
+    benchmark.extra_info.update(initial_wall_s=round(w1, 3), initial_bytes_sent=b1,
+                                next_day_wall_s=round(out["wall"], 3), next_day_bytes_sent=out["sent"])
+
+
+__all__ = ["PASSPHRASE", "ROOT"]

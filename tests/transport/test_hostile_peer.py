@@ -1,0 +1,188 @@
+"""A hostile client speaking raw frames to a real `replicator serve` over SSH.
+
+Each case must end with one ERROR frame and a closed session, and nothing
+committed: no new snapshots/ object.  A positive control shows the same raw
+path does commit when the peer behaves.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+
+import pytest
+
+from replicator import constants as C
+from replicator.transport import protocol as P
+from replicator.transport.frames import frame
+
+
+def _fake_pack(payload: bytes) -> tuple[str, bytes]:
+    data = C.PACK_MAGIC + b"\x01\x00\x00\x00" + bytes(32) + payload + C.PACK_FOOTER_MAGIC
+    digest = hashlib.sha256(data).hexdigest()
+    return f"data/{digest[:2]}/{digest}", data
+
+
+def _fake_snapshot(salt: bytes) -> tuple[str, bytes]:
+    data = C.SNAPSHOT_MAGIC + struct.pack("<HH", 1, 0) + salt.ljust(32, b"\0") + bytes(40)
+    return "snapshots/" + hashlib.sha256(data).hexdigest(), data
+
+
+async def _session(site, frames: list[bytes], key: str = "writer") -> list:
+    """Send our HELLO then ``frames``; :returns: every message received until the server closes."""
+    from replicator.transport.ssh import connect
+
+    conn = await connect("127.0.0.1", site.port, "x", str(site.keys[key]), str(site.known_hosts))
+    got = []
+    try:
+        conn.writer.write(P.Hello().encode())
+        for f in frames:
+            conn.writer.write(f)
+        await conn.writer.drain()
+        conn.writer.write_eof()
+        while True:
+            msg = await asyncio.wait_for(P.read_message(conn.reader), 10)
+            if msg is None:
+                break
+            got.append(msg)
+            if isinstance(msg, P.Error):
+                # the server closes after an ERROR: reading on must hit end of stream
+                assert await asyncio.wait_for(P.read_frame(conn.reader), 10) is None
+                break
+            if isinstance(msg, P.CommitOk):
+                break
+    finally:
+        conn.close()
+    return got
+
+
+def run(site, frames, **kw):
+    site.pin()
+    return asyncio.run(_session(site, frames, **kw))
+
+
+def _error(got, code, *words):
+    assert isinstance(got[0], P.Hello)
+    err = got[-1]
+    assert isinstance(err, P.Error), got
+    assert err.code == code, err
+    for w in words:
+        assert w in err.message, err.message
+
+
+OPEN_W = P.Open("amiens", P.MODE_WRITE).encode()
+
+
+def test_malformed_frame(site):
+    bad = frame(P.OPEN, b"\x00\x10amie")  # name length says 16, 4 bytes follow
+    _error(run(site, [bad]), P.E_PROTOCOL, "truncated")
+    assert site.snapshots() == []
+
+
+def test_oversized_frame(site):
+    got = run(site, [OPEN_W, struct.pack(">IB", 0x7FFFFFFF, P.PUT_PACK)])
+    _error(got, P.E_PROTOCOL, "exceeds")
+
+
+def test_big_frame_before_open_refused(site):
+    got = run(site, [struct.pack(">IB", 1024 * 1024, P.OPEN) + bytes(100)])
+    _error(got, P.E_PROTOCOL, "exceeds")
+
+
+def test_commit_before_open(site):
+    name, data = _fake_snapshot(b"a")
+    got = run(site, [P.Commit(name, data, ()).encode()])
+    _error(got, P.E_PROTOCOL, "not allowed in state")
+    assert site.snapshots() == []
+
+
+def test_no_hello_first(site):
+    from replicator.transport.ssh import connect
+
+    async def go():
+        conn = await connect("127.0.0.1", site.port, "x", str(site.keys["writer"]), str(site.known_hosts))
+        try:
+            conn.writer.write(OPEN_W)
+            msgs = [await P.read_message(conn.reader), await P.read_message(conn.reader)]
+        finally:
+            conn.close()
+        return msgs
+
+    site.pin()
+    hello, err = asyncio.run(go())
+    assert isinstance(hello, P.Hello) and isinstance(err, P.Error) and err.code == P.E_PROTOCOL
+
+
+def test_unknown_message_type(site):
+    _error(run(site, [OPEN_W, frame(200, b"")]), P.E_PROTOCOL, "unknown message type")
+
+
+def test_pack_not_matching_its_name(site):
+    name, data = _fake_pack(b"x" * 100)
+    other = "data/00/" + "00" * 32
+    got = run(site, [OPEN_W, P.PutPack(other, (b"\x01" * 32,), data).encode()])
+    _error(got, P.E_INTEGRITY, "does not match its name")
+    assert not (site.repo / "data").exists() or not any((site.repo / "data").rglob("*00000000*"))
+
+
+def test_commit_with_missing_refs(site):
+    pname, pdata = _fake_pack(b"y" * 100)
+    sname, sdata = _fake_snapshot(b"b")
+    ids = (b"\x01" * 32,)
+    got = run(site, [OPEN_W, P.PutPack(pname, ids, pdata).encode(),
+                     P.Commit(sname, sdata, (b"\x01" * 32, b"\x02" * 32)).encode()])
+    assert isinstance(got[1], P.OpenOk) and isinstance(got[2], P.PackOk)
+    _error(got, P.E_MISSING_REFS, "1 missing chunks")
+    assert site.snapshots() == []
+
+
+def test_commit_with_unsorted_refs(site):
+    sname, sdata = _fake_snapshot(b"c")
+    got = run(site, [OPEN_W, P.Commit(sname, sdata, (b"\x02" * 32, b"\x01" * 32)).encode()])
+    _error(got, P.E_PROTOCOL, "sorted")
+    assert site.snapshots() == []
+
+
+def test_commit_bytes_not_matching_name(site):
+    _sname, sdata = _fake_snapshot(b"d")
+    got = run(site, [OPEN_W, P.Commit("snapshots/" + "ab" * 32, sdata, ()).encode()])
+    _error(got, P.E_INTEGRITY, "does not match its name")
+    assert site.snapshots() == []
+
+
+def test_nothing_after_a_violation_is_committed(site):
+    """A good pack and COMMIT queued behind a malformed frame: the commit must not appear."""
+    pname, pdata = _fake_pack(b"z" * 100)
+    sname, sdata = _fake_snapshot(b"e")
+    got = run(site, [OPEN_W, frame(P.LIST, b"\xff"), P.PutPack(pname, (b"\x03" * 32,), pdata).encode(),
+                     P.Commit(sname, sdata, (b"\x03" * 32,)).encode()])
+    assert isinstance(got[-1], P.Error)
+    assert site.snapshots() == []
+
+
+def test_read_only_key_cannot_put(site):
+    pname, pdata = _fake_pack(b"w" * 100)
+    got = run(site, [P.Open("amiens", P.MODE_READ).encode(), P.PutPack(pname, (b"\x01" * 32,), pdata).encode()],
+              key="reader")
+    assert isinstance(got[1], P.OpenOk)
+    _error(got, P.E_NOT_ALLOWED, "not allowed")
+    assert not (site.repo / "data").exists()
+
+
+def test_control_well_behaved_raw_peer_commits(site):
+    """The same raw path commits when every rule is kept (so the refusals above are not vacuous)."""
+    pname, pdata = _fake_pack(b"v" * 100)
+    sname, sdata = _fake_snapshot(b"f")
+    got = run(site, [OPEN_W, P.PutPack(pname, (b"\x04" * 32,), pdata).encode(),
+                     P.PutPack(pname, (b"\x04" * 32,), pdata).encode(),  # duplicate: fine
+                     P.Commit(sname, sdata, (b"\x04" * 32,)).encode()])
+    assert [type(m) for m in got] == [P.Hello, P.OpenOk, P.PackOk, P.PackOk, P.CommitOk]
+    assert site.snapshots() == [sname.split("/")[1]]
+    assert (site.repo / "ids" / pname.rsplit("/", 1)[1]).read_bytes() == b"\x04" * 32
+    assert (site.repo / "refs" / sname.split("/")[1]).read_bytes() == b"\x04" * 32
+
+
+@pytest.mark.parametrize("frames_", [[], [P.Bye().encode()]], ids=["eof", "bye"])
+def test_clean_close_without_open(site, frames_):
+    got = run(site, frames_)
+    assert [type(m) for m in got] == [P.Hello]
