@@ -26,7 +26,7 @@ def register(sub) -> None:
                    help="skip paths matching GLOB (relative path or base name); repeatable")
     p.add_argument("--cache-dir", metavar="DIR", help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
     p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
-    p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count)")
+    p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count - 1, at least 1)")
     ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
     ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
     ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
