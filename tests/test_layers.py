@@ -17,7 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicator"
 BASE = 0
 RANK = {"_ext": 1, "core": 2, "repo": 3, "sync": 4, "transport": 5, "daemon": 6, "cli": 6}
 # Top-level modules: the bottom layer (importable by all), or the entry point (top).
-TOP_LEVEL = {"__init__": BASE, "constants": BASE, "errors": BASE, "__main__": 7}
+# config and log sit with daemon and cli at the top: both use them, nothing below may.
+TOP_LEVEL = {"__init__": BASE, "constants": BASE, "errors": BASE, "config": 6, "log": 6, "__main__": 7}
+# The daemon's public surface the CLI may call (STYLE: no imports of each other's *internals*):
+# `replicator daemon` starts the service, `status` reads its status file, `audit` (and later
+# restore/prune) use the stdlib-only audit log.  The daemon never imports cli.
+DAEMON_PUBLIC = {"replicator.daemon.service", "replicator.daemon.status", "replicator.daemon.audit"}
 
 OWNERS = {
     "cryptography": "core/crypto.py",
@@ -83,6 +88,8 @@ def layer_violations(path: Path, root: Path = PACKAGE) -> list[str]:
         if target != "replicator" and not target.startswith("replicator."):
             continue
         layer, rank = layer_of(target)
+        if own_layer == "cli" and target in DAEMON_PUBLIC:
+            continue
         if rank > own_rank or {own_layer, layer} == {"daemon", "cli"}:
             bad.append(f"{path.relative_to(root.parent)}:{line}: {own_layer} imports {target} ({layer})")
     return bad
@@ -155,3 +162,24 @@ def test_checker_catches_planted_violations(tmp_path):
     assert len(layer_violations(cli_bad, root)) == 1
     assert len(owner_violations(cli_bad, root)) == 1
     assert layer_violations(cli_ok, root) == [] and owner_violations(cli_ok, root) == []
+
+
+def test_cli_may_call_only_the_daemons_public_modules(tmp_path):
+    """cli -> daemon.service/status/audit is allowed; cli -> other daemon modules and daemon -> cli are not."""
+    root = tmp_path / "replicator"
+    for d in ("cli", "daemon"):
+        (root / d).mkdir(parents=True)
+        (root / d / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    for m in ("service", "audit", "watch"):
+        (root / "daemon" / f"{m}.py").write_text("")
+    (root / "cli" / "x_cmd.py").write_text("")
+    ok = root / "cli" / "ok.py"
+    ok.write_text("from replicator.daemon import service, audit\n")
+    bad = root / "cli" / "bad.py"
+    bad.write_text("from replicator.daemon import watch\n")
+    up = root / "daemon" / "up.py"
+    up.write_text("from replicator.cli import x_cmd\n")
+    assert layer_violations(ok, root) == []
+    assert len(layer_violations(bad, root)) == 1
+    assert len(layer_violations(up, root)) == 1

@@ -9,6 +9,11 @@ Three forms:
 * ``serve --stdio --repo NAME=PATH --allow NAME:rw``: one session on stdin/stdout,
   for an OpenSSH ``ForceCommand`` (or ``command=`` in authorized_keys).
 * ``serve --verify-only --repo NAME=PATH``: the checks possible without the passphrase.
+
+With ``--mirror NAME=DIR`` (either serving form) the receiver also keeps DIR
+identical to the latest snapshot of repository NAME (sync/mirror.py), updated
+in a background thread after each commit.  That needs the passphrase
+(``--passphrase-file``): the secondary then holds plaintext (docs/SECURITY.md).
 """
 from __future__ import annotations
 
@@ -45,6 +50,14 @@ def register(sub) -> None:
                    help="with --stdio: permission of the (already authenticated) peer, MODE r, w or rw; repeatable")
     p.add_argument("--peer-label", metavar="TEXT", default=None,
                    help="with --stdio: how to name the peer in logs (default: $SSH_CLIENT)")
+    p.add_argument("--mirror", action="append", default=[], metavar="NAME=DIR",
+                   help="keep DIR identical to the latest snapshot of repository NAME, updated after each commit "
+                        "(needs the passphrase: DIR holds plaintext); repeatable")
+    p.add_argument("--mirror-source", action="append", default=[], metavar="NAME=SOURCE",
+                   help="which source of repository NAME its mirror follows (default: the source it already "
+                        "mirrors, else the newest snapshot's)")
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   help="with --mirror: read the passphrase from FILE (else $REPLICATOR_PASSPHRASE)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_common(p, passphrase=False)
     p.set_defaults(func=run)
@@ -65,33 +78,111 @@ def _setup_logging(args) -> None:
                         format="%(asctime)s replicator serve: %(levelname)s %(message)s")
 
 
+def _pairs(items: list[str], option: str, repos: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{option} {item!r}: expected NAME=VALUE")
+        if name not in repos:
+            raise UsageError(f"{option} {item!r}: no --repo {name}=PATH")
+        out[name] = value
+    return out
+
+
+class _Mirrors:
+    """The --mirror workers of this process, keyed by repository name (one thread each)."""
+
+    def __init__(self, args, repos: dict[str, str]) -> None:
+        self.workers: dict = {}
+        self._repos: list = []
+        targets = _pairs(args.mirror, "--mirror", repos)
+        sources = _pairs(args.mirror_source, "--mirror-source", repos)
+        if set(sources) - set(targets):
+            raise UsageError("--mirror-source for a repository without --mirror")
+        if not targets:
+            return
+        from replicator.cli.common import read_passphrase
+        from replicator.repo.repository import Repository
+        from replicator.sync.mirror import MirrorWorker
+
+        passphrase = read_passphrase(args)  # a wrong one fails here, at start, with exit code 4
+        try:
+            for name, target in targets.items():
+                repo = Repository.open(repos[name], passphrase)
+                self._repos.append(repo)
+                self.workers[name] = MirrorWorker(repo, os.path.abspath(target), source=sources.get(name),
+                                                  on_done=self._logger(name, os.path.abspath(target)))
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _logger(name: str, target: str):
+        log = logging.getLogger("replicator.serve")
+
+        def done(report, error) -> None:
+            if error is not None:
+                log.error("mirror %s -> %s failed (retried at the next commit): %s", name, target, error)
+            elif report is None:
+                log.debug("mirror %s -> %s: no snapshot yet", name, target)
+            elif not report.ok:
+                log.error("mirror %s -> %s: %d paths not updated (retried at the next commit); first: %s: %s",
+                          name, target, len(report.errors), *report.errors[0])
+            elif report.mode != "unchanged":
+                log.info("mirror %s -> %s: snapshot %s (%s): %d files written, %d paths removed", name, target,
+                         report.snapshot[:16], report.mode, report.files, report.removed)
+
+        return done
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.request()  # catch up with what was committed while no mirror ran
+
+    def on_commit(self, repo_name: str, _snapshot: str) -> None:
+        worker = self.workers.get(repo_name)
+        if worker is not None:
+            worker.request()
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        for repo in self._repos:
+            repo.close()
+
+
 def run(args) -> int:
     repos = _repos(args)
     if args.verify_only:
         return _verify(args, repos)
     _setup_logging(args)
-    if args.stdio:
-        try:
-            perms = S.parse_permissions(",".join(args.allow))
-        except ValueError as exc:
-            raise UsageError(f"--allow: {exc}") from None
-        label = args.peer_label or f"stdio peer {os.environ.get('SSH_CLIENT', '?').split(' ')[0]}"
-        asyncio.run(_stdio(repos, S.Peer(label, perms)))
+    mirrors = _Mirrors(args, repos)
+    try:
+        mirrors.start()
+        if args.stdio:
+            try:
+                perms = S.parse_permissions(",".join(args.allow))
+            except ValueError as exc:
+                raise UsageError(f"--allow: {exc}") from None
+            label = args.peer_label or f"stdio peer {os.environ.get('SSH_CLIENT', '?').split(' ')[0]}"
+            asyncio.run(_stdio(repos, S.Peer(label, perms), mirrors.on_commit))
+            return 0
+        if not args.host_key or not args.authorized_keys:
+            raise UsageError("--listen needs --host-key and --authorized-keys")
+        host, sep, port = args.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
+        asyncio.run(_listen(host.strip("[]") or "0.0.0.0", int(port), repos, args, mirrors.on_commit))
         return 0
-    if not args.host_key or not args.authorized_keys:
-        raise UsageError("--listen needs --host-key and --authorized-keys")
-    host, sep, port = args.listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
-    asyncio.run(_listen(host.strip("[]") or "0.0.0.0", int(port), repos, args))
-    return 0
+    finally:
+        mirrors.close()  # waits for a running mirror update: it is crash-safe, but a finished one is tidier
 
 
-async def _listen(host: str, port: int, repos: dict[str, str], args) -> None:
+async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=None) -> None:
     from replicator.transport import ssh
 
     async def handler(reader, writer, label: str, perms: dict) -> None:
-        await S.serve_session(reader, writer, repos, S.Peer(label, perms))
+        await S.serve_session(reader, writer, repos, S.Peer(label, perms), on_commit)
 
     acceptor, bound = await ssh.listen(host, port, args.host_key, args.authorized_keys, handler,
                                        S.parse_permissions)
@@ -106,13 +197,13 @@ async def _listen(host: str, port: int, repos: dict[str, str], args) -> None:
     await acceptor.wait_closed()
 
 
-async def _stdio(repos: dict[str, str], peer: S.Peer) -> None:
+async def _stdio(repos: dict[str, str], peer: S.Peer, on_commit=None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2 ** 27)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    await S.serve_session(reader, writer, repos, peer)
+    await S.serve_session(reader, writer, repos, peer, on_commit)
 
 
 def _verify(args, repos: dict[str, str]) -> int:

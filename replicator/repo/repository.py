@@ -179,6 +179,11 @@ class Repository:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._lock_fd = fd
 
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the writer lock (opened with ``exclusive=True``)."""
+        return self._lock_fd is not None
+
     def close(self) -> None:
         """Release the lock.  Blobs not flushed are dropped (they belong to no snapshot)."""
         if self._pack_thread is not None:

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -82,8 +83,10 @@ def _sha256_hex(data: bytes) -> str:
 class ServerSession:
     """One client session over a reader (``readexactly``) and a writer (``write``/``drain``/``close``)."""
 
-    def __init__(self, reader, writer, repos: dict[str, str], peer: Peer) -> None:
+    def __init__(self, reader, writer, repos: dict[str, str], peer: Peer,
+                 on_commit: Callable[[str, str], None] | None = None) -> None:
         self._reader = reader
+        self._on_commit = on_commit
         self._writer = writer
         self._repos = repos
         self._peer = peer
@@ -224,8 +227,11 @@ class ServerSession:
             self._lock(storage.root)
             storage.clean_temporaries()
             for obj in storage.list("ids/"):
+                digest = obj.rsplit("/", 1)[-1]
+                if not P.IDS_NAME_RE.match(obj) or not storage.exists(f"data/{digest[:2]}/{digest}"):
+                    continue  # an id list whose pack is gone (prune) proves nothing is present
                 data = storage.get(obj)
-                if P.IDS_NAME_RE.match(obj) and len(data) % C.ID_SIZE == 0:
+                if len(data) % C.ID_SIZE == 0:
                     self._present.update(data[i : i + C.ID_SIZE] for i in range(0, len(data), C.ID_SIZE))
         log.info("%s: opened %s for %s", self._peer.label, name, "write" if msg.mode == P.MODE_WRITE else "read")
         return P.OpenOk(config, keyfile)
@@ -255,7 +261,11 @@ class ServerSession:
     def _list(self, msg: P.List):
         if msg.prefix == "data/":
             self._need(PERM_READ, "listing packs")
-        return P.Names(tuple(sorted(self._storage.list(msg.prefix))))
+        names = self._storage.list(msg.prefix)
+        if msg.prefix == "ids/":
+            # Only id lists of packs that exist: a sender deduplicates against whatever is listed here.
+            names = (n for n in names if P.IDS_NAME_RE.match(n) and self._storage.exists(f"data/{n[4:6]}/{n[4:]}"))
+        return P.Names(tuple(sorted(names)))
 
     def _get(self, msg: P.Get):
         if msg.name.startswith("data/"):
@@ -321,11 +331,19 @@ class ServerSession:
         self._store_once(msg.name, data)
         self.commits += 1
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, digest[:16], self._repo_name, len(refs))
+        if self._on_commit is not None:
+            # After the commit point; the hook must not block (it queues work) and can never undo the commit.
+            try:
+                self._on_commit(self._repo_name, msg.name)
+            except Exception:  # noqa: BLE001
+                log.exception("%s: commit hook failed (the snapshot is committed)", self._peer.label)
         return P.CommitOk(msg.name)
 
 
-async def serve_session(reader, writer, repos: dict[str, str], peer: Peer) -> ServerSession:
-    session = ServerSession(reader, writer, repos, peer)
+async def serve_session(reader, writer, repos: dict[str, str], peer: Peer,
+                        on_commit: Callable[[str, str], None] | None = None) -> ServerSession:
+    """Run one session.  ``on_commit(repository name, snapshot object name)`` is called after each commit."""
+    session = ServerSession(reader, writer, repos, peer, on_commit)
     await session.run()
     return session
 

@@ -1,0 +1,60 @@
+"""replicator forget REPO [--source NAME] --keep-last N ... [--dry-run]"""
+from __future__ import annotations
+
+import datetime
+
+from replicator.cli.common import emit, read_passphrase
+from replicator.errors import UsageError
+from replicator.repo.prune import delete_snapshots
+from replicator.repo.repository import Repository
+from replicator.repo.retention import RULES, Policy, apply_policy
+
+
+def register(sub) -> None:
+    from replicator.cli import add_common
+
+    p = sub.add_parser("forget", help="delete snapshots according to a retention policy", description=
+                       "Apply a retention policy to each source's snapshots (restic's rules): a snapshot is kept "
+                       "if any --keep-* rule keeps it; the newest snapshot of every source is always kept.  "
+                       "Only snapshot objects are deleted; run 'replicator prune' to free the space of the "
+                       "data they alone referenced.  Takes the repository's writer lock.")
+    p.add_argument("repo", metavar="REPO")
+    p.add_argument("--source", metavar="NAME", help="only this source's snapshots (default: every source)")
+    for rule in RULES:
+        what = "newest snapshots" if rule == "last" else f"most recent {rule} periods (newest snapshot of each)"
+        p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep the N {what}; -1: all")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def _time(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def run(args) -> int:
+    try:
+        policy = Policy(**{rule: getattr(args, f"keep_{rule}") for rule in RULES})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if policy.empty:
+        raise UsageError("no --keep-* rule given: refusing to forget every snapshot but the newest of each source")
+    with Repository.open(args.repo, read_passphrase(args), exclusive=not args.dry_run) as repo:
+        snaps = [s for s in repo.snapshots() if args.source is None or s.source == args.source]
+        if args.source is not None and not snaps:
+            raise UsageError(f"no snapshot of source {args.source!r}")
+        decisions = apply_policy(snaps, policy)
+        remove = [d.snapshot.id for d in decisions if not d.keep]
+        if not args.dry_run:
+            delete_snapshots(repo, remove)
+    rows = [{"id": d.snapshot.id, "source": d.snapshot.source, "generation": d.snapshot.generation,
+             "time_ns": d.snapshot.time_ns, "keep": d.keep, "reasons": d.reasons} for d in decisions]
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{'keep' if d.keep else 'remove':6}  {d.snapshot.id[:16]}  #{d.snapshot.generation:<5} "
+             f"{_time(d.snapshot.time_ns)}  {d.snapshot.source}" + (f"  ({', '.join(d.reasons)})" if d.keep else "")
+             for d in decisions]
+    lines.append(f"{len(decisions) - len(remove)} snapshots kept, {len(remove)} {verb}"
+                 + ("; run 'replicator prune' to free their data" if remove and not args.dry_run else ""))
+    emit(args, {"dry_run": args.dry_run, "kept": len(decisions) - len(remove), "removed": len(remove),
+                "snapshots": rows}, lines)
+    return 0

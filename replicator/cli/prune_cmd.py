@@ -1,0 +1,38 @@
+"""replicator prune REPO [--dry-run]"""
+from __future__ import annotations
+
+from replicator.cli.common import emit, human_bytes, read_passphrase
+from replicator.repo.prune import prune
+from replicator.repo.repository import Repository
+
+
+def register(sub) -> None:
+    from replicator.cli import add_common
+
+    p = sub.add_parser("prune", help="delete packs that no snapshot references", description=
+                       "Delete every pack none of whose chunks a remaining snapshot references (checked against "
+                       "the pack's own table, not only the index), with its id list; report the space that "
+                       "partly used packs still hold.  Takes the repository's writer lock, so it never runs "
+                       "during a sync (local, or a write session of 'replicator serve').  Refuses to delete "
+                       "anything when a snapshot or tree cannot be read.")
+    p.add_argument("repo", metavar="REPO")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    # Even a dry run takes the lock: its answer is only true while no sync adds snapshots.
+    with Repository.open(args.repo, read_passphrase(args), exclusive=True) as repo:
+        report = prune(repo, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = [f"{report.snapshots} snapshots reference {report.blobs_referenced} blobs; {report.packs_total} packs",
+             f"  {verb} {report.packs_deleted} unreferenced packs ({human_bytes(report.bytes_deleted)}) "
+             f"and {report.id_lists_deleted} id lists, {report.refs_deleted} orphaned refs",
+             f"  {report.packs_partly_used} partly used packs kept whole: "
+             f"{human_bytes(report.bytes_reclaimable_in_partly_used)} unreferenced inside them (not repacked)"]
+    if report.packs_kept_by_table:
+        lines.append(f"  {report.packs_kept_by_table} packs kept: the index said unused, their own table disagreed")
+    lines += [f"  damaged pack left alone: {name}" for name in report.damaged_packs_left]
+    emit(args, report.as_dict(), lines)
+    return 0

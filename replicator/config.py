@@ -1,0 +1,303 @@
+"""The daemon's configuration file (TOML): frozen dataclasses validated at load.
+
+Owns: parsing ``replicator.toml`` (tomllib, or tomli on Python 3.10) into
+``DaemonConfig`` / ``JobConfig`` and every check that can be made before the
+daemon starts.  An error names the file, the line and the key
+(``FILE:LINE: KEY: what is wrong``) so an operator can fix it without
+guessing; the daemon then refuses to start (exit code 2).
+
+Must never: open repositories, connect anywhere, or start threads.  The
+documented example is ``packaging/replicator.toml``; the reference is
+docs/OPERATIONS.md ("Configuration file").
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from replicator.errors import UsageError
+
+DEFAULT_CONFIG = "/etc/replicator/replicator.toml"
+DEFAULT_STATE_DIR = "/var/lib/replicator"
+DEFAULT_METRICS = "127.0.0.1:9464"
+LOG_FORMATS = ("text", "json")
+JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EVERY_RE = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*(s|sec|secs|second|seconds|m|min|mins|minute|minutes|"
+                       r"h|hour|hours)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+GLOBAL_KEYS = {"state_dir", "metrics_listen", "log_format", "audit_log", "job"}
+JOB_KEYS = {"name", "source", "source_name", "destination", "excludes", "mode", "bwlimit", "identity",
+            "known_hosts", "passphrase_file", "cache_dir", "debounce", "max_delay", "rescan_interval",
+            "streams", "workers"}
+
+
+class ConfigError(UsageError):
+    """{}"""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One replication job: a source directory kept in sync with one destination."""
+
+    name: str
+    source: str
+    destination: str  # a local repository path or ssh://USER@HOST:PORT/NAME
+    source_name: str  # the source name recorded in snapshots
+    excludes: tuple[str, ...] = ()
+    interval: float | None = None  # None: continuous (watch + rescan); else seconds between syncs
+    bwlimit: int | None = None  # bytes per second (ssh only)
+    identity: str | None = None
+    known_hosts: str | None = None
+    passphrase_file: str | None = None  # else $REPLICATOR_PASSPHRASE
+    cache_dir: str | None = None  # else STATE_DIR/cache
+    debounce: float = 2.0  # seconds of quiet after a change before syncing
+    max_delay: float = 10.0  # ... but never wait longer than this after the first change
+    rescan_interval: float = 600.0  # continuous mode: full sync at least this often
+    streams: int = 4
+    workers: int | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.destination.startswith("ssh://")
+
+    @property
+    def continuous(self) -> bool:
+        return self.interval is None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    path: str
+    state_dir: str
+    metrics_listen: tuple[str, int] | None  # None: no metrics endpoint
+    log_format: str
+    audit_log: str | None  # None: no audit log
+    jobs: tuple[JobConfig, ...] = field(default_factory=tuple)
+
+    def job(self, name: str) -> JobConfig:
+        for j in self.jobs:
+            if j.name == name:
+                return j
+        raise KeyError(name)
+
+
+class _Locator:
+    """Finds the line of a key in the TOML text (tomllib does not keep positions)."""
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def _section(self, job: int | None) -> tuple[int, int]:
+        """Line range (0-based, end exclusive) of the top level or of the job-th [[job]] table."""
+        starts = [i for i, line in enumerate(self.lines) if self._HEADER.match(line)]
+        if job is None:
+            return 0, starts[0] if starts else len(self.lines)
+        jobs = [i for i in starts if re.match(r"^\s*\[\[\s*job\s*\]\]", self.lines[i])]
+        if job >= len(jobs):
+            return 0, 0
+        begin = jobs[job]
+        later = [i for i in starts if i > begin]
+        return begin, later[0] if later else len(self.lines)
+
+    def line(self, key: str | None, job: int | None = None) -> int:
+        begin, end = self._section(job)
+        if key is not None:
+            pat = re.compile(rf'^\s*["\']?{re.escape(key)}["\']?\s*=')
+            for i in range(begin, end):
+                if pat.match(self.lines[i]):
+                    return i + 1
+        return begin + 1 if job is not None else 1
+
+
+def parse_mode(text: str) -> float | None:
+    """``"continuous"`` -> None; ``"every 15 minutes"`` -> 900.0.  :raises ValueError:"""
+    t = text.strip().lower()
+    if t == "continuous":
+        return None
+    m = _EVERY_RE.match(t)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f'bad mode {text!r} (expected "continuous" or "every N seconds|minutes|hours")')
+    return float(m.group(1)) * _UNIT[m.group(2)[0]]
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:9464"`` -> (host, port); ``"off"`` -> None.  :raises ValueError:"""
+    if text.strip().lower() in ("off", "none", ""):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f'bad address {text!r} (expected HOST:PORT or "off")')
+    return host.strip("[]"), int(port)
+
+
+def _parse_rate(text: str) -> int:
+    """Same syntax as ``sync --bwlimit`` (k, M, G = powers of 1024)."""
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("/s").removesuffix("b")
+    value = float(t[:-1]) * mult[t[-1]] if t and t[-1] in mult else float(t)
+    if value < 1024:
+        raise ValueError(f"rate {text!r} is below 1 KiB/s")
+    return int(value)
+
+
+def _check_ssh_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"bad destination {url!r}: {exc}") from None
+    name = parts.path.lstrip("/")
+    if parts.scheme != "ssh" or not parts.hostname or not parts.username or not name or "/" in name:
+        raise ValueError(f"bad destination {url!r}: expected ssh://USER@HOST:PORT/NAME or a local path")
+
+
+def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
+    """Read and validate the configuration file.
+
+    :param env: the environment (for the $REPLICATOR_PASSPHRASE check); default os.environ.
+    :raises ConfigError: ``FILE:LINE: KEY: message`` for the first problem found.
+    """
+    env = os.environ if env is None else env
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    loc = _Locator(text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        line = m.group(1) if m else "1"
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"{path}:{line}: TOML syntax error: {msg}") from None
+
+    def fail(key: str | None, message: str, job: int | None = None, label: str | None = None) -> None:
+        where = label or (f"job[{job}].{key}" if job is not None and key else key or "job")
+        raise ConfigError(f"{path}:{loc.line(key, job)}: {where}: {message}")
+
+    for key in data:
+        if key not in GLOBAL_KEYS:
+            fail(key, f"unknown key (known: {', '.join(sorted(GLOBAL_KEYS - {'job'}))}, [[job]])")
+
+    def get_str(table: dict, key: str, job: int | None, default: Any = None, required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                fail(None, f"missing required key {key!r}", job, label=f"job[{job}].{key}")
+            return default
+        value = table[key]
+        if not isinstance(value, str):
+            fail(key, f"must be a string, not {type(value).__name__}", job)
+        if required and not value.strip():
+            fail(key, "must not be empty", job)
+        return value
+
+    def get_num(table: dict, key: str, job: int | None, default: float, minimum: float) -> float:
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(key, f"must be a number, not {type(value).__name__}", job)
+        if value < minimum:
+            fail(key, f"must be at least {minimum}", job)
+        return float(value)
+
+    state_dir = os.path.abspath(get_str(data, "state_dir", None, DEFAULT_STATE_DIR))
+    log_format = get_str(data, "log_format", None, "text")
+    if log_format not in LOG_FORMATS:
+        fail("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+    try:
+        metrics = parse_listen(get_str(data, "metrics_listen", None, DEFAULT_METRICS))
+    except ValueError as exc:
+        fail("metrics_listen", str(exc))
+    audit = get_str(data, "audit_log", None, os.path.join(state_dir, "audit.jsonl"))
+    audit = None if audit.strip().lower() in ("off", "") else os.path.abspath(audit)
+
+    tables = data.get("job", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        fail("job", "must be an array of tables ([[job]] sections)")
+    if not tables:
+        fail(None, "no [[job]] section: nothing to replicate", label="job")
+    jobs: list[JobConfig] = []
+    names: set[str] = set()
+    for i, t in enumerate(tables):
+        for key in t:
+            if key not in JOB_KEYS:
+                fail(key, f"unknown key (known: {', '.join(sorted(JOB_KEYS))})", i)
+        name = get_str(t, "name", i, required=True)
+        if not JOB_NAME_RE.match(name):
+            fail("name", f"bad job name {name!r} (letters, digits, '_', '.', '-'; at most 64)", i)
+        if name in names:
+            fail("name", f"duplicate job name {name!r}", i)
+        names.add(name)
+        source = os.path.abspath(get_str(t, "source", i, required=True))
+        dest = get_str(t, "destination", i, required=True)
+        if dest.startswith("ssh:") or "://" in dest:
+            try:
+                _check_ssh_url(dest)
+            except ValueError as exc:
+                fail("destination", str(exc), i)
+        else:
+            dest = os.path.abspath(dest)
+        excludes = t.get("excludes", [])
+        if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
+            fail("excludes", "must be a list of glob strings", i)
+        try:
+            interval = parse_mode(get_str(t, "mode", i, "continuous"))
+        except ValueError as exc:
+            fail("mode", str(exc), i)
+        bw = get_str(t, "bwlimit", i)
+        bwlimit = None
+        if bw is not None:
+            try:
+                bwlimit = _parse_rate(bw)
+            except (ValueError, IndexError) as exc:
+                fail("bwlimit", f"bad rate {bw!r} ({exc}; e.g. 500k, 20M, 1G bytes per second)", i)
+        identity = get_str(t, "identity", i)
+        known_hosts = get_str(t, "known_hosts", i)
+        if dest.startswith("ssh://"):
+            if not identity:
+                fail(None, "an ssh:// destination needs identity = KEY FILE", i, label=f"job[{i}].identity")
+            if not known_hosts:
+                fail(None, "an ssh:// destination needs known_hosts = FILE (pin the host key first with "
+                           "'replicator sync ... --accept-host-key')", i, label=f"job[{i}].known_hosts")
+        passphrase_file = get_str(t, "passphrase_file", i)
+        if passphrase_file is None and not env.get("REPLICATOR_PASSPHRASE"):
+            fail(None, "no passphrase: set passphrase_file (or $REPLICATOR_PASSPHRASE)", i,
+                 label=f"job[{i}].passphrase_file")
+        streams = get_num(t, "streams", i, 4, 1)
+        workers = t.get("workers")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            fail("workers", "must be a positive integer", i)
+        debounce = get_num(t, "debounce", i, 2.0, 0)
+        max_delay = get_num(t, "max_delay", i, max(10.0, debounce), 0)
+        if max_delay < debounce:
+            fail("max_delay", f"must be at least debounce ({debounce})", i)
+        cache = get_str(t, "cache_dir", i)
+        jobs.append(JobConfig(
+            name=name, source=source, destination=dest,
+            source_name=get_str(t, "source_name", i, f"{socket.gethostname()}:{source}"),
+            excludes=tuple(excludes), interval=interval, bwlimit=bwlimit,
+            identity=os.path.abspath(identity) if identity else None,
+            known_hosts=os.path.abspath(known_hosts) if known_hosts else None,
+            passphrase_file=os.path.abspath(passphrase_file) if passphrase_file else None,
+            cache_dir=os.path.abspath(cache) if cache else None,
+            debounce=debounce, max_delay=max_delay,
+            rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=int(streams), workers=workers))
+    return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
+                        log_format=log_format, audit_log=audit, jobs=tuple(jobs))

@@ -1,0 +1,76 @@
+"""Logging for long-running commands: one line per event on stderr.
+
+Owns: the handler and formats (``text`` for a terminal or journald,
+``json`` for journald/ELK: one JSON object per line) and ``JobLogger``, a
+context adapter that stamps every record with the job it concerns (asyncssh
+SSHLogger style), so ``grep job=hospitals`` or a JSON filter finds a job's
+whole history.  Extra fields passed as ``extra={"fields": {...}}`` become
+``key=value`` pairs (text) or top-level keys (json).
+
+Must never: configure logging at import time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+LOGGER = "replicator"
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        parts = [stamp, record.levelname.lower()]
+        job = getattr(record, "job", None)
+        if job:
+            parts.append(f"job={job}")
+        parts.append(record.getMessage())
+        for k, v in (getattr(record, "fields", None) or {}).items():
+            parts.append(f"{k}={v}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += " " + self.formatException(record.exc_info).replace("\n", " | ")
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        job = getattr(record, "job", None)
+        if job:
+            doc["job"] = job
+        doc.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, sort_keys=True)
+
+
+def setup_logging(fmt: str = "text", level: int = logging.INFO) -> logging.Logger:
+    """Send the ``replicator`` logger to stderr in ``fmt`` (text or json); idempotent."""
+    logger = logging.getLogger(LOGGER)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger
+
+
+class JobLogger(logging.LoggerAdapter):
+    """``log.info("synced", fields={...})``: every record carries the job name."""
+
+    def __init__(self, job: str, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger(LOGGER), {"job": job})
+
+    def process(self, msg, kwargs):
+        extra = dict(kwargs.pop("extra", None) or {})
+        extra["job"] = self.extra["job"]
+        if "fields" in kwargs:
+            extra["fields"] = kwargs.pop("fields")
+        kwargs["extra"] = extra
+        return msg, kwargs

@@ -1,0 +1,130 @@
+"""The configuration file: good files load into frozen dataclasses; bad ones are refused
+(exit code 2) with one line naming file:line and the key."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from replicator.config import ConfigError, load_config, parse_mode
+from tests.conftest import run_cli
+
+GOOD = """\
+state_dir = "/tmp/replicator-state"
+metrics_listen = "off"
+log_format = "json"
+
+[[job]]
+name = "hospitals"
+source = "/srv/data"
+destination = "ssh://replicator@127.0.0.1:2222/amiens"
+identity = "/etc/replicator/key"
+known_hosts = "/etc/replicator/known_hosts"
+passphrase_file = "/etc/replicator/passphrase"
+excludes = ["*.tmp", "cache"]
+bwlimit = "20M"
+debounce = 1.5
+
+[[job]]
+name = "archive"
+source = "/srv/archive"
+destination = "/srv/replica"
+mode = "every 15 minutes"
+"""
+
+
+def test_good_config(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text(GOOD)
+    cfg = load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"})
+    assert cfg.metrics_listen is None and cfg.log_format == "json"
+    assert cfg.audit_log == "/tmp/replicator-state/audit.jsonl"
+    a, b = cfg.jobs
+    assert a.remote and a.continuous and a.bwlimit == 20 << 20 and a.excludes == ("*.tmp", "cache")
+    assert a.debounce == 1.5 and a.max_delay == 10 and a.rescan_interval == 600
+    assert not b.remote and b.interval == 900
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.name = "x"  # type: ignore[misc]
+
+
+def test_modes():
+    assert parse_mode("continuous") is None
+    assert parse_mode("every 30 seconds") == 30
+    assert parse_mode("every 2 h") == 7200
+    for bad in ("sometimes", "every minutes", "every 0 s", "every -1 minutes"):
+        with pytest.raises(ValueError):
+            parse_mode(bad)
+
+
+JOB = '[[job]]\nname = "j"\nsource = "/srv/data"\ndestination = "/srv/replica"\n'
+# (file text, expected line, expected key in the message, words of the message)
+BAD = [
+    ("syntax", 'state_dir = "/x"\n[[job]]\nname = "j\n', 3, None, "syntax"),
+    ("unknown-global", 'state_dir = "/x"\nfrobnicate = 1\n' + JOB, 2, "frobnicate", "unknown key"),
+    ("unknown-job-key", JOB + 'colour = "red"\n', 5, "job[0].colour", "unknown key"),
+    ("wrong-type", JOB + "debounce = \"soon\"\n", 5, "job[0].debounce", "must be a number"),
+    ("wrong-type-str", 'state_dir = 5\n' + JOB, 1, "state_dir", "must be a string"),
+    ("missing-source", '\n[[job]]\nname = "j"\ndestination = "/srv/replica"\n', 2, "job[0].source", "missing"),
+    ("bad-url", JOB.replace('"/srv/replica"', '"ssh://127.0.0.1:2222/"') + 'identity = "k"\n', 4,
+     "job[0].destination", "bad destination"),
+    ("bad-port", JOB.replace('"/srv/replica"', '"ssh://u@h:99999/r"'), 4, "job[0].destination", "bad destination"),
+    ("bad-mode", JOB + 'mode = "sometimes"\n', 5, "job[0].mode", "bad mode"),
+    ("second-job", JOB + JOB.replace('"j"', '"k"') + 'mode = "every z"\n', 9, "job[1].mode", "bad mode"),
+    ("no-jobs", 'state_dir = "/x"\n', 1, "job", "no [[job]]"),
+    ("ssh-no-known-hosts", JOB.replace('"/srv/replica"', '"ssh://u@h:22/r"') + 'identity = "k"\n', 1 + 0, None,
+     "known_hosts"),
+    ("bad-bwlimit", JOB + 'bwlimit = "fast"\n', 5, "job[0].bwlimit", "bad rate"),
+    ("duplicate", JOB + JOB, 6, "job[1].name", "duplicate"),
+    ("bad-metrics", 'metrics_listen = "localhost"\n' + JOB, 1, "metrics_listen", "bad address"),
+]
+
+
+@pytest.mark.parametrize("text,line,key,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_in_process(tmp_path, text, line, key, words):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"})
+    msg = str(info.value)
+    assert "\n" not in msg and words in msg
+    if key == "job[0].known_hosts" or (key is None and words == "known_hosts"):
+        assert msg.startswith(f"{p}:") and "job[0].known_hosts" in msg
+    else:
+        assert msg.startswith(f"{p}:{line}:"), msg
+    if key:
+        assert f" {key}:" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["syntax", "unknown-job-key", "wrong-type", "missing-source", "bad-url", "bad-mode"])
+def test_daemon_refuses_to_start(tmp_path, name):
+    _n, text, line, key, words = next(b for b in BAD if b[0] == name)
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    r = run_cli("daemon", "--config", str(p), timeout=60)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"replicator: error: {p}:{line}:"), err
+    assert words in err and (key is None or key in err)
+
+
+def test_missing_passphrase_and_file(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text(JOB)
+    with pytest.raises(ConfigError, match="passphrase"):
+        load_config(str(p), env={})
+    r = run_cli("daemon", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_check_option(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text(JOB)
+    r = run_cli("daemon", "--config", str(p), "--check")
+    assert r.returncode == 0 and "1 jobs: j" in r.stdout
+
+
+def test_packaged_example_is_valid():
+    from tests.conftest import ROOT
+
+    cfg = load_config(str(ROOT / "packaging" / "replicator.toml"), env={})
+    assert [j.name for j in cfg.jobs] == ["hospitals", "archive-local"] and cfg.metrics_listen == ("127.0.0.1", 9464)
