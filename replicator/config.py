@@ -301,3 +301,15 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
             rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=int(streams), workers=workers))
     return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
                         log_format=log_format, audit_log=audit, jobs=tuple(jobs))
+
+
+def read_passphrase_file(path: str) -> bytes:
+    """The passphrase in ``path`` (one trailing newline removed).  :raises UsageError: unreadable or empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    if not data:
+        raise UsageError(f"passphrase file {path} is empty")
+    return data

@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from replicator.config import read_passphrase_file
 from replicator.errors import UsageError
 
 PASSPHRASE_ENV = "REPLICATOR_PASSPHRASE"
@@ -17,14 +18,7 @@ CACHE_ENV = "REPLICATOR_CACHE_DIR"
 def read_passphrase(args, *, confirm: bool = False) -> bytes:
     """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal."""
     if getattr(args, "passphrase_file", None):
-        try:
-            with open(args.passphrase_file, "rb") as f:
-                data = f.read().rstrip(b"\r\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read passphrase file {args.passphrase_file}: {exc.strerror}") from None
-        if not data:
-            raise UsageError(f"passphrase file {args.passphrase_file} is empty")
-        return data
+        return read_passphrase_file(args.passphrase_file)
     env = os.environb.get(PASSPHRASE_ENV.encode())
     if env:
         return env

@@ -82,13 +82,9 @@ def run(args) -> int:
 
 def _open_destination(args, passphrase: bytes):
     """A local Repository, or for ssh://USER@HOST:PORT/NAME a transport.client.RemoteDestination."""
-    if not args.repo.startswith("ssh://"):
-        return Repository.open(args.repo, passphrase, exclusive=True)
-    from replicator.transport.client import RemoteDestination, parse_rate, parse_url
+    from replicator.transport.client import parse_rate
+    from replicator.transport.destinations import open_destination
 
-    url = parse_url(args.repo)
-    if not args.identity or not args.known_hosts:
-        raise UsageError("an ssh:// repository needs --identity FILE and --known-hosts FILE")
-    return RemoteDestination(url, passphrase, identity=args.identity, known_hosts=args.known_hosts,
-                             accept_host_key=args.accept_host_key, cache_dir=cache_dir(args),
-                             window=args.streams, bwlimit=parse_rate(args.bwlimit) if args.bwlimit else None)
+    return open_destination(args.repo, passphrase, cache_dir=cache_dir(args), identity=args.identity,
+                            known_hosts=args.known_hosts, accept_host_key=args.accept_host_key,
+                            streams=args.streams, bwlimit=parse_rate(args.bwlimit) if args.bwlimit else None)

@@ -31,14 +31,14 @@ import threading
 import time
 from typing import Any
 
-from replicator.config import DaemonConfig, JobConfig, load_config
+from replicator.config import DaemonConfig, JobConfig, load_config, read_passphrase_file
 from replicator.daemon.audit import append_audit
 from replicator.daemon.status import read_status, write_status
 from replicator.errors import ReplicatorError, UsageError
 from replicator.log import LOGGER, JobLogger, setup_logging
-from replicator.repo.repository import Repository
 from replicator.sync.engine import sync
 from replicator.sync.state import StateCache, state_path
+from replicator.transport.destinations import open_destination as open_destination_for
 
 BACKOFF_BASE = 2.0  # seconds before the first retry of a retryable failure
 BACKOFF_CAP = 300.0  # retries never wait longer than this
@@ -115,14 +115,7 @@ def key_fingerprint(identity: str) -> str | None:
 def read_job_passphrase(job: JobConfig) -> bytes:
     """passphrase_file, else $REPLICATOR_PASSPHRASE.  :raises UsageError:"""
     if job.passphrase_file:
-        try:
-            with open(job.passphrase_file, "rb") as f:
-                data = f.read().rstrip(b"\r\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read passphrase file {job.passphrase_file}: {exc.strerror}") from None
-        if not data:
-            raise UsageError(f"passphrase file {job.passphrase_file} is empty")
-        return data
+        return read_passphrase_file(job.passphrase_file)
     env = os.environb.get(b"REPLICATOR_PASSPHRASE")
     if not env:
         raise UsageError("no passphrase: set passphrase_file or $REPLICATOR_PASSPHRASE")
@@ -132,13 +125,8 @@ def read_job_passphrase(job: JobConfig) -> bytes:
 def open_destination(job: JobConfig, passphrase: bytes, cache_dir: str):
     """The same destinations as ``replicator sync``: a locked local Repository, or a RemoteDestination
     for ssh:// (the host key must already be pinned in known_hosts: the daemon never accepts a new one)."""
-    if not job.remote:
-        return Repository.open(job.destination, passphrase, exclusive=True)
-    from replicator.transport.client import RemoteDestination, parse_url
-
-    return RemoteDestination(parse_url(job.destination), passphrase, identity=job.identity,
-                             known_hosts=job.known_hosts, accept_host_key=None, cache_dir=cache_dir,
-                             window=job.streams, bwlimit=job.bwlimit)
+    return open_destination_for(job.destination, passphrase, cache_dir=cache_dir, identity=job.identity,
+                                known_hosts=job.known_hosts, streams=job.streams, bwlimit=job.bwlimit)
 
 
 def _iso(t: float | None) -> str | None:
