@@ -68,3 +68,35 @@ def progress_bar(args, desc: str, total: int | None) -> Iterator[Callable[[int],
 
     with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
         yield bar.update
+
+
+AUDIT_ENV = "REPLICATOR_AUDIT_LOG"
+
+
+def add_audit_option(p) -> None:
+    p.add_argument("--audit-log", metavar="FILE",
+                   help=f"append a hash-chained record of this action to FILE (default ${AUDIT_ENV}, if set)")
+
+
+def audit(args, record: dict) -> bool:
+    """Append ``record`` to the audit log named by --audit-log or $REPLICATOR_AUDIT_LOG, if any.
+
+    :returns: False (after a one-line warning) when it could not be written: the
+        action itself is done, so the caller exits with the warning code.
+    """
+    import socket
+
+    from replicator.daemon.audit import append_audit
+
+    path = getattr(args, "audit_log", None) or os.environ.get(AUDIT_ENV)
+    if not path:
+        return True
+    record = {"host": socket.gethostname(), "user": os.environ.get("SUDO_USER") or os.environ.get("USER", ""),
+              **record}
+    try:
+        append_audit(path, record)
+    except (OSError, ValueError) as exc:
+        print(f"replicator: warning: cannot append to the audit log {path}: {exc}", file=sys.stderr)
+        return False
+    return True
+

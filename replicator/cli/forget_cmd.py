@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime
 
-from replicator.cli.common import emit, read_passphrase
+from replicator import constants as C
+from replicator.cli.common import add_audit_option, audit, emit, read_passphrase
 from replicator.errors import UsageError
 from replicator.repo.prune import delete_snapshots
 from replicator.repo.repository import Repository
@@ -24,6 +25,7 @@ def register(sub) -> None:
         what = "newest snapshots" if rule == "last" else f"most recent {rule} periods (newest snapshot of each)"
         p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep the N {what}; -1: all")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_audit_option(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -47,6 +49,7 @@ def run(args) -> int:
         remove = [d.snapshot.id for d in decisions if not d.keep]
         if not args.dry_run:
             delete_snapshots(repo, remove)
+        repo_id = repo.id
     rows = [{"id": d.snapshot.id, "source": d.snapshot.source, "generation": d.snapshot.generation,
              "time_ns": d.snapshot.time_ns, "keep": d.keep, "reasons": d.reasons} for d in decisions]
     verb = "would remove" if args.dry_run else "removed"
@@ -57,4 +60,7 @@ def run(args) -> int:
                  + ("; run 'replicator prune' to free their data" if remove and not args.dry_run else ""))
     emit(args, {"dry_run": args.dry_run, "kept": len(decisions) - len(remove), "removed": len(remove),
                 "snapshots": rows}, lines)
-    return 0
+    if args.dry_run or not remove:
+        return 0
+    ok = audit(args, {"event": "forget", "repository": repo_id, "removed": remove})
+    return 0 if ok else C.EXIT_WARNING

@@ -1,7 +1,8 @@
 """replicator prune REPO [--dry-run]"""
 from __future__ import annotations
 
-from replicator.cli.common import emit, human_bytes, read_passphrase
+from replicator import constants as C
+from replicator.cli.common import add_audit_option, audit, emit, human_bytes, read_passphrase
 from replicator.repo.prune import prune
 from replicator.repo.repository import Repository
 
@@ -17,6 +18,7 @@ def register(sub) -> None:
                        "anything when a snapshot or tree cannot be read.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_audit_option(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -25,6 +27,7 @@ def run(args) -> int:
     # Even a dry run takes the lock: its answer is only true while no sync adds snapshots.
     with Repository.open(args.repo, read_passphrase(args), exclusive=True) as repo:
         report = prune(repo, dry_run=args.dry_run)
+        repo_id = repo.id
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{report.snapshots} snapshots reference {report.blobs_referenced} blobs; {report.packs_total} packs",
              f"  {verb} {report.packs_deleted} unreferenced packs ({human_bytes(report.bytes_deleted)}) "
@@ -35,4 +38,8 @@ def run(args) -> int:
         lines.append(f"  {report.packs_kept_by_table} packs kept: the index said unused, their own table disagreed")
     lines += [f"  damaged pack left alone: {name}" for name in report.damaged_packs_left]
     emit(args, report.as_dict(), lines)
-    return 0
+    if args.dry_run:
+        return 0
+    ok = audit(args, {"event": "prune", "repository": repo_id, "packs_deleted": report.packs_deleted,
+                      "bytes_deleted": report.bytes_deleted, "snapshots": report.snapshots})
+    return 0 if ok else C.EXIT_WARNING

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Iterator
 
 from replicator import constants as C
-from replicator.cli.common import emit, human_bytes, progress_bar, read_passphrase
+from replicator.cli.common import add_audit_option, audit, emit, human_bytes, progress_bar, read_passphrase
 from replicator.errors import UsageError
 from replicator.repo.entry import Entry
 from replicator.repo.repository import Repository
@@ -24,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--snapshot", metavar="ID", help="snapshot id or unique prefix (default: the latest)")
     p.add_argument("--source", metavar="NAME", help="with no --snapshot: the latest snapshot of this source")
     p.add_argument("--path", metavar="SUBPATH", help="restore only this file or directory (path inside the snapshot)")
+    add_audit_option(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -72,10 +74,14 @@ def run(args) -> int:
     lines += [f"  error: {p}: {m}" for p, m in report.errors]
     lines += [f"  warning: {p}: {m}" for p, m in report.warnings]
     emit(args, summary, lines)
+    audited = audit(args, {"event": "restore", "repository": repo.id, "snapshot": snap.id, "source": snap.source,
+                           "generation": snap.generation, "root_tree": snap.tree.hex(), "path": subpath or "",
+                           "target": os.path.abspath(args.target), "files": report.files, "bytes": report.bytes,
+                           "errors": len(report.errors) + len(report.refused)})
     if report.errors or report.refused:
         if args.quiet or args.json:
             first = (report.refused + report.errors)[0]
             print(f"replicator: error: could not restore {first[0]}: {first[1]}", file=sys.stderr)
         integrity = any("integrity" in m for _p, m in report.errors)
         return C.EXIT_INTEGRITY if integrity else C.EXIT_WARNING
-    return C.EXIT_OK
+    return C.EXIT_OK if audited else C.EXIT_WARNING

@@ -165,3 +165,22 @@ def test_diff_between_two_snapshots(cli, repo, tree):
     changes = {(c["kind"], c["path"]) for c in json.loads(r.stdout)["changes"]}
     assert changes == {("M", "dir/a.txt"), ("+", "c.hl7"), ("M", "dir")} or \
         changes == {("M", "dir/a.txt"), ("+", "c.hl7")}
+
+
+def test_restore_forget_and_prune_are_audited(cli, repo, tree, tmp_path):
+    log = tmp_path / "audit.log"
+    assert cli("sync", str(tree), str(repo)).returncode == 0
+    (tree / "b.bin").write_bytes(os.urandom(1000))
+    assert cli("sync", str(tree), str(repo)).returncode == 0
+    r = cli("restore", str(repo), str(tmp_path / "out"), "--audit-log", str(log))
+    assert r.returncode == 0, r.stderr
+    env = {"REPLICATOR_AUDIT_LOG": str(log)}
+    assert cli("forget", str(repo), "--keep-last", "1", env=env).returncode == 0
+    assert cli("prune", str(repo), env=env).returncode == 0
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events == ["restore", "forget", "prune"]
+    assert cli("audit", "verify", str(log)).returncode == 0
+    lines = log.read_text().splitlines()
+    lines[1] = lines[1].replace('"forget"', '"forgot"')
+    log.write_text("\n".join(lines) + "\n")
+    assert cli("audit", "verify", str(log)).returncode == 5
