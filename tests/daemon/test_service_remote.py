@@ -97,3 +97,25 @@ def test_kill9_mid_sync_then_restart(tmp_path, daemons):
     assert r.returncode == 0, r.stdout + r.stderr
     assert restored(repo, tmp_path / "restore") == tree_files(src)
     assert killed_mid_sync, "the tree was synced before the kill; make it bigger"
+
+
+def test_daemon_to_live_mirror(tmp_path, site, daemons):  # noqa: F811
+    """The whole chain: a change at the source is readable in the secondary's plain mirror."""
+    from tests.conftest import PASSPHRASE
+
+    stop_server(site)
+    mirror = tmp_path / "mirror"
+    (tmp_path / "passphrase").write_text(PASSPHRASE + "\n")
+    start_server(site, extra_args=["--mirror", f"amiens={mirror}", "--passphrase-file", str(tmp_path / "passphrase")])
+    src = tmp_path / "src"
+    (src / "ward").mkdir(parents=True)
+    (src / "ward" / "a.hl7").write_bytes(b"MSH|1")
+    state, cfg = _remote_cfg(tmp_path, site, src)
+    d = daemons(cfg, tmp_path / "daemon.log").start()
+    wait_for(lambda: tree_files(mirror) == tree_files(src) if mirror.exists() else False, what="initial mirror")
+    (src / "ward" / "b.dcm").write_bytes(os.urandom(200_000))
+    os.rename(src / "ward", src / "ward-7")
+    wait_for(lambda: tree_files(mirror) == tree_files(src), what="change and rename in the mirror")
+    os.unlink(src / "ward-7" / "a.hl7")
+    wait_for(lambda: tree_files(mirror) == tree_files(src), what="delete in the mirror")
+    assert d.stop() == 0

@@ -59,11 +59,11 @@ class SshSite:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
 
-def start_server(site: SshSite, extra_repos=()) -> None:
+def start_server(site: SshSite, extra_repos=(), extra_args=()) -> None:
     site.log = site.tmp / "serve.log"
     args = [sys.executable, "-m", "replicator", "serve", "--listen", f"127.0.0.1:{site.port}",
             "--repo", f"amiens={site.repo}", *[a for r in extra_repos for a in ("--repo", r)],
-            "--host-key", str(site.host_key), "--authorized-keys", str(site.tmp / "authorized_keys")]
+            "--host-key", str(site.host_key), "--authorized-keys", str(site.tmp / "authorized_keys"), *extra_args]
     site.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=open(site.log, "wb"), env={k: v for k, v in os.environ.items()
                                                                     if k != "REPLICATOR_PASSPHRASE"})
