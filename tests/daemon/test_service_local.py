@@ -131,3 +131,34 @@ def test_job_lock_across_processes(tmp_path, daemons):
             assert exc.retryable and f"pid {os.getpid()}" in str(exc)
     with JobLock(str(tmp_path), "j"):
         pass
+
+
+def test_prometheus_metrics_are_served(tmp_path, daemons):
+    import urllib.request
+
+    from tests.transport.conftest import free_port
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"x" * 5000)
+    repo = init_repo(tmp_path / "repo")
+    port = free_port()
+    cfg = write_config(tmp_path / "r.toml", tmp_path / "state", job_toml("local", src, repo),
+                       metrics=f"127.0.0.1:{port}")
+    d = daemons(cfg, tmp_path / "daemon.log").start()
+    wait_for(lambda: len(snapshots(repo)) >= 1, what="first sync")
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
+
+    wait_for(lambda: 'replicator_syncs_total{job="local"} 1.0' in scrape(), what="metrics after the first sync")
+    text = scrape()
+    for name in ("replicator_bytes_read_total", "replicator_chunks_new_total", "replicator_sync_duration_seconds",
+                 "replicator_last_success_timestamp_seconds", "replicator_replication_lag_seconds"):
+        assert f'{name}' in text, name
+    assert 'replicator_bytes_read_total{job="local"} 5000.0' in text
+    assert d.stop() == 0
