@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from replicator import constants as C
 from replicator.cli.common import cache_dir, emit, human_bytes, progress_bar, read_passphrase
@@ -72,10 +73,8 @@ def run(args) -> int:
             lines.append(f"  warning: {message}")
         summary["repository_warnings"] = list(repo.warnings)
         emit(args, summary, lines)
-        if report.warnings and not args.json:
-            import sys
-
-            for path, message in report.warnings if args.quiet else []:
+        if args.quiet:  # the summary is silenced, the warnings must not be
+            for path, message in report.warnings:
                 print(f"replicator: warning: {path}: {message}", file=sys.stderr)
     return C.EXIT_WARNING if report.warnings else C.EXIT_OK
 

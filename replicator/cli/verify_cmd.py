@@ -1,6 +1,8 @@
 """replicator verify REPO [--data]"""
 from __future__ import annotations
 
+import sys
+
 from replicator import constants as C
 from replicator.cli.common import emit, human_bytes, progress_bar, read_passphrase
 from replicator.repo.repository import Repository
@@ -34,8 +36,6 @@ def run(args) -> int:
     lines.append("no problems found" if report.ok else f"{len(report.problems)} problems found")
     emit(args, report.as_dict(), lines)
     if not report.ok:
-        import sys
-
         if args.quiet or args.json:
             print(f"replicator: error: {len(report.problems)} integrity problems; first: {report.problems[0]}",
                   file=sys.stderr)

@@ -22,7 +22,7 @@ from replicator.repo.tree import TreeItem
 from replicator.sync.destination import Destination
 from replicator.sync.pipeline import ChunkResult, Pipeline
 from replicator.sync.state import StateCache
-from replicator.sync.walk import WalkItem, walk
+from replicator.sync.walk import WalkItem, stat_key, walk
 
 TORN_RETRIES = 3
 
@@ -87,10 +87,6 @@ class TreeBuilder:
         while len(self._stack) > 1:
             self._close()
         return self._dest.store_tree(self._stack[0][1])
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def sync(src: str, dest: Destination, source: str, *, state: StateCache | None = None,
@@ -158,15 +154,9 @@ def sync(src: str, dest: Destination, source: str, *, state: StateCache | None =
                 if not stat.S_ISREG(st0.st_mode):
                     warn(entry.path, "is no longer a regular file")
                     return False
-                key = _stat_key(st0)
+                key = stat_key(st0)
                 meta = replace(entry, size=st0.st_size, mtime_ns=st0.st_mtime_ns, mode=stat.S_IMODE(st0.st_mode),
                                uid=st0.st_uid, gid=st0.st_gid, link_to="")
-                cached = state.lookup(entry.path, key) if state is not None else None
-                if cached is not None and all(dest.has_blob(c) for c in cached):
-                    state.keep(entry.path)  # type: ignore[union-attr]
-                    report.files_unchanged += 1
-                    pipe.submit_event(("entry", None), replace(meta, chunks=cached))
-                    return True
                 job = _FileJob(meta, key)
                 n = 0
                 try:
@@ -180,7 +170,7 @@ def sync(src: str, dest: Destination, source: str, *, state: StateCache | None =
                     warn(entry.path, f"read error: {exc.strerror}")
                     return False
                 report.bytes_read += n
-            if _stat_key(st1) == key and n == st0.st_size:
+            if stat_key(st1) == key and n == st0.st_size:
                 pipe.submit_event(("file", job), None)
                 return True
             pipe.drain()  # the torn attempt's chunks are stored but never referenced
