@@ -24,7 +24,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from replicator.app.passphrase import PASSPHRASE_ENV
 from replicator.errors import UsageError
+from replicator.transport.url import is_remote, parse_rate, parse_url
 
 DEFAULT_CONFIG = "/etc/replicator/replicator.toml"
 DEFAULT_STATE_DIR = "/var/lib/replicator"
@@ -142,29 +144,6 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def _parse_rate(text: str) -> int:
-    """Same syntax as ``sync --bwlimit`` (k, M, G = powers of 1024)."""
-    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("/s").removesuffix("b")
-    value = float(t[:-1]) * mult[t[-1]] if t and t[-1] in mult else float(t)
-    if value < 1024:
-        raise ValueError(f"rate {text!r} is below 1 KiB/s")
-    return int(value)
-
-
-def _check_ssh_url(url: str) -> None:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"bad destination {url!r}: {exc}") from None
-    name = parts.path.lstrip("/")
-    if parts.scheme != "ssh" or not parts.hostname or not parts.username or not name or "/" in name:
-        raise ValueError(f"bad destination {url!r}: expected ssh://USER@HOST:PORT/NAME or a local path")
-
-
 def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
     """Read and validate the configuration file.
 
@@ -247,10 +226,10 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
         names.add(name)
         source = os.path.abspath(get_str(t, "source", i, required=True))
         dest = get_str(t, "destination", i, required=True)
-        if dest.startswith("ssh:") or "://" in dest:
+        if is_remote(dest):
             try:
-                _check_ssh_url(dest)
-            except ValueError as exc:
+                parse_url(dest, what="destination")
+            except UsageError as exc:
                 fail("destination", str(exc), i)
         else:
             dest = os.path.abspath(dest)
@@ -265,9 +244,9 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
         bwlimit = None
         if bw is not None:
             try:
-                bwlimit = _parse_rate(bw)
-            except (ValueError, IndexError) as exc:
-                fail("bwlimit", f"bad rate {bw!r} ({exc}; e.g. 500k, 20M, 1G bytes per second)", i)
+                bwlimit = parse_rate(bw)
+            except UsageError as exc:
+                fail("bwlimit", str(exc), i)
         identity = get_str(t, "identity", i)
         known_hosts = get_str(t, "known_hosts", i)
         if dest.startswith("ssh://"):
@@ -277,7 +256,7 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
                 fail(None, "an ssh:// destination needs known_hosts = FILE (pin the host key first with "
                            "'replicator sync ... --accept-host-key')", i, label=f"job[{i}].known_hosts")
         passphrase_file = get_str(t, "passphrase_file", i)
-        if passphrase_file is None and not env.get("REPLICATOR_PASSPHRASE"):
+        if passphrase_file is None and not env.get(PASSPHRASE_ENV):
             fail(None, "no passphrase: set passphrase_file (or $REPLICATOR_PASSPHRASE)", i,
                  label=f"job[{i}].passphrase_file")
         streams = get_num(t, "streams", i, 4, 1)
@@ -301,15 +280,3 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
             rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=int(streams), workers=workers))
     return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
                         log_format=log_format, audit_log=audit, jobs=tuple(jobs))
-
-
-def read_passphrase_file(path: str) -> bytes:
-    """The passphrase in ``path`` (one trailing newline removed).  :raises UsageError: unreadable or empty."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read().rstrip(b"\r\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read passphrase file {path}: {exc.strerror}") from None
-    if not data:
-        raise UsageError(f"passphrase file {path} is empty")
-    return data

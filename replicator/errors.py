@@ -94,3 +94,11 @@ class Interrupted(ReplicatorError):
     """interrupted; everything committed before is intact and the next run resumes"""
 
     exit_code = C.EXIT_INTERRUPTED
+
+
+class MissingChunks(IntegrityError):
+    """snapshot {} references {} missing chunks; not committed"""
+
+
+class ReadOnly(RepositoryError):
+    """repository {}: {} needs a write session (opened read-only)"""

@@ -42,3 +42,15 @@ def run_cli(*args: str, passphrase: str | None = PASSPHRASE, env: dict | None = 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def sync_repo(src: str, repo, source: str, *, state=None, **options):
+    """Sync ``src`` into an open, locked Repository through its one writer, as ``replicator sync`` does locally.
+
+    ``state``: an open state cache (else none); other keywords are SyncOptions fields.
+    """
+    from replicator.sync.engine import SyncRun
+    from replicator.sync.options import SyncOptions
+
+    with repo.writer() as writer:
+        return SyncRun(src, writer, SyncOptions(source, use_state=state is not None, **options), state=state).run()

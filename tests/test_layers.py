@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "replicator"
 
 BASE = 0
-RANK = {"_ext": 1, "core": 2, "repo": 3, "sync": 4, "transport": 5, "daemon": 6, "cli": 6}
+RANK = {"_ext": 1, "core": 2, "store": 3, "repo": 3, "sync": 4, "transport": 5, "app": 6, "daemon": 6, "cli": 6}
 # Top-level modules: the bottom layer (importable by all), or the entry point (top).
 # config and log sit with daemon and cli at the top: both use them, nothing below may.
 TOP_LEVEL = {"__init__": BASE, "constants": BASE, "errors": BASE, "config": 6, "log": 6, "__main__": 7}

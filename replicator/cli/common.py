@@ -8,20 +8,17 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from replicator.config import read_passphrase_file
+from replicator.app.passphrase import PASSPHRASE_ENV, passphrase_from
 from replicator.errors import UsageError
 
-PASSPHRASE_ENV = "REPLICATOR_PASSPHRASE"
 CACHE_ENV = "REPLICATOR_CACHE_DIR"
 
 
 def read_passphrase(args, *, confirm: bool = False) -> bytes:
     """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal."""
-    if getattr(args, "passphrase_file", None):
-        return read_passphrase_file(args.passphrase_file)
-    env = os.environb.get(PASSPHRASE_ENV.encode())
-    if env:
-        return env
+    given = passphrase_from(getattr(args, "passphrase_file", None))
+    if given:
+        return given
     if not sys.stdin.isatty():
         raise UsageError(f"no passphrase: use --passphrase-file FILE or set {PASSPHRASE_ENV}")
     first = getpass.getpass("Passphrase: ")

@@ -26,6 +26,7 @@ import sys
 from replicator import constants as C
 from replicator.cli.common import emit
 from replicator.errors import UsageError
+from replicator.repo.keyless import verify_without_key
 from replicator.transport import server as S
 
 
@@ -211,7 +212,7 @@ def _verify(args, repos: dict[str, str]) -> int:
     summary = {}
     lines = []
     for name, path in repos.items():
-        report = S.verify_without_key(path)
+        report = verify_without_key(path)
         summary[name] = report.as_dict()
         lines.append(f"{name}: {report.packs} packs (checksums), {report.ids_objects} id lists, "
                      f"{report.snapshots} snapshots, {report.refs_checked} chunk references checked without the key")

@@ -9,8 +9,8 @@ from replicator import constants as C
 from replicator.cli.common import cache_dir, emit, human_bytes, progress_bar, read_passphrase
 from replicator.errors import UsageError
 from replicator.repo.repository import Repository
-from replicator.sync.engine import sync
-from replicator.sync.state import StateCache, state_path
+from replicator.sync.engine import DESTINATION, SyncRun
+from replicator.sync.options import SyncOptions
 
 
 def register(sub) -> None:
@@ -45,44 +45,42 @@ def run(args) -> int:
     if not os.path.isdir(src):
         raise UsageError(f"source {args.src} is not a directory")
     name = args.name or f"{socket.gethostname()}:{src}"
+    options = SyncOptions(name, excludes=args.exclude, use_state=not args.no_cache, cache_dir=cache_dir(args),
+                          workers=args.workers)
     passphrase = read_passphrase(args)
     with _open_destination(args, passphrase) as repo:
-        state = None if args.no_cache else StateCache(state_path(cache_dir(args), repo.id, name))
-        try:
-            with progress_bar(args, "sync", None) as progress:
-                report = sync(src, repo, name, state=state, excludes=args.exclude, progress=progress,
-                              workers=args.workers)
-        finally:
-            if state is not None:
-                state.close()
-        snap = report.snapshot
+        with progress_bar(args, "sync", None) as progress:
+            report = SyncRun(src, repo, options, progress=progress).run()
+        snap, stats = report.snapshot, report.destination_stats
         summary = report.as_dict()
-        summary.update(source=name, bytes_stored=repo.stats["bytes_written"], packs_written=repo.stats["packs_written"])
-        if "bytes_sent" in repo.stats:
-            summary.update(bytes_sent=repo.stats["bytes_sent"], bytes_received=repo.stats["bytes_received"])
+        summary.update(source=name, bytes_stored=stats["bytes_written"], packs_written=stats["packs_written"])
+        if "bytes_sent" in stats:
+            summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"])
+        summary["repository_warnings"] = [m for p, m in report.warnings if p == DESTINATION]  # also in "warnings"
         lines = [
             f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
             f"  {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes_total)}",
             f"  read {human_bytes(report.bytes_read)} ({report.files_unchanged} files unchanged, not read); "
             f"{report.chunks_new} new of {report.chunks_total} chunks; "
-            f"stored {human_bytes(repo.stats['bytes_written'])} in {repo.stats['packs_written']} packs",
+            f"stored {human_bytes(stats['bytes_written'])} in {stats['packs_written']} packs",
         ]
-        for path, message in report.warnings:
-            lines.append(f"  warning: {path}: {message}")
-        for message in repo.warnings:
-            lines.append(f"  warning: {message}")
-        summary["repository_warnings"] = list(repo.warnings)
+        lines.extend(f"  warning: {_warning(path, message)}" for path, message in report.warnings)
         emit(args, summary, lines)
         if args.quiet:  # the summary is silenced, the warnings must not be
             for path, message in report.warnings:
-                print(f"replicator: warning: {path}: {message}", file=sys.stderr)
+                print(f"replicator: warning: {_warning(path, message)}", file=sys.stderr)
     return C.EXIT_WARNING if report.warnings else C.EXIT_OK
+
+
+def _warning(path: str, message: str) -> str:
+    """``PATH: MESSAGE`` on one line; PATH is ``(destination)`` for the destination's own warnings."""
+    return " ".join(f"{path}: {message}".splitlines())
 
 
 def _open_destination(args, passphrase: bytes):
     """A local Repository, or for ssh://USER@HOST:PORT/NAME a transport.client.RemoteDestination."""
-    from replicator.transport.client import parse_rate
-    from replicator.transport.destinations import open_destination
+    from replicator.app.destinations import open_destination
+    from replicator.transport.url import parse_rate
 
     return open_destination(args.repo, passphrase, cache_dir=cache_dir(args), identity=args.identity,
                             known_hosts=args.known_hosts, accept_host_key=args.accept_host_key,

@@ -3,7 +3,7 @@
 Owns scheduling: when a job syncs (debounced changes, periodic rescans,
 schedules, retries with backoff), how it reports (logs, status file, metrics,
 audit log) and how the process stops (SIGTERM) and reloads (SIGHUP).
-Each sync is ``replicator.sync.engine.sync()`` of the whole source against a
+Each sync is a ``replicator.sync.engine.SyncRun`` of the whole source against a
 local Repository or a RemoteDestination, opened exactly as ``replicator sync``
 opens them; the state cache keeps that cheap when little changed.
 
@@ -20,8 +20,6 @@ Must never: import cli (the CLI calls ``run_daemon``), print to stdout.
 from __future__ import annotations
 
 import base64
-import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -31,14 +29,16 @@ import threading
 import time
 from typing import Any
 
-from replicator.config import DaemonConfig, JobConfig, load_config, read_passphrase_file
+from replicator.app.passphrase import passphrase_from
+from replicator.config import DaemonConfig, JobConfig, load_config
 from replicator.daemon.audit import append_audit
 from replicator.daemon.status import read_status, write_status
 from replicator.errors import ReplicatorError, UsageError
 from replicator.log import LOGGER, JobLogger, setup_logging
-from replicator.sync.engine import sync
-from replicator.sync.state import StateCache, state_path
-from replicator.transport.destinations import open_destination as open_destination_for
+from replicator.store.lock import FileLock, Locked
+from replicator.sync.engine import SyncRun
+from replicator.sync.options import SyncOptions
+from replicator.app.destinations import open_destination as open_destination_for
 
 BACKOFF_BASE = 2.0  # seconds before the first retry of a retryable failure
 BACKOFF_CAP = 300.0  # retries never wait longer than this
@@ -57,33 +57,19 @@ class JobLocked(ReplicatorError):
     retryable = True
 
 
-class JobLock:
-    """An exclusive, non-blocking flock on STATE_DIR/locks/NAME.lock, held for one sync."""
+class JobLock(FileLock):
+    """The per-job lock STATE_DIR/locks/NAME.lock, held for one sync (store/lock.py)."""
 
     def __init__(self, state_dir: str, name: str) -> None:
-        self.path = os.path.join(state_dir, "locks", f"{name}.lock")
-        self._fd: int | None = None
+        super().__init__(os.path.join(state_dir, "locks", f"{name}.lock"), "daemon")
+        self.name = name
 
-    def __enter__(self) -> "JobLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def acquire(self) -> "JobLock":
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise JobLocked(os.path.basename(self.path)[:-5], holder) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            super().acquire()
+        except Locked as exc:
+            raise JobLocked(self.name, exc.holder) from None
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def key_fingerprint(identity: str) -> str | None:
@@ -114,12 +100,10 @@ def key_fingerprint(identity: str) -> str | None:
 
 def read_job_passphrase(job: JobConfig) -> bytes:
     """passphrase_file, else $REPLICATOR_PASSPHRASE.  :raises UsageError:"""
-    if job.passphrase_file:
-        return read_passphrase_file(job.passphrase_file)
-    env = os.environb.get(b"REPLICATOR_PASSPHRASE")
-    if not env:
+    passphrase = passphrase_from(job.passphrase_file)
+    if not passphrase:
         raise UsageError("no passphrase: set passphrase_file or $REPLICATOR_PASSPHRASE")
-    return env
+    return passphrase
 
 
 def open_destination(job: JobConfig, passphrase: bytes, cache_dir: str):
@@ -282,19 +266,12 @@ class JobRunner(threading.Thread):
         if not os.path.isdir(job.source):
             raise UsageError(f"source {job.source} is not a directory")
         cache = job.cache_dir or os.path.join(self.svc.config.state_dir, "cache")
+        options = SyncOptions(job.source_name, excludes=job.excludes, cache_dir=cache, workers=job.workers)
         with JobLock(self.svc.config.state_dir, job.name):
             with open_destination(job, passphrase, cache) as dest:
-                state = StateCache(state_path(cache, dest.id, job.source_name))
-                try:
-                    report = sync(job.source, dest, job.source_name, state=state, excludes=job.excludes,
-                                  progress=self._progress, workers=job.workers)
-                finally:
-                    state.close()
-                stats = dict(dest.stats)
-                warnings = list(dest.warnings)
-        for message in warnings:
-            self.log.warning(message)
-        return report, stats, dest.id
+                report = SyncRun(job.source, dest, options, progress=self._progress).run()
+        # The destination's warnings are in report.warnings (path "(destination)"), logged by _succeeded.
+        return report, report.destination_stats, dest.id
 
     def _succeeded(self, report, stats: dict, duration: float, start_wall: float, dest_id: str) -> None:
         job, snap, name = self.job, report.snapshot, self.job.name

@@ -2,14 +2,14 @@
 
 Owns the file name and format: ``STATE_DIR/status.json``, one JSON object
 ``{"pid", "updated", "config", "jobs": {NAME: {...}}}`` replaced atomically
-(temporary file, fsync, rename) so a reader never sees half of it.
-Depends on the standard library only.
+(store/atomic.py) so a reader never sees half of it.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from replicator.store import atomic
 
 STATUS_NAME = "status.json"
 
@@ -19,23 +19,9 @@ def status_path(state_dir: str) -> str:
 
 
 def write_status(state_dir: str, doc: dict) -> None:
-    """Replace the status file atomically.  :raises OSError:"""
-    os.makedirs(state_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=state_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, sort_keys=True, indent=1, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, status_path(state_dir))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace the status file atomically (store/atomic.py).  :raises OSError:"""
+    data = (json.dumps(doc, sort_keys=True, indent=1, default=str) + "\n").encode()
+    atomic.replace(status_path(state_dir), data, mode=0o644)
 
 
 def read_status(state_dir: str) -> dict | None:

@@ -68,7 +68,10 @@ class Index:
         return self._db().execute("SELECT 1 FROM blobs WHERE id=?", (blob_id,)).fetchone() is not None
 
     def add_pack(self, name: str, size: int, entries: Iterable[BlobEntry]) -> None:
-        """Record a pack and its blobs in one transaction (a blob already known keeps its first home).
+        """Record a pack and its blobs in one transaction; its rows replace any row for the same blob.
+
+        The pack was just read or written, so it is a real home of the blob; an
+        older row may be stale or forged (the index is an unauthenticated cache).
 
         :raises StorageError: the index cannot be written (e.g. disk full); the pack
             stays in storage and the next open indexes it.
@@ -87,7 +90,7 @@ class Index:
             n = 0
             for e in entries:
                 db.execute(
-                    "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (e.id, e.type, name, e.offset, e.length, e.raw_len, e.seq),
                 )
                 n += 1

@@ -51,3 +51,9 @@ class MemoryStorage:
         check_name(name)
         with self._lock:
             self.objects.pop(name, None)
+
+    def clean_temporaries(self) -> int:
+        return 0  # a put is atomic under the lock: nothing half-written can exist
+
+    def close(self) -> None:
+        pass

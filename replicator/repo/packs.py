@@ -123,40 +123,72 @@ def parse_header(header: bytes, name: str) -> bytes:
     return envelope.parse_header(header, C.PACK_MAGIC, f"pack {name}")
 
 
-def read_table(data: bytes, name: str, encrypt_key: bytes) -> list[BlobEntry]:
-    """Decrypt and validate the table of a whole pack held in ``data``.
+def table_range(size: int, footer: bytes, name: str) -> tuple[int, int]:
+    """Where the sealed table is, from the pack's size and its last PACK_FOOTER_SIZE bytes.
 
-    :raises IntegrityError: on any inconsistency (truncation, tampering, overlapping blobs).
+    :returns: (table offset, table length).  :raises IntegrityError: truncated or impossible.
     """
-    salt = parse_header(data, name)
-    if len(data) < C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE + crypto.TAG_SIZE:
+    if size < C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE + crypto.TAG_SIZE or len(footer) != C.PACK_FOOTER_SIZE:
         raise IntegrityError(f"pack {name} is truncated")
-    table_len, magic = _FOOTER.unpack_from(data, len(data) - C.PACK_FOOTER_SIZE)
+    table_len, magic = _FOOTER.unpack(footer)
     if magic != C.PACK_FOOTER_MAGIC:
         raise IntegrityError(f"pack {name} is truncated (no footer)")
-    table_start = len(data) - C.PACK_FOOTER_SIZE - table_len
+    table_start = size - C.PACK_FOOTER_SIZE - table_len
     if table_start < C.PACK_HEADER_SIZE or table_len < crypto.TAG_SIZE + 4:
         raise IntegrityError(f"pack {name} has an impossible table length")
+    return table_start, table_len
+
+
+def open_table(salt: bytes, sealed_table: bytes, table_start: int, name: str, encrypt_key: bytes) -> list[BlobEntry]:
+    """Decrypt and validate a pack's table (docs/FORMAT.md "Packs", reader rules).
+
+    :raises IntegrityError: tampered, foreign, overlapping or gapped blobs, an id listed twice.
+    """
     try:
-        table = pack_key(encrypt_key, salt).open(
-            nonce(C.NONCE_DOMAIN_TABLE, 0), data[table_start : table_start + table_len], C.TABLE_AAD_PREFIX + salt
-        )
+        table = pack_key(encrypt_key, salt).open(nonce(C.NONCE_DOMAIN_TABLE, 0), sealed_table,
+                                                 C.TABLE_AAD_PREFIX + salt)
     except crypto.AuthenticationFailed:
         raise IntegrityError(f"pack {name}: table fails authentication (tampered, or another repository's key)") from None
     (count,) = struct.unpack_from("<I", table)
     if count > C.PACK_MAX_BLOBS or len(table) != 4 + count * _ENTRY.size:
         raise IntegrityError(f"pack {name}: table has an impossible size")
     entries = []
+    seen: set[bytes] = set()
     expect = C.PACK_HEADER_SIZE
     for i in range(count):
         t, blob_id, offset, length, raw_len = _ENTRY.unpack_from(table, 4 + i * _ENTRY.size)
         if t not in C.BLOB_TYPES or offset != expect or length < crypto.TAG_SIZE + 1 or raw_len > C.MAX_BLOB_SIZE:
             raise IntegrityError(f"pack {name}: table entry {i} is inconsistent")
+        if blob_id in seen:
+            raise IntegrityError(f"pack {name}: table lists blob {blob_id.hex()[:16]} twice")
+        seen.add(blob_id)
         expect = offset + length
         entries.append(BlobEntry(t, blob_id, offset, length, raw_len, i))
     if expect != table_start:
         raise IntegrityError(f"pack {name}: blobs do not fill the pack")
     return entries
+
+
+def read_table(data: bytes, name: str, encrypt_key: bytes) -> list[BlobEntry]:
+    """Decrypt and validate the table of a whole pack held in ``data``.
+
+    :raises IntegrityError: on any inconsistency (truncation, tampering, overlapping blobs).
+    """
+    salt = parse_header(data, name)
+    start, length = table_range(len(data), data[-C.PACK_FOOTER_SIZE:], name)
+    return open_table(salt, data[start : start + length], start, name, encrypt_key)
+
+
+def read_table_from(storage, name: str, encrypt_key: bytes) -> list[BlobEntry]:
+    """The table of a stored pack, read by ranges (header, footer, table): never the whole pack.
+
+    :raises IntegrityError: :raises UnsupportedVersion: :raises ObjectNotFound:
+    """
+    size = storage.size(name)
+    salt = parse_header(storage.get(name, 0, C.PACK_HEADER_SIZE), name)
+    start, length = table_range(size, storage.get(name, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE),
+                                name)
+    return open_table(salt, storage.get(name, start, length), start, name, encrypt_key)
 
 
 def open_blob(aead: crypto.Aead, entry: BlobEntry, sealed: bytes, hasher: IdHasher, where: str) -> bytes:

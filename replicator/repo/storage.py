@@ -38,6 +38,8 @@ class Storage(Protocol):
     * ``list(prefix)`` yields the names under ``prefix`` ("data/", ...), in
       no particular order, never temporary files.
     * ``delete`` removes a name; deleting a missing name is not an error.
+    * ``clean_temporaries`` removes what a crashed ``put`` left (called under
+      the writer lock); ``close`` releases cached resources and never raises.
     """
 
     location: str
@@ -53,3 +55,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
 
     def delete(self, name: str) -> None: ...
+
+    def clean_temporaries(self) -> int: ...
+
+    def close(self) -> None: ...

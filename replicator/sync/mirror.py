@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.errors import IntegrityError
+from replicator.store import atomic
 from replicator.repo.entry import KIND_DIR, KIND_FILE, Entry
 from replicator.repo.merkle import ADDED, MODIFIED, REMOVED, diff_trees
 from replicator.repo.repository import Repository
@@ -67,23 +68,8 @@ def load_state(target: str) -> dict | None:
 
 
 def _save_state(target: str, state: dict) -> None:
-    """Atomically replace the state file (temporary file, fsync, rename, directory fsync)."""
-    path = state_path(target)
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    data = json.dumps(dict(state, version=STATE_VERSION), sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Atomically replace the state file (store/atomic.py)."""
+    atomic.replace(state_path(target), json.dumps(dict(state, version=STATE_VERSION), sort_keys=True).encode())
 
 
 @dataclass

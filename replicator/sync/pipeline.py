@@ -6,6 +6,12 @@ compress the new ones (BLAKE3 and zstd release the GIL); the engine's thread
 takes results back in submission order, encrypts them into packs and builds
 the trees.  At most ``max_in_flight`` chunks are queued, which bounds memory
 at roughly max_in_flight x the largest chunk.
+
+The pipeline is a FIFO of typed events.  ``submit_chunk(job, data)`` becomes
+a ``ChunkEvent(job, result)`` once the chunk is processed; any other event
+(``submit(event)``) passes through unchanged.  The consumer receives every
+event exactly once, in submission order, on the submitting thread, and
+dispatches on its type (the engine's events are in sync/engine.py).
 """
 from __future__ import annotations
 
@@ -22,12 +28,30 @@ from replicator.core.ids import IdHasher
 INLINE_MAX = 64 * 1024  # chunks smaller than this are processed on the engine's thread
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkResult:
     id: bytes
     raw_len: int
     method: int = 0
     payload: bytes | None = None  # None: the destination already had it
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEvent:
+    """A chunk of ``job`` (the submitter's, passed through untouched), hashed and maybe compressed."""
+
+    job: Any
+    result: ChunkResult
+
+
+class _Pending:
+    """A chunk still in a worker thread: it becomes a ChunkEvent when it reaches the head of the queue."""
+
+    __slots__ = ("job", "future")
+
+    def __init__(self, job: Any, future: Future) -> None:
+        self.job = job
+        self.future = future
 
 
 def default_workers() -> int:
@@ -36,17 +60,17 @@ def default_workers() -> int:
 
 
 class Pipeline:
-    """FIFO of events; chunks become futures, other events pass through in order."""
+    """FIFO of events; chunks become ChunkEvents, other events pass through in order."""
 
     def __init__(self, hasher: IdHasher, known: Callable[[bytes], bool], level: int,
-                 consume: Callable[[Any, Any], None], *, workers: int | None = None,
+                 consume: Callable[[Any], None], *, workers: int | None = None,
                  max_in_flight: int = 32) -> None:
         self._hasher = hasher
         self._known = known
         self._level = level
         self._consume = consume
         self._pool = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="chunk")
-        self._queue: Deque[tuple[Any, Any]] = collections.deque()
+        self._queue: Deque[Any] = collections.deque()  # events, and _Pending chunks
         self._in_flight = 0
         self._max = max_in_flight
 
@@ -57,38 +81,41 @@ class Pipeline:
         method, payload = compress(data, self._level)
         return ChunkResult(chunk_id, len(data), method, payload)
 
-    def submit_chunk(self, tag: Any, data: bytes) -> None:
+    def submit_chunk(self, job: Any, data: bytes) -> None:
+        """Queue a chunk; the consumer gets ``ChunkEvent(job, result)`` in its turn."""
         if len(data) < INLINE_MAX:
             # Handing a small chunk to a thread costs more than hashing and
             # compressing it here (a queue, a future, two GIL hand-offs).
-            self._queue.append((tag, self._work(data)))
-            if len(self._queue) > 4 * self._max:
-                self._pop()
+            self.submit(ChunkEvent(job, self._work(data)))
             return
         while self._in_flight >= self._max:
             self._pop()
-        self._queue.append((tag, self._pool.submit(self._work, data)))
+        self._queue.append(_Pending(job, self._pool.submit(self._work, data)))
         self._in_flight += 1
 
-    def submit_event(self, tag: Any, event: Any) -> None:
-        self._queue.append((tag, event))
+    def submit(self, event: Any) -> None:
+        """Queue an event; the consumer gets it after everything submitted before it."""
+        self._queue.append(event)
         if len(self._queue) > 4 * self._max:
             self._pop()
 
     def _pop(self) -> None:
-        tag, item = self._queue.popleft()
-        if isinstance(item, Future):
+        item = self._queue.popleft()
+        if type(item) is _Pending:
             self._in_flight -= 1
-            item = item.result()
-        self._consume(tag, item)
+            item = ChunkEvent(item.job, item.future.result())
+        self._consume(item)
 
     def drain(self) -> None:
+        """Hand every queued event to the consumer (waiting for the chunks in flight)."""
         while self._queue:
             self._pop()
 
     def close(self) -> None:
-        for _tag, item in self._queue:
-            if isinstance(item, Future):
-                item.cancel()
+        """Drop what is still queued (nothing more reaches the consumer) and stop the workers."""
+        for item in self._queue:
+            if type(item) is _Pending:
+                item.future.cancel()
         self._queue.clear()
+        self._in_flight = 0
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -5,7 +5,14 @@ counts the type byte and the body.  Fields inside a body are encoded with the
 small functions below and read back with ``Decoder``, whose every ``get_*``
 raises ``ProtocolError`` instead of reading past the end, and whose
 ``check_end`` refuses trailing bytes.  This module owns the byte layout only:
-it never does I/O and never knows what a message means (that is protocol.py).
+it never does I/O and never knows what a message means (that is protocol.py,
+which imports this module and never the reverse).
+
+Big payloads are not copied: ``frame_parts`` returns a frame as a short list
+of buffers in which any field of at least ``COPY_THRESHOLD`` bytes is the
+caller's object itself (``blob_parts`` splits a byte string into its length
+and its payload for that purpose), and ``Decoder.get_blob(copy=False)``
+returns a read-only memoryview slice of the frame body instead of a copy.
 
 Integers on the wire are big-endian (network order), unlike the repository
 format, which is little-endian: the two never share a structure.
@@ -17,7 +24,7 @@ import struct
 from replicator import constants as C
 from replicator.errors import ReplicatorError
 
-MAX_FRAME_SIZE = 64 * 1024 * 1024  # type byte + body; a pack is at most ~16 MiB + one max chunk
+MAX_FRAME_SIZE = 64 * 1024 * 1024  # the length field's limit: type byte + body (PROTOCOL.md 3)
 MAX_NAME_SIZE = 255  # bytes of UTF-8 in a name field
 ID_SIZE = C.ID_SIZE
 
@@ -26,6 +33,9 @@ _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">IB")
 HEADER_SIZE = _HEAD.size
+COPY_THRESHOLD = 64 * 1024  # frame_parts passes fields this big through by reference; smaller ones are joined
+
+Buffer = bytes | bytearray | memoryview
 
 
 class ProtocolError(ReplicatorError):
@@ -33,6 +43,15 @@ class ProtocolError(ReplicatorError):
 
     exit_code = C.EXIT_TRANSPORT
     retryable = False
+    # The ERROR code (PROTOCOL.md 4) a receiver answers this error with.  1 is protocol.E_PROTOCOL,
+    # "protocol violation"; written as a number because frames.py must not import protocol.py.
+    # protocol.negotiate raises ProtocolError(..., code=E_VERSION).
+    code: int = 1
+
+    def __init__(self, *args: object, code: int | None = None) -> None:
+        super().__init__(*args)
+        if code is not None:
+            self.code = code
 
 
 # --- encoders ----------------------------------------------------------------
@@ -52,9 +71,19 @@ def u64(value: int) -> bytes:
     return _U64.pack(value)
 
 
-def blob(data: bytes | bytearray | memoryview) -> bytes:
-    """A byte string: u32 length || bytes."""
-    return _U32.pack(len(data)) + bytes(data)
+def nbytes(data: Buffer) -> int:
+    """Size in bytes (a memoryview's ``len`` counts items, not bytes)."""
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+def blob_parts(data: Buffer) -> tuple[bytes, Buffer]:
+    """A byte string as two fields: the u32 length, then ``data`` itself (not copied)."""
+    return _U32.pack(nbytes(data)), data
+
+
+def blob(data: Buffer) -> bytes:
+    """A byte string: u32 length || bytes (a copy; ``blob_parts`` avoids it)."""
+    return b"".join(blob_parts(data))
 
 
 def name(text: str) -> bytes:
@@ -77,12 +106,36 @@ def ids(items: list[bytes]) -> bytes:
     return _U32.pack(len(items)) + b"".join(items)
 
 
-def frame(msg_type: int, *fields: bytes) -> bytes:
-    """A whole frame: u32 BE length (type + body) || type || fields."""
-    body = b"".join(fields)
-    if 1 + len(body) > MAX_FRAME_SIZE:
+def frame_parts(msg_type: int, *fields: Buffer) -> list[Buffer]:
+    """A whole frame as a list of buffers whose concatenation is ``frame(msg_type, *fields)``.
+
+    The header and runs of small fields are joined into one bytes object each;
+    a field of at least ``COPY_THRESHOLD`` bytes is put in the list as is (the
+    same object: the caller must not modify it until it has been written).
+    Write the parts in order (``for p in parts: writer.write(p)``).
+    :raises ValueError: the frame would exceed MAX_FRAME_SIZE.
+    """
+    length = 1 + sum(nbytes(f) for f in fields)
+    if length > MAX_FRAME_SIZE:
         raise ValueError("frame exceeds MAX_FRAME_SIZE")
-    return _HEAD.pack(1 + len(body), msg_type) + body
+    parts: list[Buffer] = []
+    small: list[Buffer] = [_HEAD.pack(length, msg_type)]
+    for f in fields:
+        if nbytes(f) >= COPY_THRESHOLD:
+            if small:
+                parts.append(b"".join(small))
+                small = []
+            parts.append(f)
+        elif f:
+            small.append(f)
+    if small:
+        parts.append(b"".join(small))
+    return parts
+
+
+def frame(msg_type: int, *fields: Buffer) -> bytes:
+    """A whole frame: u32 BE length (type + body) || type || fields.  :raises ValueError: too big."""
+    return b"".join(frame_parts(msg_type, *fields))
 
 
 def parse_header(head: bytes, max_size: int = MAX_FRAME_SIZE) -> tuple[int, int]:
@@ -99,11 +152,17 @@ def parse_header(head: bytes, max_size: int = MAX_FRAME_SIZE) -> tuple[int, int]
 
 # --- decoder -----------------------------------------------------------------
 class Decoder:
-    """Reads fields from one frame body; never past its end."""
+    """Reads fields from one frame body; never past its end.
 
-    def __init__(self, body: bytes | bytearray | memoryview) -> None:
-        self._buf = memoryview(body)
+    ``copy_payloads`` is what message decoders pass to ``get_blob(copy=...)``
+    for their one big payload (PUT_PACK's pack, DATA's bytes): False makes
+    those fields memoryviews over ``body`` instead of copies.
+    """
+
+    def __init__(self, body: Buffer, *, copy_payloads: bool = True) -> None:
+        self._buf = memoryview(body).cast("B") if isinstance(body, memoryview) else memoryview(body)
         self._pos = 0
+        self.copy_payloads = copy_payloads
 
     def _take(self, n: int, what: str) -> memoryview:
         if n < 0 or self._pos + n > len(self._buf):
@@ -127,11 +186,20 @@ class Decoder:
     def get_u64(self) -> int:
         return _U64.unpack(self._take(8, "u64"))[0]
 
-    def get_blob(self, limit: int = MAX_FRAME_SIZE) -> bytes:
+    def get_blob(self, limit: int = MAX_FRAME_SIZE, copy: bool = True) -> bytes | memoryview:
+        """A byte string of at most ``limit`` bytes.
+
+        ``copy=False`` returns a memoryview slice of the body without copying,
+        if the body is read-only (bytes, as from ``readexactly``); over a
+        mutable body (bytearray) it still copies, so the result never changes.
+        """
         n = self.get_u32()
         if n > limit:
             raise ProtocolError(f"byte string of {n} bytes exceeds {limit}")
-        return bytes(self._take(n, "byte string"))
+        view = self._take(n, "byte string")
+        if copy or not view.readonly:
+            return bytes(view)
+        return view
 
     def get_name(self) -> str:
         n = self.get_u16()

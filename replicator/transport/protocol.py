@@ -1,13 +1,19 @@
 """Replication protocol: messages, version negotiation, limits, errors (docs/PROTOCOL.md).
 
-Each message is a frozen dataclass with ``encode() -> frame bytes`` and
-``decode(body) -> message`` (validating every field and refusing trailing
-bytes).  ``decode_message(type, body)`` maps a frame to its message or raises
-ProtocolError.  The state machine itself lives with its user (server.py
-checks which messages are allowed in which state; ``ALLOWED`` lists them).
+Each message is a frozen dataclass with ``encode_parts() -> list of buffers``
+(the frame, big payloads not copied: frames.frame_parts), ``encode() -> frame
+bytes`` (the parts joined) and ``decode(decoder) -> message`` (validating
+every field).  ``decode_message(type, body)`` maps a frame body to its message
+or raises ProtocolError, refusing trailing bytes.  The state machine itself
+lives with its user (server.py checks which messages are allowed in which
+state; ``ALLOWED`` lists them; ``ANSWERS`` says which answer each request gets).
 
-Nothing here does I/O except ``read_frame``/``write_frame``, which take any
-asyncio-style reader (``readexactly``) and writer (``write``/``drain``).
+The byte layout of every message is pinned by tests/vectors/protocol.json
+(scripts/gen_protocol_vectors.py; tests/transport/test_protocol_vectors.py).
+
+Nothing here does I/O except ``read_frame``/``read_message``/``write_message``,
+which take any asyncio-style reader (``readexactly``) and writer
+(``write``/``drain``).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import ClassVar
 
 from replicator import constants as C
 from replicator.errors import ReplicatorError
+from replicator.repo import layout as L
 from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
@@ -25,10 +32,14 @@ PROTOCOL_VERSION_MIN = 1
 PROTOCOL_VERSION_MAX = 1
 SUBSYSTEM = "replicator"  # SSH subsystem name; the OpenSSH ForceCommand alternative is "replicator serve --stdio"
 
-MAX_IDS_PER_FRAME = (F.MAX_FRAME_SIZE - 1024) // C.ID_SIZE  # ~2 million: refs travel in REFS batches
-MAX_PACK_BLOBS = C.PACK_MAX_BLOBS
-MAX_NAMES = 4 * 1024 * 1024
-MAX_SNAPSHOT_OBJECT = C.MAX_SNAPSHOT_SIZE + 1024
+# Limits (PROTOCOL.md 3 and 4; tests/transport/test_protocol_vectors.py checks the doc quotes these values).
+MAX_IDS_PER_FRAME = (F.MAX_FRAME_SIZE - 1024) // C.ID_SIZE  # 2,097,120: refs travel in REFS batches
+MAX_PACK_BLOBS = C.PACK_MAX_BLOBS  # 2^20 ids in one PUT_PACK
+MAX_NAMES = 4 * 1024 * 1024  # names in one NAMES
+MAX_SNAPSHOT_OBJECT = C.MAX_SNAPSHOT_SIZE + 1024  # COMMIT's snapshot bytes
+MAX_CONFIG_OBJECT = 1 << 20  # each of OPEN_OK's config and key file
+MAX_ERROR_MESSAGE = 4096  # ERROR message bytes a decoder accepts
+MAX_ERROR_MESSAGE_SENT = 1000  # ERROR message bytes this implementation sends (cut at a character boundary)
 
 MODE_READ = 1
 MODE_WRITE = 2
@@ -36,7 +47,7 @@ MODE_WRITE = 2
 # Message types (u8).  Never reuse a number.
 HELLO, OPEN, OPEN_OK, LIST, NAMES, GET, DATA, PUT_PACK, PACK_OK, REFS, COMMIT, COMMIT_OK, ERROR, BYE = range(1, 15)
 
-# ERROR codes (u16) and the exit code a client reports for each.
+# ERROR codes (u16).  RemoteError maps each to the exit code the client reports.
 E_PROTOCOL, E_VERSION, E_NOT_ALLOWED, E_NO_REPOSITORY, E_INTEGRITY, E_MISSING_REFS, E_STORAGE, E_LOCKED, \
     E_INTERNAL, E_NOT_FOUND = range(1, 11)
 ERROR_NAMES = {E_PROTOCOL: "protocol violation", E_VERSION: "no common protocol version",
@@ -44,11 +55,12 @@ ERROR_NAMES = {E_PROTOCOL: "protocol violation", E_VERSION: "no common protocol 
                E_MISSING_REFS: "missing chunks", E_STORAGE: "storage", E_LOCKED: "locked",
                E_INTERNAL: "internal error", E_NOT_FOUND: "not found"}
 
-_HEX64 = "[0-9a-f]{64}"
-PACK_NAME_RE = re.compile(rf"^data/([0-9a-f]{{2}})/({_HEX64})$")
-SNAPSHOT_NAME_RE = re.compile(rf"^snapshots/({_HEX64})$")
-IDS_NAME_RE = re.compile(rf"^ids/({_HEX64})$")
-LIST_PREFIXES = ("ids/", "snapshots/", "data/")
+# Whole-name patterns: \Z, not $ (which also matches before a trailing newline).
+# Object names are the repository's (repo/layout.py): one spelling for the disk and the wire.
+PACK_NAME_RE = L.PACK_RE
+SNAPSHOT_NAME_RE = L.SNAPSHOT_RE
+IDS_NAME_RE = L.IDS_RE
+LIST_PREFIXES = (L.IDS, L.SNAPSHOTS, L.PACKS)
 
 
 class RemoteError(ReplicatorError):
@@ -82,15 +94,29 @@ class HostKeyError(ReplicatorError):
 
 
 # --- messages ------------------------------------------------------------------
+class Message:
+    """Base of every message: ``encode()`` is the frame as one bytes object (tests, small messages)."""
+
+    TYPE: ClassVar[int]
+
+    def encode_parts(self) -> list[F.Buffer]:
+        """The frame as a few buffers; a big payload is the message's own object, not a copy."""
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return b"".join(self.encode_parts())
+
+
 @dataclass(frozen=True)
-class Hello:
+class Hello(Message):
     TYPE: ClassVar[int] = HELLO
     min_version: int = PROTOCOL_VERSION_MIN
     max_version: int = PROTOCOL_VERSION_MAX
     software: str = "replicator"
 
-    def encode(self) -> bytes:
-        return F.frame(HELLO, PROTOCOL_MAGIC, F.u16(self.min_version), F.u16(self.max_version), F.name(self.software))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(HELLO, PROTOCOL_MAGIC, F.u16(self.min_version), F.u16(self.max_version),
+                             F.name(self.software))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Hello":
@@ -104,22 +130,25 @@ class Hello:
 
 
 def negotiate(mine: Hello, theirs: Hello) -> int:
-    """:returns: the highest version both support.  :raises ProtocolError: none."""
+    """:returns: the highest version both support.
+
+    :raises ProtocolError: none; its ``code`` is E_VERSION (a receiver answers ERROR 2).
+    """
     version = min(mine.max_version, theirs.max_version)
     if version < max(mine.min_version, theirs.min_version):
         raise ProtocolError(f"no common protocol version (ours {mine.min_version}..{mine.max_version}, "
-                            f"peer's {theirs.min_version}..{theirs.max_version})")
+                            f"peer's {theirs.min_version}..{theirs.max_version})", code=E_VERSION)
     return version
 
 
 @dataclass(frozen=True)
-class Open:
+class Open(Message):
     TYPE: ClassVar[int] = OPEN
     repository: str
     mode: int
 
-    def encode(self) -> bytes:
-        return F.frame(OPEN, F.name(self.repository), F.u8(self.mode))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(OPEN, F.name(self.repository), F.u8(self.mode))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Open":
@@ -132,26 +161,26 @@ class Open:
 
 
 @dataclass(frozen=True)
-class OpenOk:
+class OpenOk(Message):
     TYPE: ClassVar[int] = OPEN_OK
     config: bytes
     keyfile: bytes
 
-    def encode(self) -> bytes:
-        return F.frame(OPEN_OK, F.blob(self.config), F.blob(self.keyfile))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(OPEN_OK, *F.blob_parts(self.config), *F.blob_parts(self.keyfile))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "OpenOk":
-        return cls(d.get_blob(1 << 20), d.get_blob(1 << 20))
+        return cls(d.get_blob(MAX_CONFIG_OBJECT), d.get_blob(MAX_CONFIG_OBJECT))
 
 
 @dataclass(frozen=True)
-class List:
+class List(Message):
     TYPE: ClassVar[int] = LIST
     prefix: str
 
-    def encode(self) -> bytes:
-        return F.frame(LIST, F.name(self.prefix))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(LIST, F.name(self.prefix))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "List":
@@ -162,12 +191,12 @@ class List:
 
 
 @dataclass(frozen=True)
-class Names:
+class Names(Message):
     TYPE: ClassVar[int] = NAMES
     names: tuple[str, ...]
 
-    def encode(self) -> bytes:
-        return F.frame(NAMES, F.names(list(self.names)))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(NAMES, F.names(list(self.names)))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Names":
@@ -181,12 +210,12 @@ def check_object_name(name: str, *patterns: re.Pattern) -> str:
 
 
 @dataclass(frozen=True)
-class Get:
+class Get(Message):
     TYPE: ClassVar[int] = GET
     name: str
 
-    def encode(self) -> bytes:
-        return F.frame(GET, F.name(self.name))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(GET, F.name(self.name))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Get":
@@ -194,27 +223,27 @@ class Get:
 
 
 @dataclass(frozen=True)
-class Data:
+class Data(Message):
     TYPE: ClassVar[int] = DATA
-    data: bytes
+    data: bytes | memoryview  # a memoryview over the frame body only if decoded with copy=False
 
-    def encode(self) -> bytes:
-        return F.frame(DATA, F.blob(self.data))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(DATA, *F.blob_parts(self.data))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Data":
-        return cls(d.get_blob())
+        return cls(d.get_blob(copy=d.copy_payloads))
 
 
 @dataclass(frozen=True)
-class PutPack:
+class PutPack(Message):
     TYPE: ClassVar[int] = PUT_PACK
     name: str
     ids: tuple[bytes, ...]  # sorted, unique
-    data: bytes
+    data: bytes | memoryview  # a memoryview over the frame body only if decoded with copy=False
 
-    def encode(self) -> bytes:
-        return F.frame(PUT_PACK, F.name(self.name), F.ids(list(self.ids)), F.blob(self.data))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(PUT_PACK, F.name(self.name), F.ids(list(self.ids)), *F.blob_parts(self.data))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "PutPack":
@@ -226,7 +255,7 @@ class PutPack:
         if not ids:
             raise ProtocolError(f"PUT_PACK {name} lists no ids")
         check_sorted(ids, "PUT_PACK ids")
-        return cls(name, tuple(ids), d.get_blob())
+        return cls(name, tuple(ids), d.get_blob(copy=d.copy_payloads))
 
 
 def check_sorted(ids: list[bytes], what: str, after: bytes | None = None) -> None:
@@ -239,12 +268,12 @@ def check_sorted(ids: list[bytes], what: str, after: bytes | None = None) -> Non
 
 
 @dataclass(frozen=True)
-class PackOk:
+class PackOk(Message):
     TYPE: ClassVar[int] = PACK_OK
     name: str
 
-    def encode(self) -> bytes:
-        return F.frame(PACK_OK, F.name(self.name))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(PACK_OK, F.name(self.name))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "PackOk":
@@ -252,14 +281,14 @@ class PackOk:
 
 
 @dataclass(frozen=True)
-class Refs:
+class Refs(Message):
     """A batch of the next snapshot's refs (when they do not fit in COMMIT's frame); no reply."""
 
     TYPE: ClassVar[int] = REFS
     ids: tuple[bytes, ...]
 
-    def encode(self) -> bytes:
-        return F.frame(REFS, F.ids(list(self.ids)))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(REFS, F.ids(list(self.ids)))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Refs":
@@ -267,14 +296,14 @@ class Refs:
 
 
 @dataclass(frozen=True)
-class Commit:
+class Commit(Message):
     TYPE: ClassVar[int] = COMMIT
     name: str
     data: bytes
-    refs: tuple[bytes, ...]  # the last batch (after any REFS batches)
+    refs: tuple[bytes, ...]  # the last batch (after any REFS batches); at most max_commit_refs(name, data)
 
-    def encode(self) -> bytes:
-        return F.frame(COMMIT, F.name(self.name), F.blob(self.data), F.ids(list(self.refs)))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), F.ids(list(self.refs)))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Commit":
@@ -283,13 +312,23 @@ class Commit:
         return cls(name, data, tuple(d.get_ids(MAX_IDS_PER_FRAME)))
 
 
+def max_commit_refs(name: str, data: bytes | memoryview) -> int:
+    """How many refs fit in a COMMIT frame with this snapshot (the rest go first in REFS batches).
+
+    The frame limit binds before MAX_IDS_PER_FRAME as soon as the snapshot is
+    more than ~1 KiB: length = 1 + (2 + len(name)) + (4 + len(data)) + (4 + 32 x refs).
+    """
+    fixed = 1 + len(F.name(name)) + 4 + len(data) + 4
+    return max(0, min(MAX_IDS_PER_FRAME, (F.MAX_FRAME_SIZE - fixed) // C.ID_SIZE))
+
+
 @dataclass(frozen=True)
-class CommitOk:
+class CommitOk(Message):
     TYPE: ClassVar[int] = COMMIT_OK
     name: str
 
-    def encode(self) -> bytes:
-        return F.frame(COMMIT_OK, F.name(self.name))
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(COMMIT_OK, F.name(self.name))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "CommitOk":
@@ -297,28 +336,32 @@ class CommitOk:
 
 
 @dataclass(frozen=True)
-class Error:
+class Error(Message):
+    """Receiver to sender only; ends the session.  Any u16 code decodes (an unknown one is reported as is)."""
+
     TYPE: ClassVar[int] = ERROR
     code: int
     message: str
 
-    def encode(self) -> bytes:
-        msg = self.message.encode("utf-8", "replace")[:1000]
-        return F.frame(ERROR, F.u16(self.code), F.blob(msg))
+    def encode_parts(self) -> list[F.Buffer]:
+        raw = self.message.encode("utf-8", "replace")
+        if len(raw) > MAX_ERROR_MESSAGE_SENT:  # cut at a character boundary: the bytes stay valid UTF-8
+            raw = raw[:MAX_ERROR_MESSAGE_SENT].decode("utf-8", "ignore").encode("utf-8")
+        return F.frame_parts(ERROR, F.u16(self.code), *F.blob_parts(raw))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Error":
         code = d.get_u16()
-        msg = d.get_blob(4096).decode("utf-8", "replace")
+        msg = bytes(d.get_blob(MAX_ERROR_MESSAGE)).decode("utf-8", "replace")
         return cls(code, msg)
 
 
 @dataclass(frozen=True)
-class Bye:
+class Bye(Message):
     TYPE: ClassVar[int] = BYE
 
-    def encode(self) -> bytes:
-        return F.frame(BYE)
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(BYE)
 
     @classmethod
     def decode(cls, d: F.Decoder) -> "Bye":
@@ -328,7 +371,8 @@ class Bye:
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Open, OpenOk, List, Names, Get, Data, PutPack, PackOk, Refs, Commit,
                                       CommitOk, Error, Bye)}
 
-# Server state machine: which client messages each state accepts.
+# Receiver state machine: which sender messages each state accepts (PROTOCOL.md 5).  ERROR is in no
+# state: the sender never sends it (it closes the channel instead), so an ERROR from it is a violation.
 STATE_START, STATE_READY, STATE_OPEN = "start", "ready", "open"
 ALLOWED = {
     STATE_START: {HELLO},
@@ -336,13 +380,21 @@ ALLOWED = {
     STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE},
 }
 
+# The answer each request gets, in request order (PROTOCOL.md 4); REFS and BYE get none.  Instead of
+# its answer the receiver may send ERROR, which ends the session.
+ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK}
 
-def decode_message(msg_type: int, body: bytes | memoryview):
-    """:returns: the message object of a frame.  :raises ProtocolError: unknown type or bad body."""
+
+def decode_message(msg_type: int, body: bytes | memoryview, *, copy: bool = True):
+    """:returns: the message object of a frame.  :raises ProtocolError: unknown type or bad body.
+
+    ``copy=False``: PUT_PACK's and DATA's ``data`` are memoryviews over ``body``
+    (no copy; ``body`` must be bytes, as ``read_frame`` returns, else they are copies).
+    """
     cls = MESSAGES.get(msg_type)
     if cls is None:
         raise ProtocolError(f"unknown message type {msg_type}")
-    d = F.Decoder(body)
+    d = F.Decoder(body, copy_payloads=copy)
     msg = cls.decode(d)
     d.check_end()
     return msg
@@ -369,9 +421,27 @@ async def read_frame(reader, max_size: int = F.MAX_FRAME_SIZE) -> tuple[int, byt
     return msg_type, body
 
 
-async def read_message(reader, max_size: int = F.MAX_FRAME_SIZE):
-    """:returns: the next message, or None at a clean end of stream.  :raises ProtocolError:"""
+async def read_message(reader, max_size: int = F.MAX_FRAME_SIZE, *, copy: bool = True):
+    """:returns: the next message, or None at a clean end of stream.  :raises ProtocolError:
+
+    ``copy=False``: see ``decode_message`` (safe here: the body is a fresh bytes object).
+    """
     got = await read_frame(reader, max_size)
     if got is None:
         return None
-    return decode_message(*got)
+    return decode_message(*got, copy=copy)
+
+
+async def write_message(writer, msg: Message) -> int:
+    """Write one message without joining its frame: each part goes to ``writer.write`` in turn.
+
+    Not ``writelines``: asyncssh's (and asyncio's before Python 3.12) joins the
+    list into one new bytes object first, which is the copy this avoids.
+    :returns: the frame's size in bytes.
+    """
+    size = 0
+    for part in msg.encode_parts():
+        writer.write(part)
+        size += F.nbytes(part)
+    await writer.drain()
+    return size

@@ -1,13 +1,10 @@
-"""The receiving side: one protocol session per SSH channel, writing a plain local repository.
+"""The receiving side: one protocol session per SSH channel, storing through a LocalSink.
 
-The receiver never has the passphrase.  It hands out ``config`` and
-``keys/default`` (the key file is sealed under the passphrase), lists and
-serves ``ids/`` and ``snapshots/`` objects, stores uploaded packs after
-checking that their SHA-256 is their name, keeps for each pack an
-``ids/<pack hash>`` object (the blob ids it holds, as the sender declared
-them), and commits a snapshot only if every blob id it references is in
-those lists.  Writes go through repo.local.LocalStorage (temporary file,
-fsync, link, directory fsync), so an acknowledgement means durable.
+The receiver never has the passphrase.  Each session opens the repository
+through repo/local_sink.py, the same sink a local sync writes through (with
+``untrusted=True``: the sink checks every pack's SHA-256 name and shape and
+every snapshot's refs), so a repository holds the same objects whichever
+way it was written, and an acknowledgement means durable.
 
 Requests are handled in arrival order by one worker thread (storage calls
 block), and answered in the same order, so a client may pipeline.  Any
@@ -21,20 +18,21 @@ or write a snapshot whose refs are not all present.
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
-import hashlib
 import logging
-import os
-import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from replicator import constants as C
-from replicator.errors import ObjectNotFound, ReplicatorError, StorageError
-from replicator.repo.local import LocalStorage
-from replicator.repo.repository import CONFIG_NAME, KEY_NAME, LOCK_FILE, Repository
+from replicator.errors import (
+    IntegrityError,
+    MissingChunks,
+    ObjectNotFound,
+    RepositoryLocked,
+    ReplicatorError,
+    StorageError,
+)
+from replicator.repo.local_sink import LocalSink
+from replicator.store.lock import Locked
 from replicator.transport import protocol as P
 from replicator.transport.frames import ProtocolError
 
@@ -52,6 +50,19 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _error_code(exc: ReplicatorError) -> int:
+    """The ERROR code for a refusal the sink raised."""
+    if isinstance(exc, MissingChunks):
+        return P.E_MISSING_REFS
+    if isinstance(exc, IntegrityError):
+        return P.E_INTEGRITY
+    if isinstance(exc, (Locked, RepositoryLocked)):
+        return P.E_LOCKED
+    if isinstance(exc, StorageError):
+        return P.E_STORAGE
+    return P.E_NOT_ALLOWED
 
 
 def parse_permissions(text: str) -> dict[str, str]:
@@ -76,10 +87,6 @@ class Peer:
     permissions: dict[str, str] = field(default_factory=dict)
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class ServerSession:
     """One client session over a reader (``readexactly``) and a writer (``write``/``drain``/``close``)."""
 
@@ -94,11 +101,8 @@ class ServerSession:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")
         self._answers: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
         self._failed = False  # set on the event loop; read by the worker thread before each job
-        self._storage: LocalStorage | None = None
+        self._sink: LocalSink | None = None
         self._repo_name = ""
-        self._mode = 0
-        self._lock_fd: int | None = None
-        self._present: set[bytes] = set()
         self._refs: list[bytes] = []
         self.commits = 0
         self.packs = 0
@@ -112,7 +116,7 @@ class ServerSession:
         except Refused as exc:
             await self._fail(exc.code, exc.message)
         except ProtocolError as exc:
-            await self._fail(P.E_PROTOCOL, str(exc))
+            await self._fail(exc.code, str(exc))
         except (ConnectionError, OSError) as exc:
             self._failed = True
             log.warning("%s: connection lost: %s", self._peer.label, exc)
@@ -138,7 +142,7 @@ class ServerSession:
         self._writer.write(ours.encode())
         while True:
             limit = P.F.MAX_FRAME_SIZE if self._state == P.STATE_OPEN else SMALL_FRAME
-            msg = await P.read_message(self._reader, limit)
+            msg = await P.read_message(self._reader, limit, copy=False)  # a pack is not copied again
             if self._failed:
                 return
             if msg is None:
@@ -171,18 +175,17 @@ class ServerSession:
                 await self._fail(exc.code, exc.message)
                 return
             except ProtocolError as exc:
-                await self._fail(P.E_PROTOCOL, str(exc))
+                await self._fail(exc.code, str(exc))
                 return
             except ReplicatorError as exc:
-                await self._fail(P.E_STORAGE, str(exc))
+                await self._fail(_error_code(exc), str(exc))
                 return
             except Exception as exc:  # noqa: BLE001 - one line to the peer and the log, never a traceback
                 log.exception("%s: internal error", self._peer.label)
                 await self._fail(P.E_INTERNAL, f"internal error: {exc.__class__.__name__}")
                 return
             if answer is not None:
-                self._writer.write(answer.encode())
-                await self._writer.drain()
+                await P.write_message(self._writer, answer)
 
     async def _fail(self, code: int, message: str) -> None:
         if self._failed:
@@ -218,41 +221,20 @@ class ServerSession:
         if path is None:
             raise Refused(P.E_NO_REPOSITORY, f"no such repository {name!r} on this server")
         try:
-            storage, _config = Repository.open_storage(path)
-            config, keyfile = storage.get(CONFIG_NAME), storage.get(KEY_NAME)
+            self._sink = LocalSink.open(path, writable=msg.mode == P.MODE_WRITE, untrusted=True, role="serve")
+            config, keyfile = self._sink.describe()
+        except Locked:
+            raise Refused(P.E_LOCKED, f"repository {name!r} is locked by another writer") from None
         except ReplicatorError as exc:
             raise Refused(P.E_NO_REPOSITORY, f"repository {name!r}: {exc}") from None
-        self._storage, self._repo_name, self._mode = storage, name, msg.mode
-        if msg.mode == P.MODE_WRITE:
-            self._lock(storage.root)
-            storage.clean_temporaries()
-            for obj in storage.list("ids/"):
-                digest = obj.rsplit("/", 1)[-1]
-                if not P.IDS_NAME_RE.match(obj) or not storage.exists(f"data/{digest[:2]}/{digest}"):
-                    continue  # an id list whose pack is gone (prune) proves nothing is present
-                data = storage.get(obj)
-                if len(data) % C.ID_SIZE == 0:
-                    self._present.update(data[i : i + C.ID_SIZE] for i in range(0, len(data), C.ID_SIZE))
+        self._repo_name = name
         log.info("%s: opened %s for %s", self._peer.label, name, "write" if msg.mode == P.MODE_WRITE else "read")
         return P.OpenOk(config, keyfile)
 
-    def _lock(self, root: str) -> None:
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise Refused(P.E_LOCKED, f"repository {self._repo_name!r} is locked by another writer") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} (serve)\n".encode(), 0)
-        self._lock_fd = fd
-
     def _release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
     def _need(self, perm: str, what: str) -> None:
         if perm not in self._peer.permissions.get(self._repo_name, ""):
@@ -261,47 +243,21 @@ class ServerSession:
     def _list(self, msg: P.List):
         if msg.prefix == "data/":
             self._need(PERM_READ, "listing packs")
-        names = self._storage.list(msg.prefix)
-        if msg.prefix == "ids/":
-            # Only id lists of packs that exist: a sender deduplicates against whatever is listed here.
-            names = (n for n in names if P.IDS_NAME_RE.match(n) and self._storage.exists(f"data/{n[4:6]}/{n[4:]}"))
-        return P.Names(tuple(sorted(names)))
+        return P.Names(tuple(self._sink.list(msg.prefix)))
 
     def _get(self, msg: P.Get):
         if msg.name.startswith("data/"):
             self._need(PERM_READ, "reading packs")
         try:
-            return P.Data(self._storage.get(msg.name))
+            return P.Data(next(self._sink.get_many([msg.name]))[1])
         except ObjectNotFound:
             raise Refused(P.E_NOT_FOUND, f"{msg.name} not found") from None
 
     def _put_pack(self, msg: P.PutPack):
         self._need(PERM_WRITE, "storing packs")
-        digest = msg.name.rsplit("/", 1)[1]
-        if _sha256_hex(msg.data) != digest:
-            raise Refused(P.E_INTEGRITY, f"pack {digest[:16]}: content does not match its name")
-        if not (msg.data.startswith(C.PACK_MAGIC) and msg.data.endswith(C.PACK_FOOTER_MAGIC)
-                and len(msg.data) >= C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE):
-            raise Refused(P.E_INTEGRITY, f"pack {digest[:16]} is not a pack")
-        self._store_once(msg.name, msg.data)
-        ids_name = f"ids/{digest}"
-        if self._storage.exists(ids_name):
-            data = self._storage.get(ids_name)
-            self._present.update(data[i : i + C.ID_SIZE] for i in range(0, len(data), C.ID_SIZE))
-        else:
-            # After the pack (a crash between leaves a pack without ids: harmless, re-sent next time).
-            self._store_once(ids_name, b"".join(msg.ids))
-            self._present.update(msg.ids)
+        self._sink.put_pack(msg.name, msg.data, msg.ids)
         self.packs += 1
         return P.PackOk(msg.name)
-
-    def _store_once(self, name: str, data: bytes) -> None:
-        try:
-            self._storage.put(name, data)
-        except FileExistsError:
-            pass  # objects are named by content (packs) or by their pack: already have it
-        except StorageError as exc:
-            raise Refused(P.E_STORAGE, str(exc)) from None
 
     def _add_refs(self, msg: P.Refs):
         self._need(PERM_WRITE, "committing snapshots")
@@ -316,21 +272,9 @@ class ServerSession:
         except ProtocolError as exc:
             raise Refused(P.E_PROTOCOL, str(exc)) from None
         refs, self._refs = self._refs + list(msg.refs), []
-        missing = sum(1 for r in refs if r not in self._present)
-        if missing:
-            raise Refused(P.E_MISSING_REFS, f"snapshot references {missing} missing chunks; not committed")
-        digest = msg.name.rsplit("/", 1)[1]
-        data = msg.data
-        if _sha256_hex(data) != digest:
-            raise Refused(P.E_INTEGRITY, f"snapshot {digest[:16]}: content does not match its name")
-        if not data.startswith(C.SNAPSHOT_MAGIC) or len(data) < 60 or \
-                not C.FORMAT_VERSION_MIN <= int.from_bytes(data[8:10], "little") <= C.FORMAT_VERSION_MAX:
-            raise Refused(P.E_INTEGRITY, f"snapshot {digest[:16]} is not a snapshot of a supported version")
-        # refs first, the snapshot last: its appearance is the commit point.
-        self._store_once(f"refs/{digest}", b"".join(refs))
-        self._store_once(msg.name, data)
+        self._sink.commit(msg.name, msg.data, refs)
         self.commits += 1
-        log.info("%s: committed %s in %s (%d refs)", self._peer.label, digest[:16], self._repo_name, len(refs))
+        log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
         if self._on_commit is not None:
             # After the commit point; the hook must not block (it queues work) and can never undo the commit.
             try:
@@ -346,74 +290,3 @@ async def serve_session(reader, writer, repos: dict[str, str], peer: Peer,
     session = ServerSession(reader, writer, repos, peer, on_commit)
     await session.run()
     return session
-
-
-# --- key-less verification at the receiving site ---------------------------------
-@dataclass
-class KeylessReport:
-    packs: int = 0
-    ids_objects: int = 0
-    snapshots: int = 0
-    refs_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-    not_checked: tuple[str, ...] = (
-        "snapshot signatures and content (need the passphrase)",
-        "chunk content and pack tables (need the passphrase)",
-        "whether ids/ lists match the encrypted pack tables (need the passphrase)",
-    )
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__, ok=self.ok, not_checked=list(self.not_checked))
-
-
-def verify_without_key(path: str) -> KeylessReport:
-    """Check what can be checked without the passphrase.
-
-    Every pack's SHA-256 equals its name; every ``ids/`` object names an
-    existing pack and is a whole number of ids; every snapshot's SHA-256 equals
-    its name and it has a ``refs/`` object whose ids are all in ``ids/`` lists.
-    :raises RepositoryNotFound: no repository at ``path``.
-    """
-    storage, _cfg = Repository.open_storage(path)
-    report = KeylessReport()
-    packs = set()
-    for name in sorted(storage.list("data/")):
-        report.packs += 1
-        m = P.PACK_NAME_RE.match(name)
-        if not m:
-            report.problems.append(f"{name}: not a pack name")
-            continue
-        packs.add(m.group(2))
-        if _sha256_hex(storage.get(name)) != m.group(2):
-            report.problems.append(f"pack {name}: content does not match its name")
-    present: set[bytes] = set()
-    for name in sorted(storage.list("ids/")):
-        report.ids_objects += 1
-        digest = name.rsplit("/", 1)[-1]
-        data = storage.get(name)
-        if not P.IDS_NAME_RE.match(name) or digest not in packs:
-            report.problems.append(f"{name}: no such pack")
-            continue
-        if len(data) % C.ID_SIZE:
-            report.problems.append(f"{name}: not a whole number of 32-byte ids")
-            continue
-        present.update(data[i : i + C.ID_SIZE] for i in range(0, len(data), C.ID_SIZE))
-    for name in sorted(storage.list("snapshots/")):
-        report.snapshots += 1
-        digest = name.rsplit("/", 1)[-1]
-        if _sha256_hex(storage.get(name)) != digest:
-            report.problems.append(f"snapshot {digest[:16]}: content does not match its name")
-        try:
-            refs = storage.get(f"refs/{digest}")
-        except ObjectNotFound:
-            report.problems.append(f"snapshot {digest[:16]}: no refs/ object (not written by replicator serve?)")
-            continue
-        missing = sum(1 for i in range(0, len(refs), C.ID_SIZE) if refs[i : i + C.ID_SIZE] not in present)
-        report.refs_checked += len(refs) // C.ID_SIZE
-        if len(refs) % C.ID_SIZE or missing:
-            report.problems.append(f"snapshot {digest[:16]}: references {missing} missing chunks")
-    return report

@@ -8,7 +8,7 @@ import pytest
 
 from replicator.repo.merkle import diff_trees
 from replicator.repo.repository import Repository
-from replicator.sync.engine import sync
+from tests.conftest import sync_repo
 
 
 def _naive(repo, a, b):
@@ -39,13 +39,13 @@ def test_diff_matches_naive_comparison(tmp_path, seed):
         for f in range(5):
             (src / f"d{d}" / "sub" / f"f{f}").write_bytes(rnd.randbytes(rnd.randint(0, 3000)))
     with Repository.init(str(tmp_path / "repo"), b"pw", log2n=14) as repo:
-        s1 = sync(str(src), repo, "s").snapshot
+        s1 = sync_repo(str(src), repo, "s").snapshot
         (src / "d1" / "sub" / "f2").write_bytes(b"changed")
         os.unlink(src / "d2" / "sub" / "f0")
         (src / "d3" / "new").write_bytes(b"new")
         os.rename(src / "d4", src / "d4-renamed")
         os.chmod(src / "d5" / "sub" / "f1", 0o600)
-        s2 = sync(str(src), repo, "s").snapshot
+        s2 = sync_repo(str(src), repo, "s").snapshot
         got = list(diff_trees(repo.read_tree, s1.tree, s2.tree))
         assert {(c.kind, c.path) for c in got} == _naive(repo, s1.tree, s2.tree)
         assert ("M", "d1/sub/f2") in {(c.kind, c.path) for c in got}

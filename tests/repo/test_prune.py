@@ -19,8 +19,7 @@ from replicator.errors import IntegrityError, RepositoryError
 from replicator.repo.prune import delete_snapshots, prune
 from replicator.repo.repository import Repository
 from replicator.repo.verify import verify
-from replicator.sync.engine import sync
-from tests.conftest import PASSPHRASE, ROOT, run_cli
+from tests.conftest import PASSPHRASE, ROOT, run_cli, sync_repo
 from tests.treecompare import diff, manifest
 
 PW = b"pw"
@@ -64,11 +63,11 @@ def two_snapshots(tmp_path, monkeypatch):
     _write(src, {"shared/a.bin": rng.randbytes(300_000), "old/gone.bin": rng.randbytes(400_000)})
     path = str(tmp_path / "repo")
     with Repository.init(path, PW, log2n=C.SCRYPT_LOG2N_MIN, params=PARAMS) as repo:
-        first = sync(str(src), repo, "ward").snapshot
+        first = sync_repo(str(src), repo, "ward").snapshot
         (src / "old" / "gone.bin").unlink()
         os.rmdir(src / "old")
         _write(src, {"new/fresh.bin": rng.randbytes(200_000)})
-        second = sync(str(src), repo, "ward").snapshot
+        second = sync_repo(str(src), repo, "ward").snapshot
         _add_id_lists(repo)
     return path, src, first, second
 
@@ -119,9 +118,9 @@ def test_partly_used_pack_is_kept_and_its_waste_reported(tmp_path, monkeypatch):
     _write(src, {"keep.bin": rng.randbytes(100_000), "drop.bin": rng.randbytes(150_000)})
     path = str(tmp_path / "repo")
     with Repository.init(path, PW, log2n=C.SCRYPT_LOG2N_MIN, params=PARAMS) as repo:
-        first = sync(str(src), repo, "s").snapshot  # one pack holds both files
+        first = sync_repo(str(src), repo, "s").snapshot  # one pack holds both files
         (src / "drop.bin").unlink()
-        sync(str(src), repo, "s")
+        sync_repo(str(src), repo, "s")
         delete_snapshots(repo, [first.id])
         report = prune(repo)
         assert report.packs_partly_used == 1

@@ -20,7 +20,9 @@ from replicator.errors import (
     WrongPassphrase,
 )
 from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.repo.repository import CONFIG_NAME, INDEX_FILE, KEY_NAME, Repository
+from replicator.repo.layout import CONFIG as CONFIG_NAME
+from replicator.repo.layout import KEY as KEY_NAME
+from replicator.repo.repository import INDEX_FILE, Repository
 from replicator.repo.snapshot import Snapshot, seal_snapshot
 from replicator.repo.tree import TreeItem
 
@@ -38,25 +40,32 @@ def repo_path(tmp_path):
     return path
 
 
+def writable(r: Repository) -> Repository:
+    """Attach the repository's writer as ``r.w``: writes go through it, reads stay on the repository."""
+    r.w = r.writer()
+    return r
+
+
 @pytest.fixture
 def repo(repo_path):
-    r = Repository.open(str(repo_path), PW, exclusive=True)
+    r = writable(Repository.open(str(repo_path), PW, exclusive=True))
     yield r
+    r.w.close()
     r.close()
 
 
 def put(repo: Repository, data: bytes) -> bytes:
     blob_id = repo.chunk_hasher(data)
     method, payload = compress(data)
-    repo.store_blob(C.BLOB_DATA, blob_id, method, payload, len(data))
+    repo.w.store_blob(C.BLOB_DATA, blob_id, method, payload, len(data))
     return blob_id
 
 
 def kill(repo: Repository) -> None:
     """What SIGKILL leaves: nothing flushed or closed by the program, the kernel drops lock and files."""
-    if repo._lock_fd is not None:
-        os.close(repo._lock_fd)
-        repo._lock_fd = None
+    if repo._lock is not None:
+        repo._lock.release()
+        repo._lock = None
     repo.index.close()
 
 
@@ -66,9 +75,9 @@ def packs_on_disk(path) -> list[str]:
 
 def commit_small_tree(repo: Repository, source: str = "src", content: bytes = b"hello") -> Snapshot:
     cid = put(repo, content)
-    sub = repo.store_tree([TreeItem(Entry("d/f", KIND_FILE, 0o644, 0, 0, 1, len(content), chunks=(cid,)))])
-    root = repo.store_tree([TreeItem(Entry("d", KIND_DIR, 0o755, 0, 0, 1), subtree=sub)])
-    return repo.commit_snapshot(source, root, {"files": 1})
+    sub = repo.w.store_tree([TreeItem(Entry("d/f", KIND_FILE, 0o644, 0, 0, 1, len(content), chunks=(cid,)))])
+    root = repo.w.store_tree([TreeItem(Entry("d", KIND_DIR, 0o755, 0, 0, 1), subtree=sub)])
+    return repo.w.commit_snapshot(source, root, {"files": 1})
 
 
 # --- init / open ------------------------------------------------------------
@@ -197,17 +206,17 @@ def test_open_cleans_temporaries(repo_path):
 def test_store_flush_commit_round_trip(repo_path, repo):
     a, b = os.urandom(5000), b"text " * 2000
     ida, idb = put(repo, a), put(repo, b)
-    assert repo.has_blob(ida)  # pending blobs count as present
-    assert not repo.store_blob(C.BLOB_DATA, ida, *compress(a), len(a))  # dedup
-    sub = repo.store_tree([
+    assert repo.w.has_blob(ida)  # pending blobs count as present
+    assert not repo.w.store_blob(C.BLOB_DATA, ida, *compress(a), len(a))  # dedup
+    sub = repo.w.store_tree([
         TreeItem(Entry("docs/b.txt", KIND_FILE, 0o644, 1, 2, 3, len(b), chunks=(idb,))),
         TreeItem(Entry("docs/link", KIND_SYMLINK, 0o777, 1, 2, 3, target="b.txt")),
     ])
-    root = repo.store_tree([
+    root = repo.w.store_tree([
         TreeItem(Entry("a.bin", KIND_FILE, 0o600, 1, 2, 3, len(a), chunks=(ida, ida))),
         TreeItem(Entry("docs", KIND_DIR, 0o755, 1, 2, 3), subtree=sub),
     ])
-    snap = repo.commit_snapshot("ward7", root, {"files": 2})
+    snap = repo.w.commit_snapshot("ward7", root, {"files": 2})
     assert snap.generation == 1 and snap.parent is None and snap.tree == root
     assert snap.stats == {"files": 2} and snap.repository == repo.id
     repo.close()
@@ -227,7 +236,7 @@ def test_store_flush_commit_round_trip(repo_path, repo):
 
 def test_pack_holds_no_plaintext(repo_path, repo):
     put(repo, b"PATIENT-NAME-" * 1000)
-    repo.flush()
+    repo.w.flush()
     (pack,) = packs_on_disk(repo_path)
     assert b"PATIENT-NAME" not in open(pack, "rb").read()
 
@@ -238,7 +247,7 @@ def test_read_blob_missing(repo):
 
 
 def test_flush_without_blobs_writes_nothing(repo_path, repo):
-    repo.flush()
+    repo.w.flush()
     assert packs_on_disk(repo_path) == []
 
 
@@ -267,32 +276,33 @@ def test_find_snapshot_unknown(repo):
 
 @pytest.mark.parametrize("lose_index", [False, True])
 def test_crash_after_flush_before_commit(repo_path, lose_index):
-    with Repository.open(str(repo_path), PW, exclusive=True) as r:
+    with writable(Repository.open(str(repo_path), PW, exclusive=True)) as r:
         before = commit_small_tree(r)
-    r = Repository.open(str(repo_path), PW, exclusive=True)
+        r.w.close()
+    r = writable(Repository.open(str(repo_path), PW, exclusive=True))
     flushed = [put(r, os.urandom(3000)) for _ in range(5)]
-    r.flush()
+    r.w.flush()
     unflushed = put(r, os.urandom(3000))
     kill(r)
     del r
     if lose_index:
         for f in glob.glob(str(repo_path / INDEX_FILE) + "*"):
             os.unlink(f)
-    with Repository.open(str(repo_path), PW, exclusive=True) as r2:
+    with writable(Repository.open(str(repo_path), PW, exclusive=True)) as r2:
         assert all(r2.has_blob(i) for i in flushed)
         assert not r2.has_blob(unflushed)
         assert [s.id for s in r2.snapshots()] == [before.id]
         assert len(r2.read_blob(flushed[0])) == 3000
         # the stored chunks are not stored again
-        assert not r2.store_blob(C.BLOB_DATA, flushed[1], C.COMPRESSION_NONE, b"x", 1)
+        assert not r2.w.store_blob(C.BLOB_DATA, flushed[1], C.COMPRESSION_NONE, b"x", 1)
 
 
 def test_pack_written_but_not_indexed_is_caught_up(repo_path, repo, monkeypatch):
     """Crash between storage.put of the pack and the index rows."""
     blob = put(repo, b"late " * 100)
-    monkeypatch.setattr(repo.index, "add_pack", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(repo.w, "_on_pack", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        repo.flush()
+        repo.w.flush()
     monkeypatch.undo()
     kill(repo)
     with Repository.open(str(repo_path), PW) as r:
@@ -302,10 +312,10 @@ def test_pack_written_but_not_indexed_is_caught_up(repo_path, repo, monkeypatch)
 
 def test_deleted_pack_dropped_at_open(repo_path, repo):
     first = put(repo, b"first" * 100)
-    repo.flush()
+    repo.w.flush()
     (pack1,) = packs_on_disk(repo_path)
     second = put(repo, b"second" * 100)
-    repo.flush()
+    repo.w.flush()
     assert len(repo.index.packs()) == 2
     repo.close()
     os.unlink(pack1)
@@ -319,7 +329,7 @@ def test_deleted_pack_dropped_at_open(repo_path, repo):
 
 def test_pack_deleted_while_open(repo_path, repo):
     blob = put(repo, b"x" * 100)
-    repo.flush()
+    repo.w.flush()
     os.unlink(packs_on_disk(repo_path)[0])
     with pytest.raises(IntegrityError):
         repo.read_blob(blob)
@@ -329,7 +339,7 @@ def test_rebuild_index(repo):
     for n in range(3):
         for _ in range(4):
             put(repo, os.urandom(500))
-        repo.flush()
+        repo.w.flush()
     commit_small_tree(repo)
     count = repo.index.count()
     assert count == 12 + 3  # 12 chunks; one chunk and two trees of the small tree
@@ -365,7 +375,7 @@ def test_snapshot_signed_by_another_repository(tmp_path, repo):
         forged = Snapshot(id="", repository=repo.id, source="src", generation=99, time_ns=1,
                           tree=bytes(32), hostname="evil")
         # encrypted with this repository's key (an attacker who has it), signed with another's
-        name, data = seal_snapshot(forged, repo.keys.encrypt, other.signer)
+        name, data = seal_snapshot(forged, repo.keys.encrypt, other.keyring.signer)
         repo.storage.put(name, data)
         with pytest.raises(IntegrityError, match="signature"):
             repo.load_snapshot(name)
@@ -374,7 +384,7 @@ def test_snapshot_signed_by_another_repository(tmp_path, repo):
 
 
 def test_snapshot_of_another_repository(tmp_path, repo):
-    with init(tmp_path / "other") as other:
+    with writable(init(tmp_path / "other")) as other:
         snap = commit_small_tree(other)
         name = "snapshots/" + snap.id
         repo.storage.put(name, other.storage.get(name))
@@ -386,7 +396,7 @@ def test_snapshot_for_another_repository_id_refused(repo):
     """Correct keys and signature, but the body names another repository."""
     forged = Snapshot(id="", repository="00" * 32, source="src", generation=1, time_ns=1,
                       tree=bytes(32), hostname="h")
-    name, data = seal_snapshot(forged, repo.keys.encrypt, repo.signer)
+    name, data = seal_snapshot(forged, repo.keys.encrypt, repo.keyring.signer)
     repo.storage.put(name, data)
     with pytest.raises(IntegrityError, match="another repository"):
         repo.snapshots()
@@ -415,10 +425,10 @@ def test_failed_open_releases_the_lock(repo_path, repo, monkeypatch):
 
 def test_damaged_unindexed_pack_does_not_prevent_open(repo_path, repo):
     keep = put(repo, b"intact" * 100)
-    repo.flush()
+    repo.w.flush()
     (intact,) = packs_on_disk(repo_path)
     put(repo, b"doomed" * 100)
-    repo.flush()
+    repo.w.flush()
     repo.close()
     (doomed,) = set(packs_on_disk(repo_path)) - {intact}
     for f in glob.glob(str(repo_path / INDEX_FILE) + "*"):
@@ -438,7 +448,7 @@ def test_damaged_snapshot_does_not_stop_the_next_commit(repo_path, repo):
     path.write_bytes(bytes(data))
     second = commit_small_tree(repo, content=b"new")
     assert second.generation == 2  # stays above the damaged snapshot's (unknown) generation
-    assert any(first.id[:16] in w for w in repo.warnings)
+    assert any(first.id[:16] in w for w in repo.w.warnings)
     damaged = []
     assert [s.id for s in repo.snapshots(damaged=damaged)] == [second.id]
     assert len(damaged) == 1 and name.rsplit("/", 1)[-1][:16] in damaged[0]

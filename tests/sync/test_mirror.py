@@ -14,8 +14,8 @@ from replicator import constants as C
 from replicator.core.params import ChunkerParams
 from replicator.repo.repository import Repository
 from replicator.sync import mirror as M
-from replicator.sync.engine import sync
 from replicator.sync.restore import TMP_PREFIX
+from tests.conftest import sync_repo
 from tests.treecompare import diff, manifest
 
 PW = b"pw"
@@ -45,7 +45,7 @@ def env(tmp_path):
 
 
 def _snap(repo, src):
-    return sync(str(src), repo, "ward").snapshot
+    return sync_repo(str(src), repo, "ward").snapshot
 
 
 def _same(src, mirror):

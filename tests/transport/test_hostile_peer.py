@@ -28,14 +28,14 @@ def _fake_snapshot(salt: bytes) -> tuple[str, bytes]:
     return "snapshots/" + hashlib.sha256(data).hexdigest(), data
 
 
-async def _session(site, frames: list[bytes], key: str = "writer") -> list:
-    """Send our HELLO then ``frames``; :returns: every message received until the server closes."""
+async def _session(site, frames: list[bytes], key: str = "writer", hello: P.Hello = P.Hello()) -> list:
+    """Send ``hello`` then ``frames``; :returns: every message received until the server closes."""
     from replicator.transport.ssh import connect
 
     conn = await connect("127.0.0.1", site.port, "x", str(site.keys[key]), str(site.known_hosts))
     got = []
     try:
-        conn.writer.write(P.Hello().encode())
+        conn.writer.write(hello.encode())
         for f in frames:
             conn.writer.write(f)
         await conn.writer.drain()
@@ -71,6 +71,12 @@ def _error(got, code, *words):
 
 
 OPEN_W = P.Open("amiens", P.MODE_WRITE).encode()
+
+
+def test_no_common_version_is_error_2(site):
+    """A peer speaking only versions the receiver does not: ERROR 2, as PROTOCOL.md says (0.1.0 sent ERROR 1)."""
+    got = run(site, [], hello=P.Hello(P.PROTOCOL_VERSION_MAX + 1, P.PROTOCOL_VERSION_MAX + 3))
+    _error(got, P.E_VERSION, "no common protocol version")
 
 
 def test_malformed_frame(site):

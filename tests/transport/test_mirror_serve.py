@@ -114,15 +114,16 @@ def test_serve_mirror_needs_the_passphrase(site, tmp_path):
 
 
 def test_write_session_holds_the_lock_against_prune(site, tmp_path):
-    from replicator.transport.client import RemoteDestination, parse_url
+    from replicator.transport.client import RemoteSink
+    from replicator.transport.url import parse_url
 
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("a\n")
     site.pin()
     _sync(site, src)
-    dest = RemoteDestination(parse_url(site.url()), PASSPHRASE.encode(), identity=str(site.keys["writer"]),
-                             known_hosts=str(site.known_hosts), cache_dir=str(tmp_path / "cache"))
+    dest = RemoteSink(parse_url(site.url()), identity=str(site.keys["writer"]),
+                      known_hosts=str(site.known_hosts), cache_dir=str(tmp_path / "cache"))
     try:
         r = run_cli("prune", str(site.repo))
         assert r.returncode == 3 and "locked" in r.stderr, r.stderr

@@ -1,0 +1,1 @@
+"""What the CLI and the daemon share: configuration, logs, audit log, status file, passphrases, destinations."""

@@ -1,0 +1,51 @@
+"""Object names of a repository (docs/FORMAT.md "Repository layout"): the one place they are spelled.
+
+    config                      the config (JSON, clear)
+    keys/default                the sealed key file (JSON)
+    data/<xx>/<sha256>          packs, named by the SHA-256 of their bytes, fanned out by its first byte
+    ids/<sha256 of a pack>      the blob ids that pack holds (key-less, for dedup and checks)
+    snapshots/<sha256>          signed, encrypted snapshot roots
+    refs/<sha256 of a snapshot> every blob id that snapshot references (key-less pre-commit check)
+
+Must never: do I/O.
+"""
+from __future__ import annotations
+
+import re
+
+CONFIG = "config"
+KEY = "keys/default"
+PACKS, IDS, SNAPSHOTS, REFS = "data/", "ids/", "snapshots/", "refs/"
+
+_HEX64 = "[0-9a-f]{64}"
+# \Z, not $: "$" would also match before a final newline, and names are exact.
+PACK_RE = re.compile(rf"^data/([0-9a-f]{{2}})/({_HEX64})\Z")
+SNAPSHOT_RE = re.compile(rf"^snapshots/({_HEX64})\Z")
+IDS_RE = re.compile(rf"^ids/({_HEX64})\Z")
+REFS_RE = re.compile(rf"^refs/({_HEX64})\Z")
+
+
+def digest_of(name: str) -> str:
+    """The hash part of a pack, id list, snapshot or refs name."""
+    return name.rsplit("/", 1)[-1]
+
+
+def pack_name(digest: str) -> str:
+    return f"data/{digest[:2]}/{digest}"
+
+
+def ids_name(digest: str) -> str:
+    return f"ids/{digest}"
+
+
+def snapshot_name(digest: str) -> str:
+    return f"snapshots/{digest}"
+
+
+def refs_name(digest: str) -> str:
+    return f"refs/{digest}"
+
+
+def is_pack(name: str) -> bool:
+    m = PACK_RE.match(name)
+    return bool(m) and m.group(1) == m.group(2)[:2]

@@ -1,0 +1,192 @@
+"""Writer: the only code that writes the repository format, for every destination.
+
+It holds the keys (a Keyring) and writes through a key-less Sink: blobs are
+queued into a pack, each full pack is sealed (AES-GCM) and handed to the
+sink on the writer thread, trees are encoded and stored as blobs, and the
+commit seals and signs the snapshot root and hands it to the sink with the
+ids it references.  A local sync, a sync over SSH and a test in memory run
+this same code; only the sink differs.
+
+Durability order (the sink keeps it): packs, then their id lists, then the
+snapshot's refs, then the snapshot.  ``commit_snapshot`` flushes first, so a
+snapshot is never visible before every blob it references is durable.
+
+Threads: ``has_blob`` and the hashers are called from the pipeline's worker
+threads; everything else from the engine's thread.  At most two sealed
+packs wait for the sink at any time, which bounds memory.
+
+Must never: give a key to the sink, commit a snapshot whose blobs are not
+flushed, or number a snapshot below one that exists.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from replicator import constants as C
+from replicator.core.chunker import Chunker
+from replicator.core.compress import compress
+from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator.repo.keyring import Keyring
+from replicator.repo.packs import BlobEntry, PackWriter
+from replicator.repo.sink import Sink
+from replicator.repo.snapshot import Snapshot, open_snapshot, seal_snapshot
+from replicator.repo.tree import TreeItem, encode_tree
+from replicator.repo.entry import KIND_FILE
+
+PACKS_WAITING = 2  # sealed packs queued for the sink at most (memory bound: 2 x 16 MiB)
+
+OnPack = Callable[[str, int, list[BlobEntry]], None]
+
+
+class Writer:
+    """Write blobs, trees and one snapshot through ``sink``.  Use as a context manager; one commit per writer."""
+
+    def __init__(self, keyring: Keyring, sink: Sink, *, on_pack: OnPack | None = None,
+                 owned: Iterable = ()) -> None:
+        self.keyring = keyring
+        self.sink = sink
+        self.location = sink.location
+        self.id = keyring.id
+        self.chunk_hasher = keyring.chunk_hasher
+        self.tree_hasher = keyring.tree_hasher
+        self.compression_level = keyring.compression_level
+        self.warnings: list[str] = sink.warnings
+        self._stats = {"packs_written": 0, "bytes_written": 0, "blobs_written": 0}
+        self._on_pack = on_pack
+        self._owned = list(owned)
+        self._pack: PackWriter | None = None
+        # Ids queued in this session but not yet handed to the sink: in the pack
+        # being filled or in a pack the writer thread is sealing.
+        self._pending: set[bytes] = set()
+        self._pending_lock = threading.Lock()
+        self._refs: set[bytes] = set()
+        self._thread: ThreadPoolExecutor | None = None
+        self._jobs: list[Future] = []
+
+    @property
+    def stats(self) -> dict:
+        return {**self.sink.stats, **self._stats}
+
+    def chunker(self) -> Chunker:
+        return self.keyring.chunker()
+
+    # --- blobs -------------------------------------------------------------------
+    def has_blob(self, blob_id: bytes) -> bool:
+        """Thread-safe: whether the sink holds the blob or this session queued it."""
+        return blob_id in self._pending or self.sink.has(blob_id)
+
+    def store_blob(self, blob_type: int, blob_id: bytes, method: int, payload: bytes, raw_len: int) -> bool:
+        """Queue an already-compressed blob.  :returns: False when it was held (nothing stored)."""
+        if self.has_blob(blob_id):
+            return False
+        if self._pack is None:
+            self._pack = PackWriter(self.keyring.keys.encrypt)
+        self._pack.add(blob_type, blob_id, method, payload, raw_len)
+        with self._pending_lock:
+            self._pending.add(blob_id)
+        self._stats["blobs_written"] += 1
+        if len(self._pack) >= C.PACK_TARGET_SIZE or self._pack.count >= C.PACK_MAX_BLOBS:
+            self._hand_off()
+        return True
+
+    def store_tree(self, items: list[TreeItem]) -> bytes:
+        """Store one directory's tree blob (if new).  :returns: its id.  Everything it names becomes a ref."""
+        data = encode_tree(items)
+        tree_id = self.tree_hasher(data)
+        self._refs.add(tree_id)
+        for item in items:
+            if item.entry.kind == KIND_FILE:
+                self._refs.update(item.entry.chunks)
+        if not self.has_blob(tree_id):
+            method, payload = compress(data, self.compression_level)
+            self.store_blob(C.BLOB_TREE, tree_id, method, payload, len(data))
+        return tree_id
+
+    # --- packs -------------------------------------------------------------------
+    def _seal_and_put(self, pack: PackWriter) -> None:
+        """Writer thread: seal, hand to the sink, tell the owner; only then forget the ids as pending."""
+        name, data, entries = pack.finish()
+        ids = sorted({e.id for e in entries})
+        self.sink.put_pack(name, data, ids)
+        if self._on_pack is not None:
+            self._on_pack(name, len(data), entries)
+        with self._pending_lock:
+            self._pending.difference_update(ids)
+        self._stats["packs_written"] += 1
+        self._stats["bytes_written"] += len(data)
+
+    def _hand_off(self) -> None:
+        pack, self._pack = self._pack, None
+        if pack is None or not pack.count:
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
+        self._jobs.append(self._thread.submit(self._seal_and_put, pack))
+        while len(self._jobs) > PACKS_WAITING or (self._jobs and self._jobs[0].done()):
+            self._jobs.pop(0).result()  # re-raises the sink's error here
+
+    def flush(self) -> None:
+        """Make every queued blob durable in the sink."""
+        self._hand_off()
+        while self._jobs:
+            self._jobs.pop(0).result()
+        self.sink.flush()
+
+    # --- snapshots -----------------------------------------------------------------
+    def snapshots(self, damaged: list[str]) -> list[Snapshot]:
+        """Every readable snapshot the sink holds; the unreadable ones are described in ``damaged``."""
+        found = []
+        for name, data in self.sink.get_many(self.sink.list("snapshots/")):
+            try:
+                found.append(open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key,
+                                           self.id))
+            except (IntegrityError, UnsupportedVersion) as exc:
+                damaged.append(str(exc))
+        return found
+
+    def commit_snapshot(self, source: str, tree_id: bytes, stats: dict) -> Snapshot:
+        """Flush, then seal, sign and commit the snapshot root: the commit point of a sync."""
+        self.flush()
+        damaged: list[str] = []
+        previous = [s for s in self.snapshots(damaged) if s.source == source]
+        for problem in damaged:
+            # A damaged snapshot must not stop replication of new data; its
+            # generation is unknown, so say so.  verify reports it too.
+            self.warnings.append(f"{problem} (ignored when numbering this snapshot)")
+        latest = max(previous, key=lambda s: s.generation, default=None)
+        snap = Snapshot(
+            id="", repository=self.id, source=source,
+            # Generations of damaged snapshots are unknown: stay above them by
+            # counting each as a possible later generation of this source.
+            generation=(latest.generation if latest else 0) + len(damaged) + 1,
+            time_ns=time.time_ns(), tree=tree_id, hostname=socket.gethostname(), stats=stats,
+            parent=latest.id if latest else None)
+        name, data = seal_snapshot(snap, self.keyring.keys.encrypt, self.keyring.signer)
+        self._refs.add(tree_id)
+        self.sink.commit(name, data, sorted(self._refs))
+        self._refs = set()
+        return open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)
+
+    # --- lifecycle -------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the writer thread and close the sink.  Blobs not flushed are dropped (no snapshot names them)."""
+        if self._thread is not None:
+            for job in self._jobs:
+                job.cancel()
+            self._thread.shutdown(wait=True)
+            self._thread = None
+            self._jobs = []
+        self.sink.close()
+        for resource in self._owned:
+            resource.close()
+        self._owned = []
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

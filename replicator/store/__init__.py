@@ -1,0 +1,1 @@
+"""Storage: named immutable objects and the local bookkeeping beside them (index, lock, atomic files)."""

@@ -1,0 +1,60 @@
+"""SyncOptions: what one sync of a source does, as the CLI and the daemon ask for it.
+
+Plain values only, validated when built: a bad one raises ``UsageError``
+with a one-line message, before anything is opened.  What belongs to one run
+(the destination, an open state cache, a progress callback) is handed to
+``replicator.sync.engine.SyncRun`` instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from replicator.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """How to sync a source.
+
+    :param source: the source name recorded in the snapshot (``HOST:PATH`` by default in the CLI,
+        ``source_name`` in the daemon); it also names the state cache.
+    :param excludes: fnmatch patterns matched against each relative path and base name; an excluded
+        directory is not descended.  Any iterable of strings; stored as a tuple.
+    :param use_state: take files whose stat is unchanged from the state cache without reading them,
+        and record the others.  False (``--no-cache``): read every file again and leave the cache alone.
+    :param cache_dir: the directory holding the state cache (one file per destination id and source
+        name).  None: no state cache is opened, unless ``SyncRun`` is handed an open one.
+    :param workers: hashing/compression threads; None: the CPU count - 1, at least 1.
+    """
+
+    source: str
+    excludes: tuple[str, ...] = ()
+    use_state: bool = True
+    cache_dir: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise UsageError(f"sync: the source name must be a non-empty string, not {self.source!r}")
+        object.__setattr__(self, "excludes", _patterns(self.excludes))
+        if not isinstance(self.use_state, bool):
+            raise UsageError(f"sync: use_state must be true or false, not {self.use_state!r}")
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, str) or not self.cache_dir):
+            raise UsageError(f"sync: the cache directory must be a non-empty path, not {self.cache_dir!r}")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise UsageError(f"sync: workers must be a positive integer, not {w!r}")
+
+
+def _patterns(excludes: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(excludes, (str, bytes)):  # one pattern where a list was meant: each letter would match
+        raise UsageError(f"sync: excludes must be a list of glob patterns, not the single string {excludes!r}")
+    try:
+        patterns = tuple(excludes)
+    except TypeError:
+        raise UsageError(f"sync: excludes must be a list of glob patterns, not {type(excludes).__name__}") from None
+    for p in patterns:
+        if not isinstance(p, str):
+            raise UsageError(f"sync: exclude patterns must be strings, not {p!r}")
+    return patterns

@@ -1,0 +1,58 @@
+"""Destination URLs and rates: ``ssh://USER@HOST:PORT/NAME`` and ``20M``; the one parser of each.
+
+The CLI, the daemon's configuration and the transport all parse through
+here, so a URL that one accepts the others accept too.
+
+Must never: import asyncssh or open a connection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from replicator.errors import UsageError
+
+SCHEME = "ssh://"
+_RATE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+@dataclass(frozen=True)
+class RemoteUrl:
+    user: str
+    host: str
+    port: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"ssh://{self.user}@{self.host}:{self.port}/{self.name}"
+
+
+def is_remote(target: str) -> bool:
+    """Whether ``target`` names a remote repository (anything with a scheme) rather than a local path."""
+    return target.startswith("ssh:") or "://" in target
+
+
+def parse_url(url: str, default_user: str | None = None, *, what: str = "remote") -> RemoteUrl:
+    """``ssh://USER@HOST:PORT/NAME`` (port default 22).  :raises UsageError: naming ``what`` was bad."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 22
+    except ValueError as exc:
+        raise UsageError(f"bad {what} {url!r}: {exc}") from None
+    name = parts.path.lstrip("/")
+    user = parts.username or default_user
+    if parts.scheme != "ssh" or not parts.hostname or not name or "/" in name or not user:
+        raise UsageError(f"bad {what} {url!r}: expected ssh://USER@HOST:PORT/NAME or a local path")
+    return RemoteUrl(user, parts.hostname, port, name)
+
+
+def parse_rate(text: str) -> int:
+    """``"20M"`` -> bytes per second (suffixes k, M, G are powers of 1024).  :raises UsageError:"""
+    t = text.strip().lower().removesuffix("/s").removesuffix("b")
+    try:
+        value = float(t[:-1]) * _RATE_UNITS[t[-1]] if t and t[-1] in _RATE_UNITS else float(t)
+    except ValueError:
+        raise UsageError(f"bad rate {text!r} (e.g. 500k, 20M, 1G bytes per second)") from None
+    if value < 1024:
+        raise UsageError(f"rate {text!r} is below 1 KiB/s")
+    return int(value)
