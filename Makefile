@@ -22,7 +22,12 @@ venv: $(STAMP)
 build: $(STAMP)
 	$(PYTHON) setup.py -q build_ext --inplace
 
-test: build
+# ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check replicator tests benchmarks scripts
+	$(BIN)/mypy
+
+test: build lint
 	$(PYTHON) -m pytest -q --benchmark-skip tests
 	BENCH_QUICK=1 $(PYTHON) -m pytest -q --benchmark-only --benchmark-min-rounds=1 --benchmark-max-time=0.5 benchmarks
 

@@ -18,7 +18,15 @@ import pytest
 
 from benchmarks import corpus
 from benchmarks.conftest import (
-    PASSPHRASE, QUICK, ROUNDS, SCALES, dir_bytes, fresh_copy, record_rate, replicator_cmd, run_measured,
+    PASSPHRASE,
+    QUICK,
+    ROUNDS,
+    SCALES,
+    dir_bytes,
+    fresh_copy,
+    record_rate,
+    replicator_cmd,
+    run_measured,
 )
 
 ENV = {"REPLICATOR_PASSPHRASE": PASSPHRASE, "RESTIC_PASSWORD": PASSPHRASE, "BORG_PASSPHRASE": PASSPHRASE,

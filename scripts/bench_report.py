@@ -38,7 +38,8 @@ def main(path: str) -> None:
             continue
         ours = next((b for b in rows if b["extra_info"].get("tool") == "replicator"), None)
         print(f"\n### {title}\n")
-        print("| tool | wall s (best) | MB/s | peak RSS MiB | repository bytes written MiB | time ratio replicator/peer | bytes ratio replicator/peer |")
+        print("| tool | wall s (best) | MB/s | peak RSS MiB | repository bytes written MiB "
+              "| time ratio replicator/peer | bytes ratio replicator/peer |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for b in rows:
             info = b["extra_info"]

@@ -44,11 +44,11 @@ from replicator.core import crypto  # noqa: E402
 from replicator.core.chunker import GEAR_DOMAIN, gear_table  # noqa: E402
 from replicator.core.compress import decompress  # noqa: E402
 from replicator.core.ids import IdHasher  # noqa: E402
-from replicator.repo import keys as K  # noqa: E402
-from replicator.repo import packs  # noqa: E402
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry  # noqa: E402
-from replicator.repo.snapshot import SNAPSHOT_INFO, ZERO_NONCE, Snapshot, canonical_json, seal_snapshot  # noqa: E402
-from replicator.repo.tree import TreeItem, encode_tree  # noqa: E402
+from replicator.format import keyfile as K  # noqa: E402
+from replicator.format import pack as packs  # noqa: E402
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry  # noqa: E402
+from replicator.format.snapshot import SNAPSHOT_INFO, ZERO_NONCE, Snapshot, canonical_json, seal_snapshot  # noqa: E402
+from replicator.format.tree import TreeItem, encode_tree  # noqa: E402
 
 VECTOR_DIR = ROOT / "tests" / "vectors"
 

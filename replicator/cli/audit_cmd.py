@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from replicator.daemon.audit import verify_audit
+    from replicator.app.audit import verify_audit
 
     try:
         check = verify_audit(args.file, head=args.head)

@@ -5,8 +5,8 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from replicator.app.passphrase import PASSPHRASE_ENV, passphrase_from
 from replicator.errors import UsageError
@@ -83,7 +83,7 @@ def audit(args, record: dict) -> bool:
     """
     import socket
 
-    from replicator.daemon.audit import append_audit
+    from replicator.app.audit import append_audit
 
     path = getattr(args, "audit_log", None) or os.environ.get(AUDIT_ENV)
     if not path:

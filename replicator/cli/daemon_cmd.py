@@ -1,7 +1,7 @@
 """replicator daemon [--config FILE]: the continuous replication service (sender side)."""
 from __future__ import annotations
 
-from replicator.config import DEFAULT_CONFIG, LOG_FORMATS
+from replicator.app.config import DEFAULT_CONFIG, LOG_FORMATS
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from replicator.config import load_config
+    from replicator.app.config import load_config
     from replicator.daemon.service import run_daemon
 
     if args.check:

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--chunk-sizes", metavar="MIN,AVG,MAX",
                    help="content-defined chunking sizes in bytes (default: the measured default, see docs/CHUNKING.md)")
-    p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N", help=f"zstd level 1-19 (default {DEFAULT_LEVEL})")
+    p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
+                   help=f"zstd level 1-19 (default {DEFAULT_LEVEL})")
     p.add_argument("--kdf-work", type=int, default=C.SCRYPT_LOG2N_DEFAULT, metavar="LOG2N",
                    help=f"scrypt cost as log2(N), {C.SCRYPT_LOG2N_MIN}-{C.SCRYPT_LOG2N_MAX} (default {C.SCRYPT_LOG2N_DEFAULT})")
     add_common(p)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from replicator import constants as C
 from replicator.cli.common import add_audit_option, audit, emit, human_bytes, progress_bar, read_passphrase
 from replicator.errors import UsageError
-from replicator.repo.entry import Entry
+from replicator.format.entry import Entry
 from replicator.repo.repository import Repository
 
 
@@ -47,7 +47,7 @@ def select(entries: Iterator[Entry], subpath: str | None) -> Iterator[Entry]:
 
 
 def run(args) -> int:
-    from replicator.sync.restore import restore
+    from replicator.restore.writer import restore
 
     subpath = (args.path or "").strip("/") or None
     with Repository.open(args.repo, read_passphrase(args)) as repo:

@@ -11,7 +11,7 @@ Three forms:
 * ``serve --verify-only --repo NAME=PATH``: the checks possible without the passphrase.
 
 With ``--mirror NAME=DIR`` (either serving form) the receiver also keeps DIR
-identical to the latest snapshot of repository NAME (sync/mirror.py), updated
+identical to the latest snapshot of repository NAME (restore/mirror.py), updated
 in a background thread after each commit.  That needs the passphrase
 (``--passphrase-file``): the secondary then holds plaintext (docs/SECURITY.md).
 """
@@ -105,7 +105,7 @@ class _Mirrors:
             return
         from replicator.cli.common import read_passphrase
         from replicator.repo.repository import Repository
-        from replicator.sync.mirror import MirrorWorker
+        from replicator.restore.mirror import MirrorWorker
 
         passphrase = read_passphrase(args)  # a wrong one fails here, at start, with exit code 4
         try:

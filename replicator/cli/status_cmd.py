@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 
 from replicator import constants as C
+from replicator.app.config import DEFAULT_CONFIG
 from replicator.cli.common import emit
-from replicator.config import DEFAULT_CONFIG
 from replicator.errors import UsageError
 
 
@@ -33,12 +33,12 @@ def _ago(t: float | None, now: float) -> str:
 
 
 def run(args) -> int:
-    from replicator.daemon.status import pid_alive, read_status, status_path
+    from replicator.app.status import pid_alive, read_status, status_path
 
     if args.state_dir:
         state_dir = args.state_dir
     else:
-        from replicator.config import load_config
+        from replicator.app.config import load_config
 
         state_dir = load_config(args.config, env={"REPLICATOR_PASSPHRASE": "-"}).state_dir
     try:
@@ -53,7 +53,8 @@ def run(args) -> int:
     running = bool(doc.get("pid")) and pid_alive(int(doc["pid"])) and \
         any(j.get("state") != "stopped" for j in doc.get("jobs", {}).values())
     doc["running"] = running
-    lines = [f"daemon {'running, pid %s' % doc.get('pid') if running else 'not running'}; "
+    daemon = f"running, pid {doc.get('pid')}" if running else "not running"
+    lines = [f"daemon {daemon}; "
              f"status updated {_ago(doc.get('updated'), now)}"]
     for name, j in sorted(doc.get("jobs", {}).items()):
         lines.append(f"{name}: {j.get('state')}  {j.get('source')} -> {j.get('destination')}")

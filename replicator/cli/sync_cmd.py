@@ -8,7 +8,6 @@ import sys
 from replicator import constants as C
 from replicator.cli.common import cache_dir, emit, human_bytes, progress_bar, read_passphrase
 from replicator.errors import UsageError
-from replicator.repo.repository import Repository
 from replicator.sync.engine import DESTINATION, SyncRun
 from replicator.sync.options import SyncOptions
 
@@ -25,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--name", help="source name (default: HOSTNAME:SRC)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="skip paths matching GLOB (relative path or base name); repeatable")
-    p.add_argument("--cache-dir", metavar="DIR", help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
     p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
     p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count - 1, at least 1)")
     ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
@@ -57,6 +57,7 @@ def run(args) -> int:
         if "bytes_sent" in stats:
             summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"])
         summary["repository_warnings"] = [m for p, m in report.warnings if p == DESTINATION]  # also in "warnings"
+        assert snap is not None  # a run that returns has committed
         lines = [
             f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
             f"  {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes_total)}",

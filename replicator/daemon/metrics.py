@@ -6,7 +6,8 @@ configuration says (default 127.0.0.1:9464).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -35,7 +36,7 @@ class Metrics:
         self.lag = Gauge("replicator_replication_lag_seconds",
                          "Seconds since the oldest change seen and not yet committed (0 when in sync)", ["job"],
                          registry=r)
-        self._server = None
+        self._server: Any = None
 
     def watch_lag(self, job: str, fn: Callable[[], float]) -> None:
         self.lag.labels(job).set_function(fn)

@@ -20,6 +20,7 @@ Must never: import cli (the CLI calls ``run_daemon``), print to stdout.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import os
@@ -29,16 +30,16 @@ import threading
 import time
 from typing import Any
 
+from replicator.app.audit import append_audit
+from replicator.app.config import DaemonConfig, JobConfig, load_config
+from replicator.app.destinations import open_destination as open_destination_for
+from replicator.app.log import LOGGER, JobLogger, setup_logging
 from replicator.app.passphrase import passphrase_from
-from replicator.config import DaemonConfig, JobConfig, load_config
-from replicator.daemon.audit import append_audit
-from replicator.daemon.status import read_status, write_status
+from replicator.app.status import read_status, write_status
 from replicator.errors import ReplicatorError, UsageError
-from replicator.log import LOGGER, JobLogger, setup_logging
 from replicator.store.lock import FileLock, Locked
 from replicator.sync.engine import SyncRun
 from replicator.sync.options import SyncOptions
-from replicator.app.destinations import open_destination as open_destination_for
 
 BACKOFF_BASE = 2.0  # seconds before the first retry of a retryable failure
 BACKOFF_CAP = 300.0  # retries never wait longer than this
@@ -64,7 +65,7 @@ class JobLock(FileLock):
         super().__init__(os.path.join(state_dir, "locks", f"{name}.lock"), "daemon")
         self.name = name
 
-    def acquire(self) -> "JobLock":
+    def acquire(self) -> JobLock:
         try:
             super().acquire()
         except Locked as exc:
@@ -120,7 +121,7 @@ def _iso(t: float | None) -> str | None:
 class JobRunner(threading.Thread):
     """Runs one job until ``stop()``: waits for a reason to sync, syncs, records the outcome."""
 
-    def __init__(self, job: JobConfig, service: "Service", previous: dict | None = None) -> None:
+    def __init__(self, job: JobConfig, service: Service, previous: dict | None = None) -> None:
         super().__init__(name=f"job-{job.name}", daemon=True)
         self.job = job
         self.svc = service
@@ -356,7 +357,7 @@ class Service:
         self.config_path = config_path
         self.log_format = log_format
         self.config: DaemonConfig = load_config(config_path)  # ConfigError: refuse to start
-        self.metrics = None
+        self.metrics: Any = None  # daemon.metrics.Metrics when metrics_listen is set
         self.runners: dict[str, JobRunner] = {}
         self._status_lock = threading.Lock()
         self._wake = threading.Event()
@@ -465,7 +466,7 @@ class Service:
         except ValueError:
             old = {}
         self.log.info(f"daemon started (pid {os.getpid()}, config {cfg.path}, state {cfg.state_dir}, metrics "
-                      f"{'%s:%d' % cfg.metrics_listen if cfg.metrics_listen else 'off'})")
+                      f"{'{}:{}'.format(*cfg.metrics_listen) if cfg.metrics_listen else 'off'})")
         for job in cfg.jobs:
             self._start_job(job, (old.get("jobs") or {}).get(job.name))
         self.write_status()

@@ -9,7 +9,7 @@ periodic rescan is what guarantees convergence.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer

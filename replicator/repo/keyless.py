@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from replicator.errors import ObjectNotFound
-from replicator.repo import layout as L
-from replicator.repo.idlist import decode_ids
+from replicator.format import layout as L
+from replicator.format.idlist import decode_ids
 from replicator.repo.local_sink import open_storage
 
 HASH_PIECE = 1 << 20

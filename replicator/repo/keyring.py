@@ -14,8 +14,8 @@ from replicator.core import crypto
 from replicator.core.chunker import Chunker, gear_table
 from replicator.core.ids import IdHasher
 from replicator.core.params import ChunkerParams
-from replicator.repo import keys as K
-from replicator.repo.repoconfig import parse_config
+from replicator.format import keyfile as K
+from replicator.format.repoconfig import parse_config
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Keyring:
         return self.config["compression_level"]
 
     @classmethod
-    def unlock(cls, config_bytes: bytes, keyfile: bytes, passphrase: bytes, location: str) -> "Keyring":
+    def unlock(cls, config_bytes: bytes, keyfile: bytes, passphrase: bytes, location: str) -> Keyring:
         """:raises RepositoryError: bad config.  :raises WrongPassphrase: :raises IntegrityError: bad key file."""
         config = parse_config(config_bytes, location)
         id_bytes = bytes.fromhex(config["id"])
@@ -45,7 +45,7 @@ class Keyring:
         return cls.from_master(config, master, K.parse_keyfile(keyfile))
 
     @classmethod
-    def from_master(cls, config: dict, master: bytes, keydoc: dict) -> "Keyring":
+    def from_master(cls, config: dict, master: bytes, keydoc: dict) -> Keyring:
         keys = K.KeySet.derive(master, bytes.fromhex(config["id"]))
         return cls(config=config, id=config["id"], keys=keys,
                    public_key=bytes.fromhex(keydoc["signing_public_key"]),

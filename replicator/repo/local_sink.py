@@ -23,10 +23,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
 from replicator.errors import IntegrityError, MissingChunks, ObjectNotFound, ReadOnly, RepositoryNotFound
-from replicator.repo import layout as L
-from replicator.repo.idlist import decode_ids, encode_ids
-from replicator.repo.local import LocalStorage
-from replicator.repo.repoconfig import parse_config
+from replicator.format import layout as L
+from replicator.format.idlist import decode_ids, encode_ids
+from replicator.format.repoconfig import parse_config
+from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock
 
 LOCK_FILE = "lock"
@@ -70,7 +70,7 @@ class LocalSink:
                 self.warnings.append(f"{exc}; its chunks will be sent again")
 
     @classmethod
-    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> "LocalSink":
+    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
         """Open the repository directory at ``path``; a writable sink holds the writer lock.
 
         :raises RepositoryNotFound: :raises Locked: another writer holds the lock.
@@ -116,7 +116,7 @@ class LocalSink:
         if not self._writable:
             raise ReadOnly(self.location, what)
 
-    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes]) -> None:
+    def put_pack(self, name: str, data: bytes | memoryview, ids: Sequence[bytes]) -> None:
         """Store the pack, then its id list; durable when it returns."""
         self._need_write("storing packs")
         digest = L.digest_of(name)
@@ -157,7 +157,7 @@ class LocalSink:
         self._store_once(name, data)
         self.stats["commits"] += 1
 
-    def _store_once(self, name: str, data: bytes) -> bool:
+    def _store_once(self, name: str, data: bytes | memoryview) -> bool:
         """:returns: False when the object existed (objects are named by content or by their pack)."""
         try:
             self.storage.put(name, data)
@@ -170,7 +170,7 @@ class LocalSink:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "LocalSink":
+    def __enter__(self) -> LocalSink:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,11 +7,11 @@ tree where little changed reads only the changed branches.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from replicator.repo.entry import KIND_DIR, Entry
-from replicator.repo.tree import TreeItem
+from replicator.format.entry import KIND_DIR, Entry
+from replicator.format.tree import TreeItem
 
 ADDED, REMOVED, MODIFIED = "+", "-", "M"
 
@@ -45,6 +45,7 @@ def diff_trees(read_tree: Callable[[bytes, str], list[TreeItem]], old: bytes, ne
     for name in sorted(a.keys() | b.keys()):
         x, y = a.get(name), b.get(name)
         if y is None:
+            assert x is not None  # the name came from one side
             yield from _all(read_tree, x, REMOVED)
         elif x is None:
             yield from _all(read_tree, y, ADDED)

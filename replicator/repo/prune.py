@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from replicator.errors import IntegrityError, ObjectNotFound, RepositoryError, UnsupportedVersion
-from replicator.repo.entry import KIND_DIR, KIND_FILE
-from replicator.repo.packs import read_table
+from replicator.format.entry import KIND_DIR, KIND_FILE
+from replicator.format.pack import read_table
 from replicator.repo.repository import Repository
 
 _HEX = set("0123456789abcdef")

@@ -32,21 +32,33 @@ from replicator.errors import (
     StorageError,
     UnsupportedVersion,
 )
-from replicator.repo import keys as K
-from replicator.repo import layout as L
-from replicator.repo.entry import KIND_DIR, Entry
-from replicator.repo.index import Index
+from replicator.format import keyfile as K
+from replicator.format import layout as L
+from replicator.format.entry import KIND_DIR, Entry
+from replicator.format.pack import BlobEntry, open_blob, open_table, pack_key, parse_header, table_range
+from replicator.format.repoconfig import make_config
+from replicator.format.snapshot import Snapshot, open_snapshot
+from replicator.format.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.keyring import Keyring
-from replicator.repo.local import LocalStorage
 from replicator.repo.local_sink import LOCK_FILE, LocalSink, open_storage
-from replicator.repo.packs import open_blob, pack_key, parse_header, read_table_from
-from replicator.repo.repoconfig import make_config
-from replicator.repo.snapshot import Snapshot, open_snapshot
-from replicator.repo.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.writer import Writer
+from replicator.store.index import Index
+from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
 
 INDEX_FILE = "index.sqlite"
+
+
+def read_table_from(storage, name: str, encrypt_key: bytes) -> list[BlobEntry]:
+    """The table of a stored pack, read by ranges (header, footer, table): never the whole pack.
+
+    :raises IntegrityError: :raises UnsupportedVersion: :raises ObjectNotFound:
+    """
+    size = storage.size(name)
+    salt = parse_header(storage.get(name, 0, C.PACK_HEADER_SIZE), name)
+    start, length = table_range(size, storage.get(name, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE),
+                                name)
+    return open_table(salt, storage.get(name, start, length), start, name, encrypt_key)
 
 
 class Repository:
@@ -65,7 +77,7 @@ class Repository:
         self.chunk_hasher = keyring.chunk_hasher
         self.tree_hasher = keyring.tree_hasher
         self._lock: FileLock | None = None
-        self.index: Index | None = None
+        self._index: Index | None = None
         self._pack_keys: dict[str, crypto.Aead] = {}
         # Packs found damaged while bringing the index up to date; verify reports them.
         self.damaged_packs: dict[str, str] = {}
@@ -79,7 +91,7 @@ class Repository:
                 except Locked as exc:
                     raise RepositoryLocked(self.location, exc.holder) from None
                 storage.clean_temporaries()
-            self.index = Index(os.path.join(storage.root, INDEX_FILE), self.id)
+            self._index = Index(os.path.join(storage.root, INDEX_FILE), self.id)
             self.catch_up()
             if exclusive:
                 from replicator.repo.upgrade import upgrade
@@ -94,7 +106,7 @@ class Repository:
     # --- lifecycle ---------------------------------------------------------
     @classmethod
     def init(cls, path: str, passphrase: bytes, *, params: ChunkerParams | None = None,
-             log2n: int = C.SCRYPT_LOG2N_DEFAULT, compression_level: int = DEFAULT_LEVEL) -> "Repository":
+             log2n: int = C.SCRYPT_LOG2N_DEFAULT, compression_level: int = DEFAULT_LEVEL) -> Repository:
         path = os.path.abspath(path)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise RepositoryExists(path)
@@ -112,12 +124,19 @@ class Repository:
         return cls.open(path, passphrase, exclusive=True)
 
     @classmethod
-    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False) -> "Repository":
+    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False) -> Repository:
         storage, _config = open_storage(path)
         keyring = Keyring.unlock(storage.get(L.CONFIG), storage.get(L.KEY), passphrase, storage.location)
         return cls(storage, keyring, exclusive=exclusive)
 
     open_storage = staticmethod(open_storage)
+
+    @property
+    def index(self) -> Index:
+        """The blob-location cache.  :raises RepositoryError: the repository was closed."""
+        if self._index is None:
+            raise RepositoryError(self.location, "is closed")
+        return self._index
 
     @property
     def locked(self) -> bool:
@@ -136,15 +155,15 @@ class Repository:
 
     def close(self) -> None:
         """Release the lock and the index."""
-        if self.index is not None:
-            self.index.close()
-            self.index = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
         self.storage.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "Repository":
+    def __enter__(self) -> Repository:
         return self
 
     def __exit__(self, *exc: object) -> None:

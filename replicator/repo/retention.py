@@ -21,17 +21,25 @@ restic does), so a "day" is an operator's day.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
 class SnapshotLike(Protocol):
-    id: str
-    source: str
-    generation: int
-    time_ns: int
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def time_ns(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replicator.errors import IntegrityError, UnsupportedVersion
-from replicator.repo import layout as L
-from replicator.repo.entry import KIND_DIR, KIND_FILE
-from replicator.repo.idlist import encode_ids
-from replicator.repo.packs import read_table_from
+from replicator.format import layout as L
+from replicator.format.entry import KIND_DIR, KIND_FILE
+from replicator.format.idlist import encode_ids
+from replicator.repo.repository import read_table_from
 
 if TYPE_CHECKING:
     from replicator.repo.repository import Repository
@@ -45,7 +45,7 @@ class UpgradeReport:
         return dict(self.__dict__)
 
 
-def snapshot_refs(repo: "Repository", tree_id: bytes) -> set[bytes]:
+def snapshot_refs(repo: Repository, tree_id: bytes) -> set[bytes]:
     """Every blob id (trees and chunks) reachable from ``tree_id``, without recursion.
 
     :raises IntegrityError: a tree cannot be read.
@@ -65,7 +65,7 @@ def snapshot_refs(repo: "Repository", tree_id: bytes) -> set[bytes]:
     return refs
 
 
-def upgrade(repo: "Repository") -> UpgradeReport:
+def upgrade(repo: Repository) -> UpgradeReport:
     """Write the missing ``ids/`` and ``refs/`` objects.  Needs the lock (the caller holds it)."""
     report = UpgradeReport()
     storage = repo.storage

@@ -11,15 +11,15 @@ Identical subtrees (same tree id) are checked once across all snapshots.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from replicator.constants import BLOB_DATA
 from replicator.errors import IntegrityError, ObjectNotFound, StorageError, UnsupportedVersion
-from replicator.repo.entry import KIND_DIR, KIND_FILE
-from replicator.repo.packs import open_blob, pack_key, parse_header, read_table
+from replicator.format.entry import KIND_DIR, KIND_FILE
+from replicator.format.pack import open_blob, pack_key, parse_header, read_table
+from replicator.format.snapshot import Snapshot
 from replicator.repo.repository import Repository
-from replicator.repo.snapshot import Snapshot
 
 
 @dataclass

@@ -30,12 +30,12 @@ from replicator import constants as C
 from replicator.core.chunker import Chunker
 from replicator.core.compress import compress
 from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator.format.entry import KIND_FILE
+from replicator.format.pack import BlobEntry, PackWriter
+from replicator.format.snapshot import Snapshot, open_snapshot, seal_snapshot
+from replicator.format.tree import TreeItem, encode_tree
 from replicator.repo.keyring import Keyring
-from replicator.repo.packs import BlobEntry, PackWriter
 from replicator.repo.sink import Sink
-from replicator.repo.snapshot import Snapshot, open_snapshot, seal_snapshot
-from replicator.repo.tree import TreeItem, encode_tree
-from replicator.repo.entry import KIND_FILE
 
 PACKS_WAITING = 2  # sealed packs queued for the sink at most (memory bound: 2 x 16 MiB)
 
@@ -185,7 +185,7 @@ class Writer:
             resource.close()
         self._owned = []
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:

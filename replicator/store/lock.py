@@ -44,7 +44,7 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         """:raises Locked: another process (or descriptor) holds it.  :raises StorageError: cannot open the file."""
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -70,7 +70,7 @@ class FileLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from replicator.constants import BLOB_DATA
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.repo.snapshot import Snapshot
-from replicator.repo.tree import TreeItem
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.snapshot import Snapshot
+from replicator.format.tree import TreeItem
 from replicator.sync.options import SyncOptions
 from replicator.sync.pipeline import ChunkEvent, ChunkResult, Pipeline
 from replicator.sync.state import StateCache, state_path
 from replicator.sync.walk import WalkItem, stat_key, walk
 
 if TYPE_CHECKING:  # annotations only: the engine needs no module of the destination at run time
+    from replicator.core.chunker import Chunker
     from replicator.repo.writer import Writer as Destination
 
 __all__ = ["ChunkEvent", "ChunkResult", "DESTINATION", "EntryEvent", "FileDone", "FileJob", "SyncOptions",
@@ -146,7 +148,7 @@ class SyncRun:
         self._progress = progress
         self._state: StateCache | None = None
         self._pipe: Pipeline | None = None
-        self._chunker = None  # dest.chunker(), for the run
+        self._chunker: Chunker | None = None  # dest.chunker(), for the run
         self._started = False
         self.report = SyncReport()
         self._builder = TreeBuilder(dest)
@@ -267,6 +269,7 @@ class SyncRun:
                 job = FileJob(meta, key)
                 n = 0
                 try:
+                    assert self._chunker is not None
                     for chunk in self._chunker.chunks(f, st0.st_size):
                         pipe.submit_chunk(job, chunk)
                         n += len(chunk)

@@ -7,8 +7,8 @@ with a one-line message, before anything is opened.  What belongs to one run
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from replicator.errors import UsageError
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Deque
+from typing import Any
 
 from replicator.core.compress import compress
 from replicator.core.ids import IdHasher
-
 
 INLINE_MAX = 64 * 1024  # chunks smaller than this are processed on the engine's thread
 
@@ -70,7 +70,7 @@ class Pipeline:
         self._level = level
         self._consume = consume
         self._pool = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="chunk")
-        self._queue: Deque[Any] = collections.deque()  # events, and _Pending chunks
+        self._queue: collections.deque[Any] = collections.deque()  # events, and _Pending chunks
         self._in_flight = 0
         self._max = max_in_flight
 

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 
 #: errno values meaning "this file system has no extended attributes": ignored silently.
 _XATTR_UNSUPPORTED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})

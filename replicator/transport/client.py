@@ -23,14 +23,13 @@ import collections
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any, Coroutine
+from typing import Any
 
-from replicator import constants as C
-from replicator.repo import layout as L
-from replicator.repo.idlist import decode_ids
-from replicator.repo.repoconfig import parse_config
+from replicator.format import layout as L
+from replicator.format.idlist import decode_ids
+from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
 from replicator.transport import protocol as P
 from replicator.transport import ssh
@@ -152,6 +151,7 @@ class ClientSession:
 
     async def request(self, msg, expect: int):
         fut = await self.send(msg, expect)
+        assert fut is not None  # an expected answer always has a future
         return await fut
 
     async def close(self) -> None:
@@ -219,8 +219,14 @@ class RemoteSink:
             self.close()
             raise
 
+    @property
+    def session(self) -> ClientSession:
+        if self._session is None:
+            raise P.TransportError(f"connection to {self.location} closed")
+        return self._session
+
     def _call(self, msg, expect: int):
-        return self._io.run(self._session.request(msg, expect))
+        return self._io.run(self.session.request(msg, expect))
 
     def _update_stats(self) -> None:
         if self._session is not None:
@@ -263,7 +269,7 @@ class RemoteSink:
 
     def put_pack(self, name: str, data: bytes, ids: Sequence[bytes]) -> None:
         """Upload without waiting for the ack; at most ``window`` packs in flight."""
-        self._inflight.append(self._io.submit(self._session.request(P.PutPack(name, tuple(ids), data), P.PACK_OK)))
+        self._inflight.append(self._io.submit(self.session.request(P.PutPack(name, tuple(ids), data), P.PACK_OK)))
         self._held.update(ids)
         while len(self._inflight) > self.window or (self._inflight and self._inflight[0].done()):
             self._inflight.popleft().result()
@@ -283,8 +289,8 @@ class RemoteSink:
         names = list(names)
 
         async def fetch(batch: list[str]) -> list[bytes]:
-            futs = [await self._session.send(P.Get(n), P.DATA) for n in batch]
-            return [(await f).data for f in futs]
+            futs = [await self.session.send(P.Get(n), P.DATA) for n in batch]
+            return [(await f).data for f in futs if f is not None]
 
         for i in range(0, len(names), GET_BATCH):
             batch = names[i : i + GET_BATCH]
@@ -296,7 +302,7 @@ class RemoteSink:
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
         while len(refs) > last:
             batch = min(P.MAX_IDS_PER_FRAME, len(refs) - last)
-            self._io.run(self._session.send(P.Refs(tuple(refs[:batch])), None))
+            self._io.run(self.session.send(P.Refs(tuple(refs[:batch])), None))
             refs = refs[batch:]
         self._call(P.Commit(name, data, tuple(refs)), P.COMMIT_OK)
         self._update_stats()
@@ -316,7 +322,7 @@ class RemoteSink:
             self._session = None
         self._io.stop()
 
-    def __enter__(self) -> "RemoteSink":
+    def __enter__(self) -> RemoteSink:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from replicator import constants as C
 from replicator.errors import ReplicatorError
-from replicator.repo import layout as L
+from replicator.format import layout as L
 from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
@@ -56,7 +56,7 @@ ERROR_NAMES = {E_PROTOCOL: "protocol violation", E_VERSION: "no common protocol 
                E_INTERNAL: "internal error", E_NOT_FOUND: "not found"}
 
 # Whole-name patterns: \Z, not $ (which also matches before a trailing newline).
-# Object names are the repository's (repo/layout.py): one spelling for the disk and the wire.
+# Object names are the repository's (format/layout.py): one spelling for the disk and the wire.
 PACK_NAME_RE = L.PACK_RE
 SNAPSHOT_NAME_RE = L.SNAPSHOT_RE
 IDS_NAME_RE = L.IDS_RE
@@ -119,7 +119,7 @@ class Hello(Message):
                              F.name(self.software))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Hello":
+    def decode(cls, d: F.Decoder) -> Hello:
         magic = d.get_fixed(len(PROTOCOL_MAGIC), "HELLO magic")
         if magic != PROTOCOL_MAGIC:
             raise ProtocolError("peer does not speak the replicator protocol (bad HELLO magic)")
@@ -151,7 +151,7 @@ class Open(Message):
         return F.frame_parts(OPEN, F.name(self.repository), F.u8(self.mode))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Open":
+    def decode(cls, d: F.Decoder) -> Open:
         repo, mode = d.get_name(), d.get_u8()
         if mode not in (MODE_READ, MODE_WRITE):
             raise ProtocolError(f"OPEN mode {mode} is unknown")
@@ -170,8 +170,8 @@ class OpenOk(Message):
         return F.frame_parts(OPEN_OK, *F.blob_parts(self.config), *F.blob_parts(self.keyfile))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "OpenOk":
-        return cls(d.get_blob(MAX_CONFIG_OBJECT), d.get_blob(MAX_CONFIG_OBJECT))
+    def decode(cls, d: F.Decoder) -> OpenOk:
+        return cls(bytes(d.get_blob(MAX_CONFIG_OBJECT)), bytes(d.get_blob(MAX_CONFIG_OBJECT)))
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class List(Message):
         return F.frame_parts(LIST, F.name(self.prefix))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "List":
+    def decode(cls, d: F.Decoder) -> List:
         prefix = d.get_name()
         if prefix not in LIST_PREFIXES:
             raise ProtocolError(f"LIST of {prefix!r} is not allowed")
@@ -199,7 +199,7 @@ class Names(Message):
         return F.frame_parts(NAMES, F.names(list(self.names)))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Names":
+    def decode(cls, d: F.Decoder) -> Names:
         return cls(tuple(d.get_names(MAX_NAMES)))
 
 
@@ -218,7 +218,7 @@ class Get(Message):
         return F.frame_parts(GET, F.name(self.name))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Get":
+    def decode(cls, d: F.Decoder) -> Get:
         return cls(check_object_name(d.get_name(), IDS_NAME_RE, SNAPSHOT_NAME_RE, PACK_NAME_RE))
 
 
@@ -231,7 +231,7 @@ class Data(Message):
         return F.frame_parts(DATA, *F.blob_parts(self.data))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Data":
+    def decode(cls, d: F.Decoder) -> Data:
         return cls(d.get_blob(copy=d.copy_payloads))
 
 
@@ -246,10 +246,9 @@ class PutPack(Message):
         return F.frame_parts(PUT_PACK, F.name(self.name), F.ids(list(self.ids)), *F.blob_parts(self.data))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "PutPack":
+    def decode(cls, d: F.Decoder) -> PutPack:
         name = check_object_name(d.get_name(), PACK_NAME_RE)
-        m = PACK_NAME_RE.match(name)
-        if m.group(1) != m.group(2)[:2]:
+        if not L.is_pack(name):
             raise ProtocolError(f"pack name {name} has the wrong fan-out directory")
         ids = d.get_ids(MAX_PACK_BLOBS)
         if not ids:
@@ -276,7 +275,7 @@ class PackOk(Message):
         return F.frame_parts(PACK_OK, F.name(self.name))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "PackOk":
+    def decode(cls, d: F.Decoder) -> PackOk:
         return cls(check_object_name(d.get_name(), PACK_NAME_RE))
 
 
@@ -291,7 +290,7 @@ class Refs(Message):
         return F.frame_parts(REFS, F.ids(list(self.ids)))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Refs":
+    def decode(cls, d: F.Decoder) -> Refs:
         return cls(tuple(d.get_ids(MAX_IDS_PER_FRAME)))
 
 
@@ -306,9 +305,9 @@ class Commit(Message):
         return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), F.ids(list(self.refs)))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Commit":
+    def decode(cls, d: F.Decoder) -> Commit:
         name = check_object_name(d.get_name(), SNAPSHOT_NAME_RE)
-        data = d.get_blob(MAX_SNAPSHOT_OBJECT)
+        data = bytes(d.get_blob(MAX_SNAPSHOT_OBJECT))
         return cls(name, data, tuple(d.get_ids(MAX_IDS_PER_FRAME)))
 
 
@@ -331,7 +330,7 @@ class CommitOk(Message):
         return F.frame_parts(COMMIT_OK, F.name(self.name))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "CommitOk":
+    def decode(cls, d: F.Decoder) -> CommitOk:
         return cls(check_object_name(d.get_name(), SNAPSHOT_NAME_RE))
 
 
@@ -350,7 +349,7 @@ class Error(Message):
         return F.frame_parts(ERROR, F.u16(self.code), *F.blob_parts(raw))
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Error":
+    def decode(cls, d: F.Decoder) -> Error:
         code = d.get_u16()
         msg = bytes(d.get_blob(MAX_ERROR_MESSAGE)).decode("utf-8", "replace")
         return cls(code, msg)
@@ -364,7 +363,7 @@ class Bye(Message):
         return F.frame_parts(BYE)
 
     @classmethod
-    def decode(cls, d: F.Decoder) -> "Bye":
+    def decode(cls, d: F.Decoder) -> Bye:
         return cls()
 
 

@@ -27,8 +27,8 @@ from replicator.errors import (
     IntegrityError,
     MissingChunks,
     ObjectNotFound,
-    RepositoryLocked,
     ReplicatorError,
+    RepositoryLocked,
     StorageError,
 )
 from replicator.repo.local_sink import LocalSink
@@ -231,6 +231,13 @@ class ServerSession:
         log.info("%s: opened %s for %s", self._peer.label, name, "write" if msg.mode == P.MODE_WRITE else "read")
         return P.OpenOk(config, keyfile)
 
+    @property
+    def sink(self) -> LocalSink:
+        """The repository this session opened (the state machine allows requests only after OPEN)."""
+        if self._sink is None:
+            raise ProtocolError("no repository is open")
+        return self._sink
+
     def _release(self) -> None:
         if self._sink is not None:
             self._sink.close()
@@ -243,19 +250,19 @@ class ServerSession:
     def _list(self, msg: P.List):
         if msg.prefix == "data/":
             self._need(PERM_READ, "listing packs")
-        return P.Names(tuple(self._sink.list(msg.prefix)))
+        return P.Names(tuple(self.sink.list(msg.prefix)))
 
     def _get(self, msg: P.Get):
         if msg.name.startswith("data/"):
             self._need(PERM_READ, "reading packs")
         try:
-            return P.Data(next(self._sink.get_many([msg.name]))[1])
+            return P.Data(next(self.sink.get_many([msg.name]))[1])
         except ObjectNotFound:
             raise Refused(P.E_NOT_FOUND, f"{msg.name} not found") from None
 
     def _put_pack(self, msg: P.PutPack):
         self._need(PERM_WRITE, "storing packs")
-        self._sink.put_pack(msg.name, msg.data, msg.ids)
+        self.sink.put_pack(msg.name, msg.data, msg.ids)
         self.packs += 1
         return P.PackOk(msg.name)
 
@@ -272,7 +279,7 @@ class ServerSession:
         except ProtocolError as exc:
             raise Refused(P.E_PROTOCOL, str(exc)) from None
         refs, self._refs = self._refs + list(msg.refs), []
-        self._sink.commit(msg.name, msg.data, refs)
+        self.sink.commit(msg.name, msg.data, refs)
         self.commits += 1
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
         if self._on_commit is not None:

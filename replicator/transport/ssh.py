@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any
 
 import asyncssh
 from asyncssh.stream import SSHServerStreamSession  # stream session whose request hooks we narrow
@@ -86,9 +87,9 @@ class _PinningClient(asyncssh.SSHClient):
 class ClientConnection:
     """An open client connection: ``reader``/``writer`` are the subsystem's byte streams."""
 
-    conn: object
-    reader: object
-    writer: object
+    conn: Any
+    reader: Any
+    writer: Any
 
     def close(self) -> None:
         try:
@@ -192,7 +193,8 @@ class _Server(asyncssh.SSHServer):
             log.warning("refused key %s from %s (not in %s)", fp, self._peer[0], self._authorized_keys)
             return False
         try:
-            perms = self._parse(",".join(options.get(PERMISSIONS_OPTION, [])))
+            values: list[str] = list(options.get(PERMISSIONS_OPTION, []))  # type: ignore[call-overload]
+            perms = self._parse(",".join(values))
         except ValueError as exc:
             log.error("key %s: bad %s option: %s", fp, PERMISSIONS_OPTION, exc)
             return False
@@ -216,7 +218,7 @@ class _Server(asyncssh.SSHServer):
 
 
 async def listen(host: str, port: int, host_key: str, authorized_keys: str, handler: Handler,
-                 parse_permissions) -> tuple[object, int]:
+                 parse_permissions) -> tuple[Any, int]:
     """Start the SSH server. :returns: (acceptor with ``close()``/``wait_closed()``, bound port)."""
     try:
         keys = [asyncssh.read_private_key(host_key)]

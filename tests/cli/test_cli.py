@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-from tests.conftest import run_cli
-
 SUBCOMMANDS = ["init", "sync", "snapshots", "restore", "verify", "diff"]
 
 

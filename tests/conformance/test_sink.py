@@ -12,20 +12,20 @@ import pytest
 
 from replicator import constants as C
 from replicator.core.compress import compress
+from replicator.core.params import DEFAULT_PARAMS
 from replicator.errors import ReplicatorError
-from replicator.repo import keys as K
-from replicator.repo import layout as L
-from replicator.repo.entry import KIND_FILE, Entry
+from replicator.format import keyfile as K
+from replicator.format import layout as L
+from replicator.format.entry import KIND_FILE, Entry
+from replicator.format.pack import PackWriter
+from replicator.format.repoconfig import make_config
+from replicator.format.snapshot import Snapshot, seal_snapshot
+from replicator.format.tree import TreeItem
 from replicator.repo.keyring import Keyring
 from replicator.repo.local_sink import LocalSink
-from replicator.repo.memory import MemoryStorage
-from replicator.repo.packs import PackWriter
-from replicator.repo.repoconfig import make_config
 from replicator.repo.repository import Repository
-from replicator.repo.snapshot import Snapshot, seal_snapshot
-from replicator.repo.tree import TreeItem
 from replicator.repo.writer import Writer
-from replicator.core.params import DEFAULT_PARAMS
+from replicator.store.memory import MemoryStorage
 from tests.conftest import PASSPHRASE
 from tests.transport.conftest import site  # noqa: F401 - fixture for the remote sink
 

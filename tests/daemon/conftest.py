@@ -49,7 +49,7 @@ class Daemon:
         self.config, self.log = config, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, *extra: str) -> "Daemon":
+    def start(self, *extra: str) -> Daemon:
         env = dict(os.environ, REPLICATOR_PASSPHRASE=PASSPHRASE)
         self.proc = subprocess.Popen([sys.executable, "-m", "replicator", "daemon", "--config", str(self.config),
                                       *extra], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

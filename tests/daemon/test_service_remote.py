@@ -7,8 +7,7 @@ import signal
 import time
 
 from tests.conftest import run_cli
-from tests.daemon.conftest import (init_repo, job_toml, restored, snapshots, status, tree_files, wait_for,
-                                   write_config)
+from tests.daemon.conftest import init_repo, job_toml, restored, snapshots, status, tree_files, wait_for, write_config
 from tests.transport.conftest import site, start_server, stop_server  # noqa: F401 - fixture
 
 __all__ = ["site"]

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 
-import pytest
-
 from benchmarks import corpus
 from tests.treecompare import diff, manifest
 

@@ -300,7 +300,7 @@ def fixture_dir(tmp_path_factory):
 
 def source_files(root: Path) -> dict[bytes, Path]:
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for n in filenames:
             p = Path(dirpath) / n
             if not p.is_symlink():

@@ -19,12 +19,12 @@ from replicator.errors import (
     UnsupportedVersion,
     WrongPassphrase,
 )
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.repo.layout import CONFIG as CONFIG_NAME
-from replicator.repo.layout import KEY as KEY_NAME
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.layout import CONFIG as CONFIG_NAME
+from replicator.format.layout import KEY as KEY_NAME
+from replicator.format.snapshot import Snapshot, seal_snapshot
+from replicator.format.tree import TreeItem
 from replicator.repo.repository import INDEX_FILE, Repository
-from replicator.repo.snapshot import Snapshot, seal_snapshot
-from replicator.repo.tree import TreeItem
 
 PW = b"pw"
 
@@ -336,7 +336,7 @@ def test_pack_deleted_while_open(repo_path, repo):
 
 
 def test_rebuild_index(repo):
-    for n in range(3):
+    for _pack in range(3):
         for _ in range(4):
             put(repo, os.urandom(500))
         repo.w.flush()

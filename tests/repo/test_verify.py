@@ -8,7 +8,6 @@ import pytest
 
 from replicator import constants as C
 from replicator.core.params import ChunkerParams
-from replicator.errors import UnsupportedVersion
 from replicator.repo.repository import Repository
 from replicator.repo.verify import verify
 from tests.conftest import sync_repo

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK
 from replicator.sync import walk as walk_mod
 from replicator.sync.walk import WalkItem, stat_key, walk
 

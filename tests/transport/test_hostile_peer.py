@@ -28,14 +28,14 @@ def _fake_snapshot(salt: bytes) -> tuple[str, bytes]:
     return "snapshots/" + hashlib.sha256(data).hexdigest(), data
 
 
-async def _session(site, frames: list[bytes], key: str = "writer", hello: P.Hello = P.Hello()) -> list:
+async def _session(site, frames: list[bytes], key: str = "writer", hello: P.Hello | None = None) -> list:
     """Send ``hello`` then ``frames``; :returns: every message received until the server closes."""
     from replicator.transport.ssh import connect
 
     conn = await connect("127.0.0.1", site.port, "x", str(site.keys[key]), str(site.known_hosts))
     got = []
     try:
-        conn.writer.write(hello.encode())
+        conn.writer.write((hello or P.Hello()).encode())
         for f in frames:
             conn.writer.write(f)
         await conn.writer.drain()

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from replicator.sync.mirror import load_state
+from replicator.restore.mirror import load_state
 from tests.conftest import PASSPHRASE, ROOT, run_cli
 from tests.transport.conftest import stop_server
 from tests.treecompare import diff, manifest

@@ -9,8 +9,8 @@ import json
 import random
 import shutil
 
-from replicator.repo import layout as L
-from replicator.repo.idlist import decode_ids
+from replicator.format import layout as L
+from replicator.format.idlist import decode_ids
 from replicator.repo.repository import Repository
 from tests.conftest import PASSPHRASE, run_cli
 from tests.repo.test_upgrade import kinds

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.repo.tree import TREE_MAGIC, TreeFormatError, TreeItem, decode_tree, encode_tree
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.tree import TREE_MAGIC, TreeFormatError, TreeItem, decode_tree, encode_tree
 
 ID_A = bytes(range(32))
 ID_B = bytes(range(32, 64))
@@ -163,8 +163,8 @@ def test_tree_format_error_is_value_error():
 
 
 def test_xattrs_are_canonical_whatever_their_input_order():
-    from replicator.repo.entry import Entry
-    from replicator.repo.tree import TreeItem, decode_tree, encode_tree
+    from replicator.format.entry import Entry
+    from replicator.format.tree import TreeItem, decode_tree, encode_tree
 
     a = Entry("f", "file", 0o644, 0, 0, 1, 0, (), "", (("user.b", b"2"), ("user.a", b"1")))
     b = Entry("f", "file", 0o644, 0, 0, 1, 0, (), "", (("user.a", b"1"), ("user.b", b"2")))
@@ -177,7 +177,7 @@ def test_xattrs_are_canonical_whatever_their_input_order():
 def test_unsorted_duplicate_or_empty_xattr_names_are_refused(names):
     import struct
 
-    from replicator.repo.tree import TREE_MAGIC, TreeFormatError, decode_tree
+    from replicator.format.tree import TREE_MAGIC, TreeFormatError, decode_tree
 
     blob = bytearray(TREE_MAGIC + struct.pack("<I", 1))
     blob += bytes((0,)) + struct.pack("<H", 1) + b"f" + struct.pack("<IIIqQ", 0o644, 0, 0, 1, 0)

@@ -12,7 +12,7 @@ from replicator import constants as C
 from replicator.core.compress import compress
 from replicator.core.ids import IdHasher
 from replicator.errors import IntegrityError, UnsupportedVersion
-from replicator.repo.packs import (
+from replicator.format.pack import (
     BlobEntry,
     PackWriter,
     nonce,

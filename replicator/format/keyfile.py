@@ -36,7 +36,7 @@ class KeySet:
     prefilter: bytes
 
     @classmethod
-    def derive(cls, master: bytes, repo_id: bytes) -> "KeySet":
+    def derive(cls, master: bytes, repo_id: bytes) -> KeySet:
         def sub(purpose: bytes) -> bytes:
             return crypto.hkdf(master, salt=repo_id, info=C.HKDF_INFO_PREFIX + purpose)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from replicator import constants as C
 from replicator.core import crypto
 from replicator.errors import IntegrityError, UnsupportedVersion
-from replicator.repo import envelope
+from replicator.format import envelope
 
 SNAPSHOT_INFO = C.HKDF_INFO_PREFIX + b"snapshot"
 ZERO_NONCE = bytes(crypto.NONCE_SIZE)

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from replicator.errors import DiskFull, ObjectNotFound, StorageError
-from replicator.repo.storage import check_name
 from replicator.store import atomic
+from replicator.store.storage import check_name
 
 TMP_PREFIX = atomic.TMP_PREFIX
 OPEN_HANDLES = 16  # packs kept open for ranged reads
@@ -44,7 +44,7 @@ class LocalStorage:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *check_name(name).split("/"))
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> None:
+    def put(self, name: str, data: bytes | bytearray | memoryview, *, overwrite: bool = False) -> None:
         path = self._path(name)
         try:
             if overwrite:

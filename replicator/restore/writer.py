@@ -27,7 +27,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 
 TMP_PREFIX = ".replicator-tmp-"
 
@@ -224,8 +224,8 @@ class _Restorer:
         directory metadata); missing components are opened with O_NOFOLLOW.
         """
         while len(self.stack) > 1:
-            top = self.stack[-1].relpath
-            if parent == top or parent.startswith(top + "/"):
+            above = self.stack[-1].relpath
+            if parent == above or parent.startswith(above + "/"):
                 break
             self._pop()
         top = self.stack[-1]

@@ -30,7 +30,7 @@ from replicator.core import crypto
 from replicator.core.compress import decompress
 from replicator.core.ids import IdHasher
 from replicator.errors import IntegrityError
-from replicator.repo import envelope
+from replicator.format import envelope
 
 _FOOTER = struct.Struct("<I8s")
 _ENTRY = struct.Struct("<B32sQII")  # type, id, offset, stored length, raw length
@@ -177,18 +177,6 @@ def read_table(data: bytes, name: str, encrypt_key: bytes) -> list[BlobEntry]:
     salt = parse_header(data, name)
     start, length = table_range(len(data), data[-C.PACK_FOOTER_SIZE:], name)
     return open_table(salt, data[start : start + length], start, name, encrypt_key)
-
-
-def read_table_from(storage, name: str, encrypt_key: bytes) -> list[BlobEntry]:
-    """The table of a stored pack, read by ranges (header, footer, table): never the whole pack.
-
-    :raises IntegrityError: :raises UnsupportedVersion: :raises ObjectNotFound:
-    """
-    size = storage.size(name)
-    salt = parse_header(storage.get(name, 0, C.PACK_HEADER_SIZE), name)
-    start, length = table_range(size, storage.get(name, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE),
-                                name)
-    return open_table(salt, storage.get(name, start, length), start, name, encrypt_key)
 
 
 def open_blob(aead: crypto.Aead, entry: BlobEntry, sealed: bytes, hasher: IdHasher, where: str) -> bytes:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from replicator.errors import ObjectNotFound
-from replicator.repo.storage import check_name
+from replicator.store.storage import check_name
 
 
 class MemoryStorage:
@@ -14,7 +14,7 @@ class MemoryStorage:
         self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> None:
+    def put(self, name: str, data: bytes | bytearray | memoryview, *, overwrite: bool = False) -> None:
         check_name(name)
         with self._lock:
             if name in self.objects and not overwrite:

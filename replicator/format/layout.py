@@ -48,4 +48,4 @@ def refs_name(digest: str) -> str:
 
 def is_pack(name: str) -> bool:
     m = PACK_RE.match(name)
-    return bool(m) and m.group(1) == m.group(2)[:2]
+    return m is not None and m.group(1) == m.group(2)[:2]

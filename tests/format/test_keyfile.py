@@ -8,7 +8,7 @@ import pytest
 
 from replicator import constants as C
 from replicator.errors import IntegrityError, UnsupportedVersion, WrongPassphrase
-from replicator.repo import keys as K
+from replicator.format import keyfile as K
 
 MASTER = bytes(range(32))
 REPO = bytes(range(100, 132))

@@ -1,7 +1,7 @@
 """Entry: one node of a source tree as a snapshot records it.
 
 This is the shared model between walking (sync/walk.py), the snapshot
-manifest encoding (repo/snapshot.py) and restore (sync/restore.py).  It holds
+manifest encoding (format/snapshot.py) and restore (restore/writer.py).  It holds
 metadata only; it never touches the file system.
 """
 from __future__ import annotations

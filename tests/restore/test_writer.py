@@ -1,4 +1,4 @@
-"""Tests for replicator.sync.restore: round trip from walk, hostile paths, planted symlinks, failures."""
+"""Tests for replicator.restore.writer: round trip from walk, hostile paths, planted symlinks, failures."""
 from __future__ import annotations
 
 import os
@@ -6,12 +6,11 @@ import stat
 
 import pytest
 
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.sync import restore as restore_mod
-from replicator.sync.restore import TMP_PREFIX, RestoreReport, restore, validate_relpath
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.restore import writer as restore_mod
+from replicator.restore.writer import TMP_PREFIX, RestoreReport, restore, validate_relpath
 from replicator.sync.walk import walk
-
-from .test_walk import xattrs_supported
+from tests.sync.test_walk import xattrs_supported
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to chown to arbitrary uid/gid")

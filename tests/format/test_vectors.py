@@ -27,11 +27,11 @@ from replicator.core.chunker import GEAR_DOMAIN, gear_table
 from replicator.core.compress import decompress
 from replicator.core.ids import IdHasher
 from replicator.errors import IntegrityError
-from replicator.repo import keys as K
-from replicator.repo import packs
-from replicator.repo.entry import Entry
-from replicator.repo.snapshot import SNAPSHOT_INFO, Snapshot, canonical_json, open_snapshot, seal_snapshot
-from replicator.repo.tree import TreeItem, decode_tree, encode_tree
+from replicator.format import keyfile as K
+from replicator.format import pack as packs
+from replicator.format.entry import Entry
+from replicator.format.snapshot import SNAPSHOT_INFO, Snapshot, canonical_json, open_snapshot, seal_snapshot
+from replicator.format.tree import TreeItem, decode_tree, encode_tree
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 VECTOR_FILES = ("keys.json", "ids.json", "gear.json", "tree.json", "pack.json", "snapshot.json")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from replicator.errors import DiskFull, StorageError
-from replicator.repo.packs import BlobEntry
+from replicator.format.pack import BlobEntry
 
 SCHEMA_VERSION = 1
 

@@ -10,7 +10,8 @@ Names are '/'-separated relative paths made of [a-z0-9._-] components.
 from __future__ import annotations
 
 import re
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 
@@ -44,7 +45,7 @@ class Storage(Protocol):
 
     location: str
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> None: ...
+    def put(self, name: str, data: bytes | bytearray | memoryview, *, overwrite: bool = False) -> None: ...
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
 

@@ -1,15 +1,11 @@
 """Storage conformance: one suite, run against every implementation (restic backend/test/suite.go)."""
 from __future__ import annotations
 
-import errno
-import os
-
 import pytest
 
-from replicator.errors import DiskFull, ObjectNotFound
-from replicator.repo import local as local_mod
-from replicator.repo.local import TMP_PREFIX, LocalStorage
-from replicator.repo.memory import MemoryStorage
+from replicator.errors import ObjectNotFound
+from replicator.store.local import LocalStorage
+from replicator.store.memory import MemoryStorage
 
 INVALID_NAMES = ["../x", "/abs", "A", "a//b", "", "a/../b", "a/", ".hidden", "a b", "data/\x00"]
 
@@ -117,68 +113,3 @@ def test_put_rejects_invalid_names(storage, name):
 def test_other_operations_reject_invalid_names(storage, op):
     with pytest.raises(ValueError):
         getattr(storage, op)("../x")
-
-
-# --- LocalStorage only ------------------------------------------------------
-
-def test_local_list_hides_temporaries(tmp_path):
-    s = LocalStorage(str(tmp_path))
-    s.put("data/00/0011", b"x")
-    (tmp_path / "data" / "00" / f"{TMP_PREFIX}123-abcdef").write_bytes(b"partial")
-    (tmp_path / f"{TMP_PREFIX}999-root").write_bytes(b"partial")
-    assert list(s.list("data/")) == ["data/00/0011"]
-    assert TMP_PREFIX not in "".join(s.list(""))
-
-
-def test_local_clean_temporaries(tmp_path):
-    s = LocalStorage(str(tmp_path))
-    s.put("data/00/0011", b"x")
-    (tmp_path / "data" / "00" / f"{TMP_PREFIX}1-a").write_bytes(b"p")
-    (tmp_path / f"{TMP_PREFIX}2-b").write_bytes(b"p")
-    assert s.clean_temporaries() == 2
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["0011"]
-    assert s.clean_temporaries() == 0
-    assert s.get("data/00/0011") == b"x"
-
-
-def test_local_put_leaves_no_temporary(tmp_path):
-    s = LocalStorage(str(tmp_path))
-    s.put("config", b"a")
-    s.put("config", b"b", overwrite=True)
-    with pytest.raises(FileExistsError):
-        s.put("config", b"c")
-    assert [p.name for p in tmp_path.iterdir()] == ["config"]
-
-
-def test_local_objects_live_under_root(tmp_path):
-    s = LocalStorage(str(tmp_path))
-    s.put("data/ab/abcd", b"payload")
-    assert (tmp_path / "data" / "ab" / "abcd").read_bytes() == b"payload"
-
-
-def _no_space(*_args, **_kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_local_disk_full(tmp_path, monkeypatch, overwrite):
-    s = LocalStorage(str(tmp_path))
-    s.put("keep", b"kept")
-    monkeypatch.setattr(local_mod.os, "write", _no_space)
-    with pytest.raises(DiskFull) as info:
-        s.put("data/00/0011", b"x" * 100_000, overwrite=overwrite)
-    monkeypatch.undo()
-    assert "data/00/0011" in str(info.value)
-    assert not s.exists("data/00/0011")
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep"]
-    assert list(s.list("")) == ["keep"]
-
-
-def test_local_disk_full_on_fsync_leaves_nothing(tmp_path, monkeypatch):
-    s = LocalStorage(str(tmp_path))
-    monkeypatch.setattr(local_mod.os, "fsync", _no_space)
-    with pytest.raises(DiskFull):
-        s.put("snapshots/aa", b"x")
-    monkeypatch.undo()
-    assert not s.exists("snapshots/aa")
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -1,4 +1,4 @@
-"""Live mirror (sync/mirror.py): the directory equals the snapshot after every update, byte for byte
+"""Live mirror (restore/mirror.py): the directory equals the snapshot after every update, byte for byte
 and metadata; updates are incremental; an interrupted update leaves every file old or new and is
 repaired by the next one."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from replicator import constants as C
 from replicator.core.params import ChunkerParams
 from replicator.repo.repository import Repository
-from replicator.sync import mirror as M
-from replicator.sync.restore import TMP_PREFIX
+from replicator.restore import mirror as M
+from replicator.restore.writer import TMP_PREFIX
 from tests.conftest import sync_repo
 from tests.treecompare import diff, manifest
 

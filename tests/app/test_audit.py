@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from replicator.daemon.audit import GENESIS, append_audit, line_hash, verify_audit
+from replicator.app.audit import GENESIS, append_audit, line_hash, verify_audit
 from tests.conftest import run_cli
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,13 +145,13 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
+def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig:
     """Read and validate the configuration file.
 
     :param env: the environment (for the $REPLICATOR_PASSPHRASE check); default os.environ.
     :raises ConfigError: ``FILE:LINE: KEY: message`` for the first problem found.
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -256,7 +257,7 @@ def load_config(path: str, env: dict[str, str] | None = None) -> DaemonConfig:
                 fail(None, "an ssh:// destination needs known_hosts = FILE (pin the host key first with "
                            "'replicator sync ... --accept-host-key')", i, label=f"job[{i}].known_hosts")
         passphrase_file = get_str(t, "passphrase_file", i)
-        if passphrase_file is None and not env.get(PASSPHRASE_ENV):
+        if passphrase_file is None and not environ.get(PASSPHRASE_ENV):
             fail(None, "no passphrase: set passphrase_file (or $REPLICATOR_PASSPHRASE)", i,
                  label=f"job[{i}].passphrase_file")
         streams = get_num(t, "streams", i, 4, 1)

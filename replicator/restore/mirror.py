@@ -5,7 +5,7 @@ replicated tree (for applications that read files, not snapshots).  This
 module owns that copy's update discipline.  What must not change:
 
 * **Never a half-written file.**  Every file is written through
-  sync/restore.py with ``fsync_each=True``: a temporary name in the same
+  restore/writer.py with ``fsync_each=True``: a temporary name in the same
   directory, fsync, metadata, rename, directory fsync.  After a crash at any
   moment every file of the mirror is either its previous or its new version
   (plus, at worst, temporary files, removed at the next update).
@@ -37,12 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.errors import IntegrityError
-from replicator.store import atomic
-from replicator.repo.entry import KIND_DIR, KIND_FILE, Entry
+from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
+from replicator.format.snapshot import Snapshot
 from replicator.repo.merkle import ADDED, MODIFIED, REMOVED, diff_trees
 from replicator.repo.repository import Repository
-from replicator.repo.snapshot import Snapshot
-from replicator.sync.restore import TMP_PREFIX, restore, validate_relpath
+from replicator.restore.writer import TMP_PREFIX, restore, validate_relpath
+from replicator.store import atomic
 
 STATE_VERSION = 1
 MAX_PENDING = 16  # more interrupted updates than this: fall back to a full walk
@@ -281,7 +281,7 @@ def mirror_snapshot(repo: Repository, snap: Snapshot, target: str, *,
         report.mode = "full"
     write, removed, report.changes = plan
     dirty = {"repository": repo.id, "source": snap.source, "dirty": True,
-             "snapshot": state.get("snapshot") if bases else None,
+             "snapshot": state.get("snapshot") if bases and state is not None else None,
              "tree": bases[0].hex() if bases else None,
              "pending": [b.hex() for b in bases[1:]] + [snap.tree.hex()] if bases else []}
     was_dirty = bool(state and state.get("dirty"))

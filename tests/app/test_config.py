@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from replicator.config import ConfigError, load_config, parse_mode
+from replicator.app.config import ConfigError, load_config, parse_mode
 from tests.conftest import run_cli
 
 GOOD = """\

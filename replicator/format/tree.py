@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from replicator.constants import ID_SIZE
-from replicator.repo.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 
 TREE_MAGIC = b"RTREE001"
 _KIND_CODES = {KIND_FILE: 0, KIND_DIR: 1, KIND_SYMLINK: 2}
