@@ -70,5 +70,24 @@ EXIT_PASSPHRASE = 4  # wrong passphrase
 EXIT_INTEGRITY = 5  # corrupted or tampered data
 EXIT_STORAGE = 6  # I/O error: disk full, permission denied on the repository
 EXIT_TRANSPORT = 7  # the other site: connection failed or dropped, host key refused, protocol violation
+EXIT_DIVERGED = 8  # the destination's history is not what this site committed there: older, missing or forked
+EXIT_SOURCE = 9  # the source looks vanished or replaced (empty, shrunk, other filesystem, no marker); not committed
 EXIT_INTERNAL = 70  # a bug: please report it with the REPLICATOR_DEBUG=1 traceback
 EXIT_INTERRUPTED = 130
+
+# --- a source that vanished (sync/engine.py; docs/OPERATIONS.md "A source that vanished") --------
+# A sync that finds fewer files than the latest snapshot of its source by more than this share is
+# refused unless confirmed.  Half: an unmounted, half-mounted or unreadable volume loses most or all
+# of its files at once, while deletions by people and applications on clinical data come a few at a
+# time between two syncs; a purge of more than half a tree is a planned act an operator can confirm.
+DEFAULT_MAX_SHRINK = 0.5
+
+# --- compression (core/compress.py, format/repoconfig.py) -----------------------------------------
+# zstd accepts more (negative "fast" levels, 20-22 "ultra"), but ultra levels need up to 128 MiB of
+# window per compressor thread for no gain on 1 MiB chunks, and a config is plain text the receiver
+# hands out: a level outside this range is refused when the repository is opened.
+COMPRESSION_LEVEL_MIN = 1
+COMPRESSION_LEVEL_MAX = 19
+
+# --- the daemon (app/config.py) --------------------------------------------------------------------
+MAX_STREAMS = 64  # packs in flight over SSH at most (each up to 16 MiB held until acknowledged)

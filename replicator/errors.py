@@ -96,9 +96,31 @@ class Interrupted(ReplicatorError):
     exit_code = C.EXIT_INTERRUPTED
 
 
+class HistoryDiverged(ReplicatorError):
+    """{}: {}; nothing committed (if that history is right, sync once with --reset-lineage)"""
+
+    exit_code = C.EXIT_DIVERGED
+
+
 class MissingChunks(IntegrityError):
     """snapshot {} references {} missing chunks; not committed"""
 
 
 class ReadOnly(RepositoryError):
     """repository {}: {} needs a write session (opened read-only)"""
+
+
+class SourceVanished(ReplicatorError):
+    """{}"""
+
+    # Not retryable: waiting does not bring a volume back.  The daemon tries again at the
+    # next rescan, change or schedule, and commits as soon as the source looks like itself.
+    exit_code = C.EXIT_SOURCE
+    retryable = False
+    REASONS = ("marker", "unreadable", "filesystem", "empty", "shrunk")  # the metric's ``reason`` label
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason

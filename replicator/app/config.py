@@ -12,6 +12,7 @@ docs/OPERATIONS.md ("Configuration file").
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -26,7 +27,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from replicator.app.passphrase import PASSPHRASE_ENV
+from replicator.constants import DEFAULT_MAX_SHRINK, MAX_STREAMS
 from replicator.errors import UsageError
+from replicator.repo.subset import parse_subset
+from replicator.sync.options import check_marker_name
 from replicator.transport.url import is_remote, parse_rate, parse_url
 
 DEFAULT_CONFIG = "/etc/replicator/replicator.toml"
@@ -41,7 +45,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600}
 GLOBAL_KEYS = {"state_dir", "metrics_listen", "log_format", "audit_log", "job"}
 JOB_KEYS = {"name", "source", "source_name", "destination", "excludes", "mode", "bwlimit", "identity",
             "known_hosts", "passphrase_file", "cache_dir", "debounce", "max_delay", "rescan_interval",
-            "streams", "workers"}
+            "streams", "workers", "max_shrink", "require_marker", "spot_check", "spot_check_interval"}
 
 
 class ConfigError(UsageError):
@@ -68,6 +72,10 @@ class JobConfig:
     rescan_interval: float = 600.0  # continuous mode: full sync at least this often
     streams: int = 4
     workers: int | None = None
+    max_shrink: float = DEFAULT_MAX_SHRINK  # refuse a sync that lost more than this share of the files
+    require_marker: str | None = None  # a name that must exist in the source root
+    spot_check: str | None = None  # "N" packs or "P%": read back and check after a sync (verify --read-data-subset)
+    spot_check_interval: float = 86400.0  # seconds between spot checks
 
     @property
     def remote(self) -> bool:
@@ -187,15 +195,30 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             fail(key, "must not be empty", job)
         return value
 
-    def get_num(table: dict, key: str, job: int | None, default: float, minimum: float) -> float:
+    def get_num(table: dict, key: str, job: int | None, default: float, minimum: float,
+                maximum: float | None = None, unit: str = "") -> float:
         if key not in table:
             return default
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(key, f"must be a number, not {type(value).__name__}", job)
+        if not math.isfinite(value):  # TOML has nan and inf; nan compares false with every bound
+            fail(key, f"must be a finite number, not {value}", job)
         if value < minimum:
             fail(key, f"must be at least {minimum}", job)
+        if maximum is not None and value > maximum:
+            fail(key, f"must be {minimum:g} to {maximum:g}{unit}, not {value:g}", job)
         return float(value)
+
+    def get_int(table: dict, key: str, job: int | None, default: int, minimum: int, maximum: int) -> int:
+        if key not in table:
+            return default
+        value = table[key]
+        if type(value) is not int:  # not 2.5, not true
+            fail(key, f"must be an integer, {minimum} to {maximum}, not {value!r}", job)
+        if not minimum <= value <= maximum:
+            fail(key, f"must be {minimum} to {maximum}, not {value}", job)
+        return value
 
     state_dir = os.path.abspath(get_str(data, "state_dir", None, DEFAULT_STATE_DIR))
     log_format = get_str(data, "log_format", None, "text")
@@ -260,7 +283,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
         if passphrase_file is None and not environ.get(PASSPHRASE_ENV):
             fail(None, "no passphrase: set passphrase_file (or $REPLICATOR_PASSPHRASE)", i,
                  label=f"job[{i}].passphrase_file")
-        streams = get_num(t, "streams", i, 4, 1)
+        streams = get_int(t, "streams", i, 4, 1, MAX_STREAMS)
         workers = t.get("workers")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             fail("workers", "must be a positive integer", i)
@@ -269,6 +292,19 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
         if max_delay < debounce:
             fail("max_delay", f"must be at least debounce ({debounce})", i)
         cache = get_str(t, "cache_dir", i)
+        max_shrink = get_num(t, "max_shrink", i, DEFAULT_MAX_SHRINK, 0, 1, " (a share of the files: 0.5 = 50%)")
+        marker = get_str(t, "require_marker", i)
+        if marker is not None:
+            try:
+                check_marker_name(marker)
+            except UsageError as exc:
+                fail("require_marker", str(exc).removeprefix("sync: "), i)
+        spot = get_str(t, "spot_check", i)
+        if spot is not None:
+            try:
+                parse_subset(spot)
+            except ValueError as exc:
+                fail("spot_check", str(exc).replace("--read-data-subset", "spot_check"), i)
         jobs.append(JobConfig(
             name=name, source=source, destination=dest,
             source_name=get_str(t, "source_name", i, f"{socket.gethostname()}:{source}"),
@@ -278,6 +314,8 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             passphrase_file=os.path.abspath(passphrase_file) if passphrase_file else None,
             cache_dir=os.path.abspath(cache) if cache else None,
             debounce=debounce, max_delay=max_delay,
-            rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=int(streams), workers=workers))
+            rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=streams, workers=workers,
+            max_shrink=max_shrink, require_marker=marker, spot_check=spot,
+            spot_check_interval=get_num(t, "spot_check_interval", i, 86400.0, 60)))
     return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
                         log_format=log_format, audit_log=audit, jobs=tuple(jobs))

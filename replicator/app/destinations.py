@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from replicator.errors import UsageError
 from replicator.repo.keyring import Keyring
+from replicator.repo.lineage import LineageMemory, lineage_path
 from replicator.repo.repository import Repository
 from replicator.repo.writer import Writer
 from replicator.transport.url import is_remote, parse_url
@@ -16,12 +17,19 @@ from replicator.transport.url import is_remote, parse_url
 def open_destination(target: str, passphrase: bytes, *, cache_dir: str, identity: str | None = None,
                      known_hosts: str | None = None, accept_host_key: str | None = None,
                      streams: int | None = None, bwlimit: int | None = None) -> Writer:
-    """:returns: a Writer over a locked local repository, or over a connected RemoteSink.
+    """:returns: a Writer over a locked local repository, or over a connected RemoteSink, that
+    remembers in ``cache_dir`` what it committed there (repo/lineage.py).
 
     :raises UsageError: an ssh:// target without identity or known_hosts.
     """
     if not is_remote(target):
-        return Repository.open(target, passphrase, exclusive=True).writer(owned=True)
+        repo = Repository.open(target, passphrase, exclusive=True)
+        try:
+            return repo.writer(owned=True, lineage=LineageMemory(lineage_path(cache_dir, repo.id, repo.location),
+                                                                 repo.location))
+        except BaseException:
+            repo.close()
+            raise
     from replicator.transport.client import RemoteSink  # asyncssh only when a remote is asked for
 
     url = parse_url(target)
@@ -30,7 +38,9 @@ def open_destination(target: str, passphrase: bytes, *, cache_dir: str, identity
     sink = RemoteSink(url, identity=identity, known_hosts=known_hosts, accept_host_key=accept_host_key,
                       cache_dir=cache_dir, window=streams, bwlimit=bwlimit)
     try:
-        return Writer(Keyring.unlock(*sink.describe(), passphrase, sink.location), sink)
+        keyring = Keyring.unlock(*sink.describe(), passphrase, sink.location)
+        return Writer(keyring, sink, lineage=LineageMemory(lineage_path(cache_dir, keyring.id, sink.location),
+                                                              sink.location))
     except BaseException:
         sink.close()
         raise

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="replicator",
         description="Secure two-site replication: chunk, deduplicate, compress, encrypt, snapshot, verify.",
         epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, "
-               "7 transport, 70 internal error, 130 interrupted.",
+               "7 transport, 8 history diverged, 9 source refused, 70 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        from replicator.cli.common import reset_warnings, warnings_printed
+
+        reset_warnings()
+        rc = int(args.func(args) or 0)
+        return C.EXIT_WARNING if rc == C.EXIT_OK and warnings_printed() else rc
     except ReplicatorError as exc:
         print(f"replicator: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,11 +1,12 @@
-"""Shared CLI plumbing: passphrase sources, output, progress bars."""
+"""Shared CLI plumbing: passphrase sources, output (terminal-safe names, warnings), progress bars."""
 from __future__ import annotations
 
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from replicator.app.passphrase import PASSPHRASE_ENV, passphrase_from
@@ -15,8 +16,18 @@ CACHE_ENV = "REPLICATOR_CACHE_DIR"
 
 
 def read_passphrase(args, *, confirm: bool = False) -> bytes:
-    """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal."""
-    given = passphrase_from(getattr(args, "passphrase_file", None))
+    """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal.
+
+    A passphrase file the group or others can read is used, with one warning line on stderr.
+    """
+    from replicator.app.passphrase import passphrase_file_warning
+
+    path = getattr(args, "passphrase_file", None)
+    given = passphrase_from(path)
+    if given and path:
+        problem = passphrase_file_warning(path)
+        if problem is not None:
+            warn(problem)
     if given:
         return given
     if not sys.stdin.isatty():
@@ -45,6 +56,83 @@ def emit(args, summary: dict, lines: list[str]) -> None:
     elif not getattr(args, "quiet", False):
         for line in lines:
             print(line)
+
+
+# Characters that never reach a terminal raw: controls (ESC starts a terminal command, CR rewrites the
+# line), format characters (bidirectional overrides reorder what is shown), line and paragraph
+# separators, and lone surrogates (the bytes of a name that is not UTF-8, from os.fsdecode).
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _escape(ch: str) -> str:
+    if ch == "\\":
+        return "\\\\"
+    cp = ord(ch)
+    if 0xDC80 <= cp <= 0xDCFF:  # os.fsdecode's stand-in for the byte cp - 0xDC00 of a non-UTF-8 name
+        return f"\\x{cp - 0xDC00:02x}"
+    if cp < 0x80:
+        return f"\\x{cp:02x}"
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` made safe to print on a terminal, one line, like ``ls -b``.
+
+    File and source names come from the other site and may hold anything:
+    control characters (ESC [ 31 m, ESC ] 52 for the clipboard, CR, newline)
+    and format characters print as ``\\xHH`` / ``\\uHHHH``, a byte of a name
+    that is not UTF-8 as ``\\xHH``, and a backslash as two, so the escaped form
+    is unambiguous.  Everything else (letters of every script) prints as is.
+    ``--json`` output keeps the exact name instead.
+    """
+    if text.isprintable() and "\\" not in text:  # the common case: nothing to do
+        return text
+    return "".join(_escape(ch) if ch == "\\" or unicodedata.category(ch) in _UNPRINTABLE else ch for ch in text)
+
+
+_printed = {"warnings": 0}
+
+
+def warn(message: str) -> None:
+    """One line on stderr: ``replicator: warning: MESSAGE`` (printed with --quiet and --json too).
+
+    A command that printed a warning exits 1 where it would have exited 0 (``cli.main``).
+    """
+    _printed["warnings"] += 1
+    print(f"replicator: warning: {printable(' '.join(message.splitlines()))}", file=sys.stderr)
+
+
+def warnings_printed() -> int:
+    return _printed["warnings"]
+
+
+def reset_warnings() -> None:
+    """At the start of each command (``cli.main`` may run several in one process)."""
+    _printed["warnings"] = 0
+
+
+def open_repository(args, *, exclusive: bool = False):
+    """``Repository.open`` of ``args.repo`` with the passphrase the options name; its warnings (an index
+    cache rebuilt, an upgrade that could not finish) are printed at once."""
+    from replicator.repo.repository import Repository
+
+    repo = Repository.open(args.repo, read_passphrase(args), exclusive=exclusive)
+    for message in repo.warnings:
+        warn(message)
+    return repo
+
+
+def warn_damaged(damaged: Iterable) -> list[dict]:
+    """Name every damaged snapshot object a command skipped (one warning each).
+
+    :param damaged: ``repo.repository.DamagedSnapshot`` records.
+    :returns: their rows for the ``--json`` summary (``damaged_snapshots``).
+    """
+    rows = []
+    for d in damaged:
+        warn(f"{d.problem}; skipped" if d.junk else f"{d.problem}; skipped (run 'replicator verify')")
+        rows.append({"name": d.name, "id": d.id, "problem": d.problem, "junk": d.junk})
+    return rows
 
 
 def human_bytes(n: float) -> str:

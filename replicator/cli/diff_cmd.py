@@ -1,9 +1,9 @@
 """replicator diff REPO OLD NEW"""
 from __future__ import annotations
 
-from replicator.cli.common import emit, read_passphrase
+from replicator import constants as C
+from replicator.cli.common import emit, open_repository, printable, warn_damaged
 from replicator.repo.merkle import diff_trees
-from replicator.repo.repository import Repository
 
 
 def register(sub) -> None:
@@ -11,7 +11,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("diff", help="list what changed between two snapshots", description=
                        "Compare two snapshots subtree by subtree (identical subtrees are skipped by their merkle "
-                       "ids) and list added (+), removed (-) and modified (M) paths.")
+                       "ids) and list added (+), removed (-) and modified (M) paths.  Control characters and "
+                       "bytes that are not UTF-8 in names are shown escaped (\\x1b); --json gives them exactly.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("old", metavar="OLD", help="snapshot id or unique prefix")
     p.add_argument("new", metavar="NEW", help="snapshot id or unique prefix")
@@ -20,11 +21,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    with Repository.open(args.repo, read_passphrase(args)) as repo:
-        old, new = repo.find_snapshot(args.old), repo.find_snapshot(args.new)
+    with open_repository(args) as repo:
+        listing = repo.read_snapshots()
+        old = repo.find_snapshot(args.old, listing=listing)  # a damaged one named here: integrity error
+        new = repo.find_snapshot(args.new, listing=listing)
         changes = list(diff_trees(repo.read_tree, old.tree, new.tree))
-    lines = [f"{c.kind} {c.path}" + (f"  ({c.what})" if c.what else "") for c in changes]
+    damaged = warn_damaged(listing.damaged)
+    lines = [f"{c.kind} {printable(c.path)}" + (f"  ({c.what})" if c.what else "") for c in changes]
     lines.append(f"{len(changes)} changes from {old.short_id} to {new.short_id}")
-    emit(args, {"old": old.id, "new": new.id,
+    emit(args, {"old": old.id, "new": new.id, "damaged_snapshots": damaged,
                 "changes": [{"kind": c.kind, "path": c.path, "what": c.what} for c in changes]}, lines)
-    return 0
+    return C.EXIT_WARNING if damaged else C.EXIT_OK

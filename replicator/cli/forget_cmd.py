@@ -4,10 +4,9 @@ from __future__ import annotations
 import datetime
 
 from replicator import constants as C
-from replicator.cli.common import add_audit_option, audit, emit, read_passphrase
+from replicator.cli.common import add_audit_option, audit, emit, open_repository, printable, warn_damaged
 from replicator.errors import UsageError
 from replicator.repo.prune import delete_snapshots
-from replicator.repo.repository import Repository
 from replicator.repo.retention import RULES, Policy, apply_policy
 
 
@@ -15,14 +14,18 @@ def register(sub) -> None:
     from replicator.cli import add_common
 
     p = sub.add_parser("forget", help="delete snapshots according to a retention policy", description=
-                       "Apply a retention policy to each source's snapshots (restic's rules): a snapshot is kept "
-                       "if any --keep-* rule keeps it; the newest snapshot of every source is always kept.  "
-                       "Only snapshot objects are deleted; run 'replicator prune' to free the space of the "
-                       "data they alone referenced.  Takes the repository's writer lock.")
+                       "Apply a retention policy to each source's snapshots (restic's rules, ordered by "
+                       "generation, never by time): a snapshot is kept if any --keep-* rule keeps it; the highest "
+                       "generation of every source is always kept.  Periods (hours, days, ...) use each "
+                       "snapshot's recorded time, lowered to a newer generation's when it is later (a wrong "
+                       "clock, marked '!'), so a snapshot dated in the future takes no period.  Damaged snapshot "
+                       "objects are named, skipped and never deleted (exit code 1).  Only snapshot objects are "
+                       "deleted; run 'replicator prune' to free the space of the data they alone referenced.  "
+                       "Takes the repository's writer lock.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--source", metavar="NAME", help="only this source's snapshots (default: every source)")
     for rule in RULES:
-        what = "newest snapshots" if rule == "last" else f"most recent {rule} periods (newest snapshot of each)"
+        what = "highest generations" if rule == "last" else f"most recent {rule} periods (newest snapshot of each)"
         p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep the N {what}; -1: all")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     add_audit_option(p)
@@ -31,7 +34,10 @@ def register(sub) -> None:
 
 
 def _time(ns: int) -> str:
-    return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    try:
+        return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    except (OverflowError, OSError, ValueError):  # a clock beyond what a date can show
+        return f"@{ns // 1_000_000_000}"
 
 
 def run(args) -> int:
@@ -41,26 +47,34 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     if policy.empty:
         raise UsageError("no --keep-* rule given: refusing to forget every snapshot but the newest of each source")
-    with Repository.open(args.repo, read_passphrase(args), exclusive=not args.dry_run) as repo:
-        snaps = [s for s in repo.snapshots() if args.source is None or s.source == args.source]
+    with open_repository(args, exclusive=not args.dry_run) as repo:
+        listing = repo.read_snapshots()
+        snaps = [s for s in listing.snapshots if args.source is None or s.source == args.source]
         if args.source is not None and not snaps:
             raise UsageError(f"no snapshot of source {args.source!r}")
+        damaged = warn_damaged(listing.damaged)  # never deleted here: what they are is unknown
         decisions = apply_policy(snaps, policy)
         remove = [d.snapshot.id for d in decisions if not d.keep]
         if not args.dry_run:
             delete_snapshots(repo, remove)
         repo_id = repo.id
     rows = [{"id": d.snapshot.id, "source": d.snapshot.source, "generation": d.snapshot.generation,
-             "time_ns": d.snapshot.time_ns, "keep": d.keep, "reasons": d.reasons} for d in decisions]
+             "time_ns": d.snapshot.time_ns, "effective_time_ns": d.time_ns, "clock_suspect": d.clock_suspect,
+             "keep": d.keep, "reasons": d.reasons} for d in decisions]
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{'keep' if d.keep else 'remove':6}  {d.snapshot.id[:16]}  #{d.snapshot.generation:<5} "
-             f"{_time(d.snapshot.time_ns)}  {d.snapshot.source}" + (f"  ({', '.join(d.reasons)})" if d.keep else "")
+             f"{_time(d.snapshot.time_ns)}{'!' if d.clock_suspect else ' '} {printable(d.snapshot.source)}"
+             + (f"  ({', '.join(d.reasons)})" if d.keep else "")
              for d in decisions]
+    if any(d.clock_suspect for d in decisions):
+        lines.append("! recorded time later than a newer generation's (a wrong clock): counted in that "
+                     "generation's period")
     lines.append(f"{len(decisions) - len(remove)} snapshots kept, {len(remove)} {verb}"
                  + ("; run 'replicator prune' to free their data" if remove and not args.dry_run else ""))
     emit(args, {"dry_run": args.dry_run, "kept": len(decisions) - len(remove), "removed": len(remove),
-                "snapshots": rows}, lines)
+                "snapshots": rows, "damaged_snapshots": damaged}, lines)
+    rc = C.EXIT_WARNING if damaged else C.EXIT_OK
     if args.dry_run or not remove:
-        return 0
+        return rc
     ok = audit(args, {"event": "forget", "repository": repo_id, "removed": remove})
-    return 0 if ok else C.EXIT_WARNING
+    return rc if ok else C.EXIT_WARNING

@@ -6,6 +6,7 @@ from replicator.cli.common import emit, read_passphrase
 from replicator.core.compress import DEFAULT_LEVEL
 from replicator.core.params import ChunkerParams
 from replicator.errors import UsageError
+from replicator.format.repoconfig import check_compression_level
 from replicator.repo.repository import Repository
 
 
@@ -19,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--chunk-sizes", metavar="MIN,AVG,MAX",
                    help="content-defined chunking sizes in bytes (default: the measured default, see docs/CHUNKING.md)")
     p.add_argument("--compression-level", type=int, default=DEFAULT_LEVEL, metavar="N",
-                   help=f"zstd level 1-19 (default {DEFAULT_LEVEL})")
+                   help=f"zstd level {C.COMPRESSION_LEVEL_MIN}-{C.COMPRESSION_LEVEL_MAX} (default {DEFAULT_LEVEL})")
     p.add_argument("--kdf-work", type=int, default=C.SCRYPT_LOG2N_DEFAULT, metavar="LOG2N",
                    help=f"scrypt cost as log2(N), {C.SCRYPT_LOG2N_MIN}-{C.SCRYPT_LOG2N_MAX} (default {C.SCRYPT_LOG2N_DEFAULT})")
     add_common(p)
@@ -34,8 +35,10 @@ def run(args) -> int:
             params = ChunkerParams(lo, avg, hi)
         except ValueError as exc:
             raise UsageError(f"--chunk-sizes: {exc}") from None
-    if not 1 <= args.compression_level <= 19:
-        raise UsageError("--compression-level must be 1 to 19")
+    try:
+        check_compression_level(args.compression_level)
+    except ValueError as exc:
+        raise UsageError(f"--compression-level: {exc}") from None
     if not C.SCRYPT_LOG2N_MIN <= args.kdf_work <= C.SCRYPT_LOG2N_MAX:
         raise UsageError(f"--kdf-work must be {C.SCRYPT_LOG2N_MIN} to {C.SCRYPT_LOG2N_MAX}")
     passphrase = read_passphrase(args, confirm=True)

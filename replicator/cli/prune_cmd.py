@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from replicator import constants as C
-from replicator.cli.common import add_audit_option, audit, emit, human_bytes, read_passphrase
+from replicator.cli.common import add_audit_option, audit, emit, human_bytes, open_repository, printable, warn
 from replicator.repo.prune import prune
-from replicator.repo.repository import Repository
 
 
 def register(sub) -> None:
@@ -14,8 +13,10 @@ def register(sub) -> None:
                        "Delete every pack none of whose chunks a remaining snapshot references (checked against "
                        "the pack's own table, not only the index), with its id list; report the space that "
                        "partly used packs still hold.  Takes the repository's writer lock, so it never runs "
-                       "during a sync (local, or a write session of 'replicator serve').  Refuses to delete "
-                       "anything when a snapshot or tree cannot be read.")
+                       "during a sync (local, or a write session of 'replicator serve').  A damaged snapshot "
+                       "object is named (exit code 1) and everything its key-less refs/ object lists is kept; "
+                       "prune refuses to delete anything when a damaged snapshot has no usable refs/ object or "
+                       "a tree of an intact snapshot cannot be read.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     add_audit_option(p)
@@ -25,9 +26,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     # Even a dry run takes the lock: its answer is only true while no sync adds snapshots.
-    with Repository.open(args.repo, read_passphrase(args), exclusive=True) as repo:
+    with open_repository(args, exclusive=True) as repo:
         report = prune(repo, dry_run=args.dry_run)
         repo_id = repo.id
+    for d in report.damaged_snapshots:
+        warn(f"{d['problem']}; skipped" + ("" if d["junk"] else
+                                           f", the {d['kept_by_refs']} blobs its refs/ object lists are kept"))
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{report.snapshots} snapshots reference {report.blobs_referenced} blobs; {report.packs_total} packs",
              f"  {verb} {report.packs_deleted} unreferenced packs ({human_bytes(report.bytes_deleted)}) "
@@ -37,9 +41,13 @@ def run(args) -> int:
     if report.packs_kept_by_table:
         lines.append(f"  {report.packs_kept_by_table} packs kept: the index said unused, their own table disagreed")
     lines += [f"  damaged pack left alone: {name}" for name in report.damaged_packs_left]
+    lines += [f"  damaged snapshot object {printable(d['name'])}: "
+              + ("ignored (not a snapshot name)" if d["junk"] else f"{d['kept_by_refs']} blobs kept from its refs/")
+              for d in report.damaged_snapshots]
     emit(args, report.as_dict(), lines)
+    rc = C.EXIT_WARNING if report.damaged_snapshots else C.EXIT_OK
     if args.dry_run:
-        return 0
+        return rc
     ok = audit(args, {"event": "prune", "repository": repo_id, "packs_deleted": report.packs_deleted,
                       "bytes_deleted": report.bytes_deleted, "snapshots": report.snapshots})
-    return 0 if ok else C.EXIT_WARNING
+    return rc if ok else C.EXIT_WARNING

@@ -217,6 +217,8 @@ def _verify(args, repos: dict[str, str]) -> int:
         lines.append(f"{name}: {report.packs} packs (checksums), {report.ids_objects} id lists, "
                      f"{report.snapshots} snapshots, {report.refs_checked} chunk references checked without the key")
         lines += [f"  damaged: {p}" for p in report.problems]
+        lines += [f"  quarantined pack {d[:16]}: its chunks are sent again by the next sync" for d in report.quarantined]
+        lines += [f"  {n}" for n in report.notes]
         lines.append("  no problems found" if report.ok else f"  {len(report.problems)} problems found")
         lines += [f"  not checked: {what}" for what in report.not_checked]
         if not report.ok:

@@ -28,13 +28,28 @@ def register(sub) -> None:
                    help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
     p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
     p.add_argument("--workers", type=int, metavar="N", help="hashing/compression threads (default: CPU count - 1, at least 1)")
+    guard = p.add_argument_group(
+        "a source that vanished (docs/OPERATIONS.md)",
+        "A source that is empty, on another filesystem than at its last snapshot (or that stopped or started "
+        "being a mount point), or that lost more than a share of its files is not committed (exit code 9): "
+        "an unmounted volume is not a deletion.")
+    guard.add_argument("--confirm-source", action="store_true",
+                       help="commit the source as it is now all the same (after checking it is right)")
+    guard.add_argument("--max-shrink", metavar="SHARE", default=str(C.DEFAULT_MAX_SHRINK),
+                       help=f"refuse when more than this share of the files went since the last snapshot, "
+                            f"0 to 1 (default {C.DEFAULT_MAX_SHRINK:g}; 1: only an empty source is refused)")
+    guard.add_argument("--reset-lineage", action="store_true",
+                       help="accept the destination's history of this source as it is, although it is not what "
+                            "this site last committed there (after a restore or failover there; see exit code 8)")
+    guard.add_argument("--require-marker", metavar="NAME",
+                       help="sync only if NAME (a file or directory, e.g. .stfolder) exists in SRC")
     ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
     ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
     ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
     ssh.add_argument("--accept-host-key", metavar="FINGERPRINT",
                      help="trust an unknown host key if its SHA256 fingerprint is exactly this (it is then pinned)")
     ssh.add_argument("--streams", type=int, default=4, metavar="N",
-                     help="packs in flight before waiting for acknowledgements (default 4)")
+                     help=f"packs in flight before waiting for acknowledgements, 1 to {C.MAX_STREAMS} (default 4)")
     ssh.add_argument("--bwlimit", metavar="RATE", help="cap upload bytes per second, e.g. 20M (k, M, G = 1024^n)")
     add_common(p)
     p.set_defaults(func=run)
@@ -45,10 +60,19 @@ def run(args) -> int:
     if not os.path.isdir(src):
         raise UsageError(f"source {args.src} is not a directory")
     name = args.name or f"{socket.gethostname()}:{src}"
+    if not 1 <= args.streams <= C.MAX_STREAMS:
+        raise UsageError(f"--streams must be 1 to {C.MAX_STREAMS}, not {args.streams}")
+    try:
+        max_shrink = float(args.max_shrink)
+    except ValueError:
+        raise UsageError(f"--max-shrink must be a share from 0 to 1 (0.5 = 50%), not {args.max_shrink!r}") from None
     options = SyncOptions(name, excludes=args.exclude, use_state=not args.no_cache, cache_dir=cache_dir(args),
-                          workers=args.workers)
+                          workers=args.workers, max_shrink=max_shrink, require_marker=args.require_marker,
+                          confirm_source=args.confirm_source)
     passphrase = read_passphrase(args)
     with _open_destination(args, passphrase) as repo:
+        if args.reset_lineage and repo.lineage is not None:
+            repo.lineage.forget(name)
         with progress_bar(args, "sync", None) as progress:
             report = SyncRun(src, repo, options, progress=progress).run()
         snap, stats = report.snapshot, report.destination_stats

@@ -1,8 +1,7 @@
 """replicator upgrade REPO"""
 from __future__ import annotations
 
-from replicator.cli.common import emit, read_passphrase
-from replicator.repo.repository import Repository
+from replicator.cli.common import emit, open_repository
 from replicator.repo.upgrade import UpgradeReport
 
 
@@ -22,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    with Repository.open(args.repo, read_passphrase(args), exclusive=True) as repo:
+    with open_repository(args, exclusive=True) as repo:
         report = repo.upgraded or UpgradeReport()
     if report.changed:
         lines = [f"wrote {report.id_lists_written} id lists and {report.refs_written} snapshot refs"]

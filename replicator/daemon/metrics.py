@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from replicator.errors import SourceVanished
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -36,7 +38,21 @@ class Metrics:
         self.lag = Gauge("replicator_replication_lag_seconds",
                          "Seconds since the oldest change seen and not yet committed (0 when in sync)", ["job"],
                          registry=r)
+        self.source_refused = Gauge("replicator_source_refused",
+                                    "1 while the job's source is refused as vanished or replaced, by reason "
+                                    "(nothing is committed meanwhile), else 0", ["job", "reason"], registry=r)
+        self.spot_check_ok = Gauge("replicator_spot_check_ok",
+                                   "1 if the last spot check of the destination (a sample of packs read back and "
+                                   "checked with the key) found nothing wrong, 0 if it found damage or lies",
+                                   ["job"], registry=r)
+        self.spot_check_time = Gauge("replicator_spot_check_timestamp_seconds", "Unix time of the last spot check",
+                                     ["job"], registry=r)
         self._server: Any = None
+
+    def refused(self, job: str, reason: str | None) -> None:
+        """The job's source is refused for ``reason`` (one of ``SourceVanished.REASONS``), or not (None)."""
+        for r in SourceVanished.REASONS:
+            self.source_refused.labels(job, r).set(1 if r == reason else 0)
 
     def watch_lag(self, job: str, fn: Callable[[], float]) -> None:
         self.lag.labels(job).set_function(fn)
@@ -44,7 +60,8 @@ class Metrics:
     def forget(self, job: str) -> None:
         """Drop a removed job's series (after a reload)."""
         for metric in (self.bytes_read, self.bytes_sent, self.bytes_stored, self.chunks_new, self.chunks_dedup,
-                       self.files_changed, self.syncs, self.duration, self.last_success, self.lag):
+                       self.files_changed, self.syncs, self.duration, self.last_success, self.lag,
+                       self.spot_check_ok, self.spot_check_time):
             try:
                 metric.remove(job)
             except KeyError:
@@ -52,6 +69,11 @@ class Metrics:
         for kind in ("retryable", "permanent"):
             try:
                 self.errors.remove(job, kind)
+            except KeyError:
+                pass
+        for reason in SourceVanished.REASONS:
+            try:
+                self.source_refused.remove(job, reason)
             except KeyError:
                 pass
 

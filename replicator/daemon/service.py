@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import random
+import shlex
 import signal
 import threading
 import time
@@ -34,9 +35,10 @@ from replicator.app.audit import append_audit
 from replicator.app.config import DaemonConfig, JobConfig, load_config
 from replicator.app.destinations import open_destination as open_destination_for
 from replicator.app.log import LOGGER, JobLogger, setup_logging
-from replicator.app.passphrase import passphrase_from
+from replicator.app.passphrase import passphrase_file_warning, passphrase_from
 from replicator.app.status import read_status, write_status
-from replicator.errors import ReplicatorError, UsageError
+from replicator.errors import ReplicatorError, SourceVanished, UsageError
+from replicator.repo.subset import parse_subset, verify_subset
 from replicator.store.lock import FileLock, Locked
 from replicator.sync.engine import SyncRun
 from replicator.sync.options import SyncOptions
@@ -44,6 +46,8 @@ from replicator.sync.options import SyncOptions
 BACKOFF_BASE = 2.0  # seconds before the first retry of a retryable failure
 BACKOFF_CAP = 300.0  # retries never wait longer than this
 PERMANENT_RETRY = 300.0  # after a non-retryable failure: retry only on change/rescan, at most this often
+# A refused source (SourceVanished) is looked at again at every rescan or scheduled run, no backoff:
+# it is back as soon as the volume is, and a refusal costs a listing of the snapshots, not a transfer.
 STATUS_PERIOD = 2.0  # the status file is rewritten at least this often (lag moves)
 STOP_GRACE = 10.0  # SIGTERM: how long the syncs in flight get to stop before the process exits anyway
 
@@ -114,6 +118,19 @@ def open_destination(job: JobConfig, passphrase: bytes, cache_dir: str):
                                 known_hosts=job.known_hosts, streams=job.streams, bwlimit=job.bwlimit)
 
 
+def confirm_command(job: JobConfig, state_dir: str) -> str:
+    """The ``replicator sync ... --confirm-source`` an operator runs once to commit a refused source
+    as it is: the job's source name, destination, keys and state cache, so the daemon's next run
+    compares with that snapshot."""
+    words = ["replicator", "sync", job.source, job.destination, "--name", job.source_name,
+             "--cache-dir", job.cache_dir or os.path.join(state_dir, "cache")]
+    for flag, value in (("--passphrase-file", job.passphrase_file), ("--identity", job.identity),
+                        ("--known-hosts", job.known_hosts)):
+        if value:
+            words += [flag, value]
+    return " ".join(shlex.quote(w) for w in [*words, "--confirm-source"])
+
+
 def _iso(t: float | None) -> str | None:
     return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -146,7 +163,10 @@ class JobRunner(threading.Thread):
             "last_success": prev.get("last_success"), "last_snapshot": prev.get("last_snapshot"),
             "last_generation": prev.get("last_generation"), "last_duration": prev.get("last_duration"),
             "last_error": None, "last_error_time": None, "failures": 0, "next_retry": None,
+            "refused": None,  # SourceVanished.reason while the source is refused
         }
+        self._passphrase_warning: str | None = None  # the last one logged: once, not at every sync
+        self._last_spot_check = 0.0  # monotonic time of the last spot check (0: never, so the first sync does one)
         self._last_success_start: float | None = None
 
     # --- called from other threads ---------------------------------------------------
@@ -264,15 +284,50 @@ class JobRunner(threading.Thread):
     def _sync_once(self):
         job = self.job
         passphrase = read_job_passphrase(job)
+        self._check_passphrase_file()
         if not os.path.isdir(job.source):
             raise UsageError(f"source {job.source} is not a directory")
         cache = job.cache_dir or os.path.join(self.svc.config.state_dir, "cache")
-        options = SyncOptions(job.source_name, excludes=job.excludes, cache_dir=cache, workers=job.workers)
+        options = SyncOptions(job.source_name, excludes=job.excludes, cache_dir=cache, workers=job.workers,
+                              max_shrink=job.max_shrink, require_marker=job.require_marker)
         with JobLock(self.svc.config.state_dir, job.name):
             with open_destination(job, passphrase, cache) as dest:
                 report = SyncRun(job.source, dest, options, progress=self._progress).run()
+                self._spot_check(dest)
         # The destination's warnings are in report.warnings (path "(destination)"), logged by _succeeded.
         return report, report.destination_stats, dest.id
+
+    def _spot_check(self, dest) -> None:
+        """After a committed sync, when due: read a sample of the destination's packs back and check them
+        with the key (repo/subset.py).  Damage or a lying secondary is logged as an error and exported as
+        ``replicator_spot_check_ok 0``; the sync itself stays committed."""
+        job = self.job
+        if job.spot_check is None or (self._last_spot_check
+                                      and time.monotonic() - self._last_spot_check < job.spot_check_interval):
+            return
+        self._last_spot_check = time.monotonic()
+        share, count = parse_subset(job.spot_check)
+        try:
+            result = verify_subset(dest.keyring, dest.sink, share=share, count=count)
+            problems = result.problems
+        except ReplicatorError as exc:
+            problems = [f"spot check could not read the destination: {exc}"]
+        m = self.svc.metrics
+        if m is not None:
+            m.spot_check_ok.labels(job.name).set(0 if problems else 1)
+            m.spot_check_time.labels(job.name).set(time.time())
+        for p in problems:
+            self.log.error(f"spot check: {p}")
+        self._set(spot_check="ok" if not problems else f"failed: {problems[0]}", spot_check_time=time.time())
+
+    def _check_passphrase_file(self) -> None:
+        """Log that others can read the passphrase file: when first seen, and again if it changes."""
+        path = self.job.passphrase_file
+        problem = passphrase_file_warning(path) if path else None
+        if problem != self._passphrase_warning:
+            self._passphrase_warning = problem
+            if problem is not None:
+                self.log.warning(problem)
 
     def _succeeded(self, report, stats: dict, duration: float, start_wall: float, dest_id: str) -> None:
         job, snap, name = self.job, report.snapshot, self.job.name
@@ -289,6 +344,7 @@ class JobRunner(threading.Thread):
             m.duration.labels(name).observe(duration)
             m.syncs.labels(name).inc()
             m.last_success.labels(name).set(time.time())
+            m.refused(name, None)
         for path, message in report.warnings:
             self.log.warning(f"skipped {path}: {message}")
         self.log.info("snapshot committed", fields={
@@ -297,7 +353,8 @@ class JobRunner(threading.Thread):
             "chunks_new": report.chunks_new, "bytes_sent": stats.get("bytes_sent", 0),
             "seconds": round(duration, 3), "warnings": len(report.warnings)})
         self._set(state="idle", last_success=time.time(), last_snapshot=snap.id, last_generation=snap.generation,
-                  last_duration=round(duration, 3), failures=0, next_retry=None, last_warnings=len(report.warnings))
+                  last_duration=round(duration, 3), failures=0, next_retry=None, last_warnings=len(report.warnings),
+                  refused=None)
         audit = self.svc.config.audit_log
         if audit:
             record = {"event": "commit", "job": name, "source": job.source, "source_name": job.source_name,
@@ -316,6 +373,9 @@ class JobRunner(threading.Thread):
         name = self.job.name
         if isinstance(exc, Cancelled):
             self.log.info("sync abandoned (stopping); nothing committed, the next start syncs again")
+            return
+        if isinstance(exc, SourceVanished):
+            self._refused(exc)
             return
         retryable = getattr(exc, "retryable", False) if isinstance(exc, ReplicatorError) else \
             isinstance(exc, OSError) and getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT)
@@ -344,6 +404,30 @@ class JobRunner(threading.Thread):
             self.svc.metrics.errors.labels(name, "retryable" if retryable else "permanent").inc()
         self._set(state=state, last_error=message, last_error_time=time.time(), failures=self.failures,
                   next_retry=time.time() + delay)
+
+    def _refused(self, exc: SourceVanished) -> None:
+        """The source looks vanished or replaced: failed, not retried with backoff; the next rescan or
+        scheduled run looks again, and commits once the source is back (or confirmed by hand)."""
+        job = self.job
+        self.failures += 1
+        now = time.monotonic()
+        if job.continuous:
+            delay = min(PERMANENT_RETRY, job.rescan_interval)
+            self._not_before = now + delay
+        else:
+            delay = job.interval  # type: ignore[assignment]
+            self._not_before = 0.0
+        how = ""
+        if exc.reason != "marker":  # a missing marker is not confirmed away
+            how = f"; to commit the source as it is now: {confirm_command(job, self.svc.config.state_dir)}"
+        self.log.error(f"source refused ({exc.reason}): {exc}; checking again at the next "
+                       f"{'rescan' if job.continuous else 'scheduled run'} (in {delay:g} s){how}",
+                       fields={"failures": self.failures})
+        if self.svc.metrics is not None:
+            self.svc.metrics.errors.labels(job.name, "permanent").inc()
+            self.svc.metrics.refused(job.name, exc.reason)
+        self._set(state="failed", last_error=str(exc), last_error_time=time.time(), failures=self.failures,
+                  next_retry=time.time() + delay, refused=exc.reason)
 
     def _set(self, **changes: Any) -> None:
         self.info.update(changes)
@@ -384,6 +468,7 @@ class Service:
         self.runners[job.name] = runner
         if self.metrics is not None:
             self.metrics.watch_lag(job.name, runner.lag)
+            self.metrics.refused(job.name, None)
         runner.start()
         self.log.info(f"job {job.name}: {job.source} -> {job.destination} "
                       f"({'continuous' if job.continuous else f'every {job.interval:g} s'})")

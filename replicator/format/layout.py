@@ -6,6 +6,7 @@
     ids/<sha256 of a pack>      the blob ids that pack holds (key-less, for dedup and checks)
     snapshots/<sha256>          signed, encrypted snapshot roots
     refs/<sha256 of a snapshot> every blob id that snapshot references (key-less pre-commit check)
+    quarantine/<sha256 of a pack> that pack was found damaged: its ids no longer count as held
 
 Must never: do I/O.
 """
@@ -15,7 +16,7 @@ import re
 
 CONFIG = "config"
 KEY = "keys/default"
-PACKS, IDS, SNAPSHOTS, REFS = "data/", "ids/", "snapshots/", "refs/"
+PACKS, IDS, SNAPSHOTS, REFS, QUARANTINE = "data/", "ids/", "snapshots/", "refs/", "quarantine/"
 
 _HEX64 = "[0-9a-f]{64}"
 # \Z, not $: "$" would also match before a final newline, and names are exact.
@@ -23,6 +24,7 @@ PACK_RE = re.compile(rf"^data/([0-9a-f]{{2}})/({_HEX64})\Z")
 SNAPSHOT_RE = re.compile(rf"^snapshots/({_HEX64})\Z")
 IDS_RE = re.compile(rf"^ids/({_HEX64})\Z")
 REFS_RE = re.compile(rf"^refs/({_HEX64})\Z")
+QUARANTINE_RE = re.compile(rf"^quarantine/({_HEX64})\Z")
 
 
 def digest_of(name: str) -> str:
@@ -44,6 +46,10 @@ def snapshot_name(digest: str) -> str:
 
 def refs_name(digest: str) -> str:
     return f"refs/{digest}"
+
+
+def quarantine_name(digest: str) -> str:
+    return f"quarantine/{digest}"
 
 
 def is_pack(name: str) -> bool:

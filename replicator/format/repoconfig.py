@@ -12,7 +12,17 @@ from replicator.core.params import ChunkerParams
 from replicator.errors import RepositoryError, UnsupportedVersion
 
 
+def check_compression_level(level: object) -> int:
+    """:returns: ``level``, an integer COMPRESSION_LEVEL_MIN..MAX.  :raises ValueError: (one line)"""
+    lo, hi = C.COMPRESSION_LEVEL_MIN, C.COMPRESSION_LEVEL_MAX
+    if type(level) is not int or not lo <= level <= hi:  # not 2.5, not "3", not true
+        raise ValueError(f"compression level {level!r} is not an integer {lo} to {hi}")
+    return level
+
+
 def make_config(repo_id: bytes, params: ChunkerParams, compression_level: int, created_ns: int) -> bytes:
+    """:raises ValueError: a compression level parse_config would refuse."""
+    check_compression_level(compression_level)
     config = {
         "magic": C.REPO_MAGIC,
         "version": C.FORMAT_VERSION_CURRENT,
@@ -44,7 +54,12 @@ def parse_config(data: bytes, location: str) -> dict:
                 or len(bytes.fromhex(cfg["id"])) != 32:
             raise ValueError("id must be 64 lowercase hex digits")
         cfg["params"] = ChunkerParams.from_dict(cfg["chunker"])
-        cfg["compression_level"] = int(cfg.get("compression", {}).get("level", DEFAULT_LEVEL))
+        compression = cfg.get("compression", {})
+        if not isinstance(compression, dict):
+            raise ValueError("compression must be an object")
+        if compression.get("algorithm", "zstd") != "zstd":
+            raise ValueError(f"compression algorithm {compression['algorithm']!r} is not zstd")
+        cfg["compression_level"] = check_compression_level(compression.get("level", DEFAULT_LEVEL))
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryError(location, f"config is damaged ({exc})") from None
     return cfg

@@ -1,12 +1,16 @@
-"""Key-less verification: what the receiving site can check without the passphrase.
+"""Key-less verification: what the receiving site can check without the passphrase, and quarantine.
 
 Every pack's SHA-256 equals its name; every ``ids/`` object names an
 existing pack and is a whole number of ids; every snapshot's SHA-256 equals
-its name and it has a ``refs/`` object whose ids are all in ``ids/`` lists.
-What needs the key (signatures, pack tables, chunk content) is listed in
-the report as not checked, so nobody mistakes this for ``verify --data``.
+its name and it has a ``refs/`` object whose ids are all held by intact,
+unquarantined packs.  A pack whose bytes no longer match its name is
+quarantined (``quarantine/<hash>``, when the writer lock can be taken): its
+ids stop counting as held, so the next sync sends those chunks again and the
+snapshots that named them are whole again.  What needs the key (signatures,
+pack tables, chunk content) is listed in the report as not checked, so
+nobody mistakes this for ``verify --data``.
 
-Must never: decrypt, or need anything but the storage.
+Must never: decrypt, need anything but the storage, or delete anything.
 """
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from dataclasses import dataclass, field
 from replicator.errors import ObjectNotFound
 from replicator.format import layout as L
 from replicator.format.idlist import decode_ids
-from replicator.repo.local_sink import open_storage
+from replicator.repo.local_sink import open_storage, quarantine_damaged
 
 HASH_PIECE = 1 << 20
+FOUND_BY = "serve --verify-only"
 
 
 @dataclass
@@ -28,6 +33,8 @@ class KeylessReport:
     snapshots: int = 0
     refs_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)  # packs quarantined by this run
+    notes: list[str] = field(default_factory=list)  # what healed, what could not be done now
     not_checked: tuple[str, ...] = (
         "snapshot signatures and content (need the passphrase)",
         "chunk content and pack tables (need the passphrase)",
@@ -55,36 +62,61 @@ def _sha256_of(storage, name: str) -> str:
     return h.hexdigest()
 
 
-def verify_without_key(path: str) -> KeylessReport:
-    """:raises RepositoryNotFound: no repository at ``path``."""
+def verify_without_key(path: str, *, quarantine: bool = True) -> KeylessReport:
+    """:param quarantine: record damaged packs as quarantined (needs the writer lock; skipped with a
+        note while a sync holds it).  :raises RepositoryNotFound: no repository at ``path``."""
     storage, _cfg = open_storage(path)
     try:
-        return _verify(storage)
+        report, damaged = _verify(storage)
     finally:
         storage.close()
+    if quarantine:
+        report.quarantined, note = quarantine_damaged(path, damaged, FOUND_BY)
+        if note:
+            report.notes.append(note)
+    return report
 
 
-def _verify(storage) -> KeylessReport:
+def _verify(storage) -> tuple[KeylessReport, dict[str, str]]:
+    """:returns: the report, and the damaged packs not yet quarantined (digest -> reason)."""
     report = KeylessReport()
-    packs = set()
+    quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
+    good: set[str] = set()
+    damaged: dict[str, str] = {}
     for name in sorted(storage.list(L.PACKS)):
         report.packs += 1
         if not L.is_pack(name):
             report.problems.append(f"{name}: not a pack name")
             continue
-        packs.add(L.digest_of(name))
-        if _sha256_of(storage, name) != L.digest_of(name):
-            report.problems.append(f"pack {name}: content does not match its name")
+        digest = L.digest_of(name)
+        if digest in quarantined:
+            continue  # known damaged: its chunks count as missing below until a sync sends them again
+        if _sha256_of(storage, name) != digest:
+            reason = f"pack {name}: content does not match its name"
+            report.problems.append(reason)
+            damaged[digest] = reason
+            continue
+        good.add(digest)
     present: set[bytes] = set()
+    lists: dict[str, list[bytes]] = {}
     for name in sorted(storage.list(L.IDS)):
         report.ids_objects += 1
-        if not L.IDS_RE.match(name) or L.digest_of(name) not in packs:
+        digest = L.digest_of(name)
+        if not L.IDS_RE.match(name) or (digest not in good and digest not in damaged and digest not in quarantined):
             report.problems.append(f"{name}: no such pack")
             continue
         try:
-            present.update(decode_ids(storage.get(name), name))
+            lists[digest] = list(decode_ids(storage.get(name), name))
         except ValueError as exc:
             report.problems.append(str(exc))
+            continue
+        if digest in good:
+            present.update(lists[digest])
+    for digest in sorted(quarantined):
+        only_there = [i for i in lists.get(digest, []) if i not in present]
+        report.notes.append(f"pack {digest[:16]} is quarantined (damaged); "
+                            + ("every chunk it held is stored again elsewhere: healed" if not only_there
+                               else f"{len(only_there)} of its chunks are held nowhere else yet"))
     for name in sorted(storage.list(L.SNAPSHOTS)):
         report.snapshots += 1
         digest = L.digest_of(name)
@@ -102,5 +134,6 @@ def _verify(storage) -> KeylessReport:
         missing = sum(1 for r in refs if r not in present)
         report.refs_checked += len(refs)
         if missing:
-            report.problems.append(f"snapshot {digest[:16]}: references {missing} missing chunks")
-    return report
+            report.problems.append(f"snapshot {digest[:16]}: references {missing} missing chunks "
+                                   f"(a sync from a source that still has them sends them again)")
+    return report, damaged

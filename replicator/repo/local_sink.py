@@ -6,8 +6,11 @@ site, ``untrusted=True``), so a repository holds the same objects whichever
 way it was written.  It never sees a key: what it checks is what anyone can
 check, SHA-256 names, object shapes, and that a snapshot's refs are held.
 
-Held ids come from the ``ids/`` lists of packs that exist, read once at
-open, plus what this session stores.  Write order: pack, then its id list
+Held ids come from the ``ids/`` lists of packs that exist and are not
+quarantined (``quarantine/<pack hash>``: a pack some verification found
+damaged), read once at open, plus what this session stores.  So a writer
+sends again every chunk a damaged pack held, and a commit naming a chunk that
+only a damaged pack holds is refused: the damage heals at the next sync.  Write order: pack, then its id list
 (a crash between leaves a pack without a list: harmless, it is sent again);
 refs, then the snapshot (the snapshot's appearance is the commit point).
 
@@ -17,8 +20,10 @@ write a snapshot whose refs are not all held.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
@@ -27,10 +32,29 @@ from replicator.format import layout as L
 from replicator.format.idlist import decode_ids, encode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store.local import LocalStorage
-from replicator.store.lock import FileLock
+from replicator.store.lock import FileLock, Locked
 
 LOCK_FILE = "lock"
 LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
+
+
+def quarantine_damaged(path: str, damaged: dict[str, str], found_by: str) -> tuple[list[str], str | None]:
+    """Quarantine the packs in ``damaged`` (digest -> reason) under the writer lock.
+
+    :returns: (digests quarantined now, a note when it could not be done now: a sync holds the lock).
+    """
+    if not damaged:
+        return [], None
+    done: list[str] = []
+    try:
+        with LocalSink.open(path, writable=True, untrusted=True, role=found_by) as sink:
+            for digest, reason in sorted(damaged.items()):
+                if sink.quarantine(digest, reason, found_by):
+                    done.append(digest)
+    except Locked:
+        return done, (f"{len(damaged)} damaged pack(s) not quarantined now: a sync holds the repository lock; "
+                      f"run again when it has finished")
+    return done, None
 
 
 def open_storage(path: str) -> tuple[LocalStorage, dict]:
@@ -63,11 +87,18 @@ class LocalSink:
         self._untrusted = untrusted
         self._held: set[bytes] = set()
         self._held_lock = threading.Lock()
+        self._quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
+        self._load_held()
+
+    def _load_held(self) -> None:
+        held: set[bytes] = set()
         for name, data in self.get_many(self.list(L.IDS)):
             try:
-                self._held.update(decode_ids(data, name))
+                held.update(decode_ids(data, name))
             except ValueError as exc:
                 self.warnings.append(f"{exc}; its chunks will be sent again")
+        with self._held_lock:
+            self._held = held
 
     @classmethod
     def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
@@ -98,8 +129,9 @@ class LocalSink:
             raise ValueError(f"cannot list {prefix!r}")
         names = self.storage.list(prefix)
         if prefix == L.IDS:
-            # Only lists of packs that exist: a writer deduplicates against whatever is listed here.
-            names = (n for n in names if L.IDS_RE.match(n)
+            # Only lists of packs that exist and are not quarantined: a writer deduplicates against
+            # whatever is listed here.
+            names = (n for n in names if L.IDS_RE.match(n) and L.digest_of(n) not in self._quarantined
                      and self.storage.exists(L.pack_name(L.digest_of(n))))
         elif prefix == L.SNAPSHOTS:
             names = (n for n in names if L.SNAPSHOT_RE.match(n))
@@ -126,7 +158,9 @@ class LocalSink:
             if not (len(data) >= C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE and data[:8] == C.PACK_MAGIC
                     and data[-8:] == C.PACK_FOOTER_MAGIC):
                 raise IntegrityError(f"pack {digest[:16]} is not a pack")
-        if self._store_once(name, data):
+        if digest in self._quarantined:
+            self._restore_quarantined(name, data)
+        elif self._store_once(name, data):
             self.stats["packs_stored"] += 1
         else:
             self.stats["packs_known"] += 1
@@ -139,6 +173,27 @@ class LocalSink:
 
     def flush(self) -> None:
         """Nothing to wait for: ``put_pack`` is durable when it returns."""
+
+    @property
+    def quarantined(self) -> frozenset[str]:
+        """Digests of the packs found damaged."""
+        return frozenset(self._quarantined)
+
+    def quarantine(self, digest: str, reason: str, found_by: str) -> bool:
+        """Record pack ``digest`` as damaged: from now on its ids are not held (nor listed), so the next
+        sync sends those chunks again.  The pack itself stays until ``prune``.
+
+        :returns: False when it was already quarantined.
+        """
+        self._need_write("quarantining packs")
+        if digest in self._quarantined:
+            return False
+        doc = {"reason": reason, "found_by": found_by,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._store_once(L.quarantine_name(digest), (json.dumps(doc, sort_keys=True) + "\n").encode())
+        self._quarantined.add(digest)
+        self._load_held()  # another pack may hold some of the same ids: recount from the lists
+        return True
 
     def commit(self, name: str, data: bytes, refs: Sequence[bytes]) -> None:
         self._need_write("committing snapshots")
@@ -156,6 +211,17 @@ class LocalSink:
         self._store_once(L.refs_name(digest), encode_ids(refs))
         self._store_once(name, data)
         self.stats["commits"] += 1
+
+    def _restore_quarantined(self, name: str, data: bytes | memoryview) -> None:
+        """The writer sent a pack that is stored damaged: these bytes hash to its name, so they are the
+        object itself; put them back and lift the quarantine (the one case an object is rewritten)."""
+        digest = L.digest_of(name)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise IntegrityError(f"pack {digest[:16]}: content does not match its name")
+        self.storage.put(name, data, overwrite=True)
+        self.storage.delete(L.quarantine_name(digest))
+        self._quarantined.discard(digest)
+        self.stats["packs_restored"] = self.stats.get("packs_restored", 0) + 1
 
     def _store_once(self, name: str, data: bytes | memoryview) -> bool:
         """:returns: False when the object existed (objects are named by content or by their pack)."""

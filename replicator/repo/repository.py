@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from replicator import constants as C
 from replicator.core import crypto
@@ -26,6 +27,7 @@ from replicator.core.params import DEFAULT_PARAMS, ChunkerParams
 from replicator.errors import (
     IntegrityError,
     ObjectNotFound,
+    ReplicatorError,
     RepositoryError,
     RepositoryExists,
     RepositoryLocked,
@@ -40,6 +42,7 @@ from replicator.format.repoconfig import make_config
 from replicator.format.snapshot import Snapshot, open_snapshot
 from replicator.format.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.keyring import Keyring
+from replicator.repo.lineage import LineageMemory
 from replicator.repo.local_sink import LOCK_FILE, LocalSink, open_storage
 from replicator.repo.writer import Writer
 from replicator.store.index import Index
@@ -59,6 +62,73 @@ def read_table_from(storage, name: str, encrypt_key: bytes) -> list[BlobEntry]:
     start, length = table_range(size, storage.get(name, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE),
                                 name)
     return open_table(salt, storage.get(name, start, length), start, name, encrypt_key)
+
+
+def generation_order(snaps: list[Snapshot]) -> list[Snapshot]:
+    """Snapshots by source name, then generation (oldest first); ties by recorded time, then id.
+
+    This is the only order of snapshots: a generation is numbered by the one
+    writer above every snapshot it sees, so a higher one was committed later,
+    whatever ``time_ns`` (the primary's wall clock, possibly wrong) says.
+    """
+    return sorted(snaps, key=lambda s: (s.source, s.generation, s.time_ns, s.id))
+
+
+@dataclass(frozen=True)
+class DamagedSnapshot:
+    """An object under ``snapshots/`` that could not be read; ``junk``: its name is not a snapshot name."""
+
+    name: str
+    error: ReplicatorError
+    junk: bool = False
+
+    @property
+    def id(self) -> str:
+        return L.digest_of(self.name)
+
+    @property
+    def problem(self) -> str:
+        """One line naming the object (``snapshot <id>: <what is wrong>``)."""
+        return " ".join(str(self.error).removeprefix("integrity error: ").split())
+
+
+@dataclass
+class SnapshotListing:
+    """What ``Repository.read_snapshots`` found: readable snapshots in generation order, and the damaged."""
+
+    snapshots: list[Snapshot]
+    damaged: list[DamagedSnapshot] = field(default_factory=list)
+    location: str = ""
+
+    def sources(self) -> list[str]:
+        return sorted({s.source for s in self.snapshots})
+
+    def sole_source(self) -> str | None:
+        """The one source; None when there is none.  :raises RepositoryError: several sources."""
+        sources = self.sources()
+        if len(sources) > 1:
+            raise RepositoryError(self.location, f"holds snapshots of {len(sources)} sources "
+                                                 f"({', '.join(map(repr, sources))}); name the source: "
+                                                 f"generations order one source, clocks order nothing")
+        return sources[0] if sources else None
+
+    def latest(self, source: str | None) -> Snapshot | None:
+        """The highest generation of ``source`` (None: of the sole source); None when it has none.
+
+        :raises RepositoryError: ``source`` is None and there are several.
+        :raises IntegrityError: two snapshots claim the highest generation (which is latest is unknown).
+        """
+        if source is None:
+            source = self.sole_source()
+        mine = [s for s in self.snapshots if s.source == source]
+        if not mine:
+            return None
+        top = [s for s in mine if s.generation == mine[-1].generation]  # generation order: the top is last
+        if len(top) > 1:
+            raise IntegrityError(f"source {source!r} has {len(top)} snapshots of generation {top[0].generation} "
+                                 f"({', '.join(s.short_id for s in top)}); which is the latest is unknown: "
+                                 f"name one by its id")
+        return top[0]
 
 
 class Repository:
@@ -92,6 +162,8 @@ class Repository:
                     raise RepositoryLocked(self.location, exc.holder) from None
                 storage.clean_temporaries()
             self._index = Index(os.path.join(storage.root, INDEX_FILE), self.id)
+            if self._index.rebuilt_because:  # a damaged or empty cache, set aside: the packs are indexed again
+                self.warnings.append(self._index.rebuilt_because)
             self.catch_up()
             if exclusive:
                 from replicator.repo.upgrade import upgrade
@@ -143,15 +215,18 @@ class Repository:
         """Whether this process holds the writer lock (opened with ``exclusive=True``)."""
         return self._lock is not None
 
-    def writer(self, *, owned: bool = False) -> Writer:
+    def writer(self, *, owned: bool = False, lineage: LineageMemory | None = None) -> Writer:
         """The key-holding writer over this repository's local sink (needs the lock).
 
         :param owned: the writer closes this repository when it is closed.
+        :param lineage: what the caller remembers committing here (checked before each commit).
         """
         if not self.locked:
             raise RepositoryError(self.location, "writing needs the repository opened exclusively (locked)")
         sink = LocalSink(self.storage)  # under our lock; trusted: the writer is this process
-        return Writer(self.keyring, sink, on_pack=self.index.add_pack, owned=[self] if owned else [])
+        sink.warnings.extend(self.warnings)  # an index rebuilt at open reaches the sync's report
+        return Writer(self.keyring, sink, on_pack=self.index.add_pack, owned=[self] if owned else [],
+                      lineage=lineage)
 
     def close(self) -> None:
         """Release the lock and the index."""
@@ -179,10 +254,13 @@ class Repository:
         packs that are gone are dropped.
         :returns: (packs added, packs dropped)
         """
+        quarantined = {L.pack_name(L.digest_of(n)) for n in self.storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
         stored = {n for n in self.storage.list(L.PACKS) if L.is_pack(n)}
         known = self.index.packs()
         added = dropped = 0
-        for name in sorted(stored - known.keys()):
+        # Intact packs first; a quarantined (damaged) pack only fills in blobs no intact pack holds, so
+        # the copies a sync stored again are the ones read, and what is still intact in it stays readable.
+        for name in sorted(stored - known.keys(), key=lambda n: (n in quarantined, n)):
             try:
                 entries = read_table_from(self.storage, name, self.keys.encrypt)
             except (IntegrityError, UnsupportedVersion) as exc:
@@ -192,7 +270,7 @@ class Repository:
                 continue
             except ObjectNotFound:
                 continue  # deleted since the listing (prune elsewhere)
-            self.index.add_pack(name, self.storage.size(name), entries)
+            self.index.add_pack(name, self.storage.size(name), entries, replace=name not in quarantined)
             added += 1
         for name in known.keys() - stored:
             self.index.remove_pack(name)
@@ -240,36 +318,71 @@ class Repository:
     def load_snapshot(self, name: str) -> Snapshot:
         return open_snapshot(name, self.storage.get(name), self.keys.encrypt, self.public_key, self.id)
 
-    def snapshots(self, damaged: list[str] | None = None) -> list[Snapshot]:
-        """All snapshots, oldest first.
+    def read_snapshots(self) -> SnapshotListing:
+        """Every snapshot object under ``snapshots/``: the readable ones in generation order, and the rest.
 
+        One damaged object never hides the others: it is described in
+        ``damaged`` (as is any object whose name is not a snapshot name), and
+        the caller names it to the operator.
+        """
+        snaps: list[Snapshot] = []
+        damaged: list[DamagedSnapshot] = []
+        for name in sorted(self.storage.list(L.SNAPSHOTS)):
+            if not L.SNAPSHOT_RE.match(name):
+                damaged.append(DamagedSnapshot(name, IntegrityError(f"{name} is not a snapshot name"), junk=True))
+                continue
+            try:
+                snaps.append(self.load_snapshot(name))
+            except ObjectNotFound:
+                continue  # forgotten since the listing
+            except (IntegrityError, UnsupportedVersion, StorageError) as exc:
+                damaged.append(DamagedSnapshot(name, exc))
+        return SnapshotListing(generation_order(snaps), damaged, self.location)
+
+    def snapshots(self, damaged: list[str] | None = None) -> list[Snapshot]:
+        """All readable snapshots in generation order: by source, then generation (oldest first).
+
+        The order never depends on ``time_ns`` (the primary's clock, which can be wrong).
         :param damaged: when given, damaged snapshots are described here and
             skipped; otherwise the first one raises.
         :raises IntegrityError: a damaged snapshot, unless ``damaged`` is given.
         """
-        snaps = []
-        for name in self.snapshot_names():
-            try:
-                snaps.append(self.load_snapshot(name))
-            except (IntegrityError, UnsupportedVersion) as exc:
-                if damaged is None:
-                    raise
-                damaged.append(str(exc))
-        return sorted(snaps, key=lambda s: (s.time_ns, s.source, s.generation))
+        listing = self.read_snapshots()
+        for bad in listing.damaged:
+            if bad.junk:
+                continue  # not a snapshot name: nothing this program wrote
+            if damaged is None:
+                raise bad.error
+            damaged.append(str(bad.error))
+        return listing.snapshots
 
-    def find_snapshot(self, ref: str | None = None, source: str | None = None) -> Snapshot:
-        """The snapshot whose id starts with ``ref``, or the latest (of ``source``)."""
-        snaps = self.snapshots()
+    def find_snapshot(self, ref: str | None = None, source: str | None = None, *,
+                      listing: SnapshotListing | None = None) -> Snapshot:
+        """The snapshot whose id starts with ``ref``, or the latest: the highest generation (of ``source``).
+
+        Damaged snapshots are skipped, unless ``ref`` names one.  Without
+        ``source``, the repository must hold a single source: across sources
+        only the clocks could say which is "latest", and they are not trusted.
+        :param listing: what ``read_snapshots`` returned, to read the snapshots only once.
+        :raises RepositoryError: no match, an ambiguous prefix, no snapshot, or several sources.
+        :raises IntegrityError: ``ref`` names a damaged snapshot; the latest generation is repeated.
+        """
+        listing = listing if listing is not None else self.read_snapshots()
         if ref:
-            hits = [s for s in snaps if s.id.startswith(ref.lower())]
-            if len(hits) != 1:
-                raise RepositoryError(self.location, f"{'no' if not hits else 'more than one'} snapshot matches {ref!r}")
+            ref = ref.lower()
+            hits = [s for s in listing.snapshots if s.id.startswith(ref)]
+            bad = [d for d in listing.damaged if not d.junk and d.id.startswith(ref)]
+            if len(hits) + len(bad) != 1:
+                raise RepositoryError(self.location, f"{'no' if not hits and not bad else 'more than one'} "
+                                                     f"snapshot matches {ref!r}")
+            if bad:
+                raise bad[0].error
             return hits[0]
-        if source is not None:
-            snaps = [s for s in snaps if s.source == source]
-        if not snaps:
-            raise RepositoryError(self.location, "has no snapshot yet")
-        return snaps[-1]
+        latest = listing.latest(source)
+        if latest is None:
+            raise RepositoryError(self.location, "has no snapshot yet" if source is None
+                                  else f"has no snapshot of source {source!r}")
+        return latest
 
     def read_tree(self, tree_id: bytes, parent: str) -> list[TreeItem]:
         try:

@@ -29,12 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from replicator import constants as C
 from replicator.core.chunker import Chunker
 from replicator.core.compress import compress
-from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator.errors import HistoryDiverged, IntegrityError, UnsupportedVersion
 from replicator.format.entry import KIND_FILE
 from replicator.format.pack import BlobEntry, PackWriter
 from replicator.format.snapshot import Snapshot, open_snapshot, seal_snapshot
 from replicator.format.tree import TreeItem, encode_tree
 from replicator.repo.keyring import Keyring
+from replicator.repo.lineage import LineageMemory
 from replicator.repo.sink import Sink
 
 PACKS_WAITING = 2  # sealed packs queued for the sink at most (memory bound: 2 x 16 MiB)
@@ -46,7 +47,7 @@ class Writer:
     """Write blobs, trees and one snapshot through ``sink``.  Use as a context manager; one commit per writer."""
 
     def __init__(self, keyring: Keyring, sink: Sink, *, on_pack: OnPack | None = None,
-                 owned: Iterable = ()) -> None:
+                 owned: Iterable = (), lineage: LineageMemory | None = None) -> None:
         self.keyring = keyring
         self.sink = sink
         self.location = sink.location
@@ -58,6 +59,7 @@ class Writer:
         self._stats = {"packs_written": 0, "bytes_written": 0, "blobs_written": 0}
         self._on_pack = on_pack
         self._owned = list(owned)
+        self.lineage = lineage
         self._pack: PackWriter | None = None
         # Ids queued in this session but not yet handed to the sink: in the pack
         # being filled or in a pack the writer thread is sealing.
@@ -137,27 +139,37 @@ class Writer:
         self.sink.flush()
 
     # --- snapshots -----------------------------------------------------------------
-    def snapshots(self, damaged: list[str]) -> list[Snapshot]:
-        """Every readable snapshot the sink holds; the unreadable ones are described in ``damaged``."""
-        found = []
-        for name, data in self.sink.get_many(self.sink.list("snapshots/")):
+    def _load(self, names: Iterable[str], found: list[Snapshot], damaged: list[str]) -> None:
+        for name, data in self.sink.get_many(names):
             try:
-                found.append(open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key,
-                                           self.id))
+                found.append(open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id))
             except (IntegrityError, UnsupportedVersion) as exc:
                 damaged.append(str(exc))
+
+    def snapshots(self, damaged: list[str]) -> list[Snapshot]:
+        """Every readable snapshot the sink holds; the unreadable ones are described in ``damaged``."""
+        found: list[Snapshot] = []
+        self._load(self.sink.list("snapshots/"), found, damaged)
         return found
 
     def commit_snapshot(self, source: str, tree_id: bytes, stats: dict) -> Snapshot:
-        """Flush, then seal, sign and commit the snapshot root: the commit point of a sync."""
+        """Flush, check the destination's history, seal, sign and commit the snapshot root, read it back.
+
+        :raises HistoryDiverged: the destination's latest snapshot of ``source`` is not the one this
+            site committed there last (nor a descendant), or the commit is not there afterwards.
+        """
         self.flush()
         damaged: list[str] = []
-        previous = [s for s in self.snapshots(damaged) if s.source == source]
+        listed = self.sink.list("snapshots/")
+        every: list[Snapshot] = []
+        self._load(listed, every, damaged)
         for problem in damaged:
             # A damaged snapshot must not stop replication of new data; its
             # generation is unknown, so say so.  verify reports it too.
             self.warnings.append(f"{problem} (ignored when numbering this snapshot)")
-        latest = max(previous, key=lambda s: s.generation, default=None)
+        latest = max((s for s in every if s.source == source), key=lambda s: s.generation, default=None)
+        if self.lineage is not None:
+            self.lineage.check(source, latest, every)
         snap = Snapshot(
             id="", repository=self.id, source=source,
             # Generations of damaged snapshots are unknown: stay above them by
@@ -169,7 +181,26 @@ class Writer:
         self._refs.add(tree_id)
         self.sink.commit(name, data, sorted(self._refs))
         self._refs = set()
-        return open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)
+        committed = open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)
+        self._read_back(committed, data, set(listed))
+        if self.lineage is not None:
+            self.lineage.record(committed)
+        return committed
+
+    def _read_back(self, snap: Snapshot, data: bytes, before: set[str]) -> None:
+        """The destination now lists ``snap``, holds its exact bytes, and no other snapshot of its source
+        at its generation or above appeared meanwhile.  :raises HistoryDiverged:"""
+        name = f"snapshots/{snap.id}"
+        listed = self.sink.list("snapshots/")
+        if name not in listed or dict(self.sink.get_many([name])).get(name) != data:
+            raise HistoryDiverged(self.location, f"it acknowledged snapshot {snap.short_id} of {snap.source} "
+                                  f"but does not hold it")
+        appeared: list[Snapshot] = []
+        self._load([n for n in listed if n not in before and n != name], appeared, [])
+        rival = [s for s in appeared if s.source == snap.source and s.generation >= snap.generation]
+        if rival:
+            raise HistoryDiverged(self.location, f"snapshot {rival[0].short_id} (generation {rival[0].generation}) "
+                                  f"of {snap.source} appeared beside this commit: another writer")
 
     # --- lifecycle -------------------------------------------------------------------
     def close(self) -> None:

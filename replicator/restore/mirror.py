@@ -28,6 +28,7 @@ background worker).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -98,13 +99,18 @@ def _ancestors(path: str) -> Iterator[str]:
 
 def _select(repo: Repository, tree_id: bytes, wanted: set[str], prefixes: set[str],
             parent: str = "") -> Iterator[Entry]:
-    """Entries of ``wanted`` under ``tree_id`` in pre-order, reading only trees on the way to them."""
-    for item in repo.read_tree(tree_id, parent):
+    """Entries of ``wanted`` under ``tree_id`` in pre-order, reading only trees on the way to them (no recursion)."""
+    stack = [iter(repo.read_tree(tree_id, parent))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
         e = item.entry
         if e.path in wanted:
             yield e
         if e.kind == KIND_DIR and e.path in prefixes:
-            yield from _select(repo, item.subtree, wanted, prefixes, e.path)
+            stack.append(iter(repo.read_tree(item.subtree, e.path)))
 
 
 def _plan_diff(repo: Repository, bases: list[bytes], new: bytes) -> tuple[list[Entry], list[str], int]:
@@ -175,8 +181,15 @@ def _open_parent(root_fd: int, path: str) -> tuple[int, str] | None:
     return fd, parts[-1]
 
 
-def _remove_at(dir_fd: int, name: str) -> bool:
-    """Remove ``name`` (recursively for a directory) without following any symlink. :returns: existed."""
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def remove_tree(dir_fd: int, name: str) -> bool:
+    """Remove ``name`` (a whole tree for a directory) without following any symlink and without recursion:
+    one directory descriptor open at a time, going back up through ``..`` only when it is the directory we
+    came from.  :returns: whether it existed.  :raises OSError: a directory moved meanwhile."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -184,18 +197,44 @@ def _remove_at(dir_fd: int, name: str) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
         return True
-    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    names = [name]  # the path from dir_fd down to the current directory
+    idents: list[tuple[int, int]] = []  # (device, inode) of each directory on that path
+    cur = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    idents.append(_ident(cur))
     try:
-        if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-            os.fchmod(fd, 0o700)
-        with os.scandir(fd) as it:
-            children = [c.name for c in it]
-        for child in children:
-            _remove_at(fd, child)
+        while True:
+            if stat.S_IMODE(os.fstat(cur).st_mode) & 0o700 != 0o700:
+                os.fchmod(cur, 0o700)
+            with os.scandir(cur) as it:
+                children = [(c.name, c.is_dir(follow_symlinks=False)) for c in it]
+            sub = next((n for n, is_dir in children if is_dir), None)
+            for n, is_dir in children:
+                if not is_dir:
+                    os.unlink(n, dir_fd=cur)
+            if sub is not None:
+                down = os.open(sub, _DIR_FLAGS, dir_fd=cur)
+                os.close(cur)
+                cur = down
+                names.append(sub)
+                idents.append(_ident(cur))
+                continue
+            done = names.pop()
+            idents.pop()
+            if not names:
+                os.close(cur)
+                cur = -1
+                os.rmdir(done, dir_fd=dir_fd)
+                return True
+            up = os.open("..", _DIR_FLAGS, dir_fd=cur)
+            if _ident(up) != idents[-1]:
+                os.close(up)
+                raise OSError(errno.ESTALE, f"{name}: a directory moved while it was being removed")
+            os.close(cur)
+            cur = up
+            os.rmdir(done, dir_fd=cur)
     finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
-    return True
+        if cur >= 0:
+            os.close(cur)
 
 
 def _remove_paths(target: str, paths: list[str], report: MirrorReport) -> None:
@@ -210,7 +249,7 @@ def _remove_paths(target: str, paths: list[str], report: MirrorReport) -> None:
                 continue  # its directory is gone or is not a directory: nothing of ours there
             fd, name = opened
             try:
-                if _remove_at(fd, name):
+                if remove_tree(fd, name):
                     report.removed += 1
                     gone.add(path)
                     os.fsync(fd)
@@ -306,14 +345,14 @@ def mirror_snapshot(repo: Repository, snap: Snapshot, target: str, *,
 
 
 def latest_snapshot(repo: Repository, source: str | None) -> Snapshot | None:
-    """The highest generation of ``source`` (or of the newest snapshot's source); None if there is none."""
-    snaps = repo.snapshots(damaged=[])
-    if not snaps:
-        return None
-    if source is None:
-        source = snaps[-1].source
-    mine = [s for s in snaps if s.source == source]
-    return max(mine, key=lambda s: s.generation) if mine else None
+    """The highest generation of ``source`` (None: of the repository's only source); None if there is none.
+
+    Never chosen by time: the snapshots' clocks are the primary's and can be wrong.
+    Damaged snapshots are skipped (verify names them).
+    :raises RepositoryError: ``source`` is None and the repository holds several sources.
+    :raises IntegrityError: two snapshots claim the source's highest generation.
+    """
+    return repo.read_snapshots().latest(source)
 
 
 class MirrorWorker:

@@ -12,8 +12,24 @@ guarantees (what must not change):
   name in the same directory (``O_CREAT | O_EXCL | O_NOFOLLOW``), are fsynced,
   checked against ``entry.size``, given their metadata, then renamed into
   place.  A failed file leaves no temp file and does not clobber what was there.
+* Sparse files stay sparse: runs of zeros of a page or more are skipped,
+  not written (the temp file is new, so they read as zeros and whole pages
+  stay holes).
 * Directory metadata (mode, owner, xattrs, mtime) is applied after the
   directory's contents, so read-only directories restore and mtimes stick.
+* Any depth: no recursion, no path longer than one name handed to the
+  kernel, and at most ``MAX_OPEN_DIRS`` directory descriptors open.  The
+  shallower ones are closed on the way down and reopened on the way up
+  through ``..`` only if that is the same directory (device and inode) as
+  when it was opened, else by name from the target root, checked the same
+  way; a directory not found again is an error (its metadata is not
+  applied) and the entries below it are opened afresh with ``O_NOFOLLOW``.
+* Privileges come back only when asked for (``restore_privileges``): without
+  it a regular file is restored without its setuid/setgid bits and without
+  the ``security.capability`` xattr, and a warning names the file, so a
+  snapshot (or whoever could write into the repository) cannot plant a
+  privileged program by a restore.  Directories keep setgid (it only makes
+  new files inherit the group).
 
 It never prints, logs or exits: per-entry problems are collected in a
 :class:`RestoreReport` and the restore goes on with the other entries.
@@ -30,11 +46,20 @@ from dataclasses import dataclass, field
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 
 TMP_PREFIX = ".replicator-tmp-"
+#: Directory descriptors a restore keeps open at most, whatever the depth of the tree.
+MAX_OPEN_DIRS = 64
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Metadata failures that mean "not allowed or not supported here": warnings, not errors.
 _SOFT_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP})
+#: What makes a file run with other rights than its caller's: restored only with restore_privileges.
+_PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
+_PRIVILEGED_XATTRS = frozenset({"security.capability"})
+#: Zero runs at least this long are skipped, not written (a page: the smallest hole a file system keeps).
+_HOLE_MIN = 4096
+_ZERO_PAGE = bytes(_HOLE_MIN)
+_ZEROS = memoryview(bytes(1 << 20))  # compared against, never written
 
 
 @dataclass
@@ -80,11 +105,14 @@ def validate_relpath(path: str) -> str | None:
         return "NUL byte in path"
     if path.startswith("/"):
         return "absolute path"
-    for part in path.split("/"):
-        if part == "":
-            return "empty path component"
-        if part in (".", ".."):
-            return f"'{part}' component in path"
+    # The first bad component, found by substring search (C speed): a Python loop
+    # over the components would make a tree N levels deep cost N^2 steps.
+    wrapped = f"/{path}/"
+    found = [(i, why) for i, why in ((wrapped.find("//"), "empty path component"),
+                                     (wrapped.find("/./"), "'.' component in path"),
+                                     (wrapped.find("/../"), "'..' component in path")) if i >= 0]
+    if found:
+        return min(found)[1]
     try:
         os.fsencode(path)
     except UnicodeEncodeError:
@@ -108,12 +136,13 @@ def _strerror(exc: BaseException) -> str:
 
 @dataclass
 class _Frame:
-    """An open directory on the path to the current entry."""
+    """A directory on the path to the current entry (open unless closed to bound the descriptors)."""
 
     relpath: str  # "" for the target root
-    fd: int
+    fd: int  # -1 while closed (only frames below the deepest MAX_OPEN_DIRS, never the root or the top)
     entry: Entry | None  # the dir entry whose metadata is applied on exit; None for pass-through
     dirty: bool = False  # names were added or replaced: fsync on exit
+    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) when opened: a reopened descriptor must match it
 
 
 def restore(
@@ -122,6 +151,7 @@ def restore(
     read_file: Callable[[Entry], Iterable[bytes]],
     *,
     restore_owner: bool | None = None,
+    restore_privileges: bool = False,
     on_progress: Callable[[int], None] | None = None,
     fsync_each: bool = True,
 ) -> RestoreReport:
@@ -135,6 +165,9 @@ def restore(
         for hard links.  Any exception it raises fails that entry only.
     :param restore_owner: chown to the recorded uid/gid; ``None`` means "if
         running as root".  EPERM is a warning.
+    :param restore_privileges: give regular files their setuid/setgid bits and
+        ``security.capability`` xattr; otherwise they are left out, with a
+        warning per file.  A live mirror never asks for them.
     :param on_progress: called with the number of bytes after each write.
     :param fsync_each: fsync every file before its rename and every changed
         directory (a live mirror needs this: a crash must never expose a
@@ -153,7 +186,8 @@ def restore(
         return report
     if restore_owner is None:
         restore_owner = os.geteuid() == 0
-    _Restorer(root_fd, report, read_file, restore_owner, on_progress, fsync_each).run(entries)
+    _Restorer(root_fd, report, read_file, restore_owner, on_progress, fsync_each,
+              restore_privileges=restore_privileges).run(entries)
     if not fsync_each:
         os.sync()
     return report
@@ -168,13 +202,18 @@ class _Restorer:
         restore_owner: bool,
         on_progress: Callable[[int], None] | None,
         fsync_each: bool = True,
+        *,
+        restore_privileges: bool = False,
     ) -> None:
         self.fsync_each = fsync_each
+        self.restore_privileges = restore_privileges
         self.report = report
         self.read_file = read_file
         self.restore_owner = restore_owner
         self.on_progress = on_progress
-        self.stack: list[_Frame] = [_Frame("", root_fd, None)]
+        root_st = os.fstat(root_fd)
+        self.stack: list[_Frame] = [_Frame("", root_fd, None, ident=(root_st.st_dev, root_st.st_ino))]
+        self._open_from = 1  # stack[1:_open_from] are closed; the root never is
 
     # -- driver -------------------------------------------------------------
 
@@ -224,10 +263,10 @@ class _Restorer:
         directory metadata); missing components are opened with O_NOFOLLOW.
         """
         while len(self.stack) > 1:
-            above = self.stack[-1].relpath
-            if parent == above or parent.startswith(above + "/"):
+            above = self.stack[-1]
+            if above.fd >= 0 and (parent == above.relpath or parent.startswith(above.relpath + "/")):
                 break
-            self._pop()
+            self._pop()  # not an ancestor, or lost (moved away during the restore): opened afresh below
         top = self.stack[-1]
         if parent == top.relpath:
             return top
@@ -235,9 +274,61 @@ class _Restorer:
         for part in rest.split("/"):
             rel = f"{top.relpath}/{part}" if top.relpath else part
             fd = self._open_dir(top.fd, part, rel)
-            top = _Frame(rel, fd, None)
-            self.stack.append(top)
+            top = self._push(_Frame(rel, fd, None))
         return top
+
+    def _push(self, frame: _Frame) -> _Frame:
+        """Put an open frame on the stack; close the shallowest open one beyond MAX_OPEN_DIRS."""
+        try:
+            st = os.fstat(frame.fd)
+        except BaseException:
+            os.close(frame.fd)
+            raise
+        frame.ident = (st.st_dev, st.st_ino)
+        self.stack.append(frame)
+        if len(self.stack) - self._open_from > MAX_OPEN_DIRS:
+            low = self.stack[self._open_from]
+            if low.fd >= 0:
+                os.close(low.fd)
+                low.fd = -1
+            self._open_from += 1
+        return frame
+
+    def _reopen_parent(self, child: _Frame) -> None:
+        """Give the new top (the parent of ``child``, which is being left) its descriptor back.
+
+        Through ``..`` of the child if that is still the directory it was; else
+        by name from the root, each component checked the same way.  When it
+        cannot be found again it stays closed (lost): an error, and _enter
+        leaves it.
+        """
+        parent = self.stack[-1]
+        self._open_from = len(self.stack) - 1
+        if child.fd >= 0:
+            try:
+                fd = os.open("..", _DIR_FLAGS, dir_fd=child.fd)
+            except OSError:
+                fd = -1
+            if fd >= 0 and _identity(fd) == parent.ident:
+                parent.fd = fd
+                return
+            if fd >= 0:
+                os.close(fd)
+        fd = os.dup(self.stack[0].fd)
+        try:
+            for frame in self.stack[1:]:
+                nfd = os.open(frame.relpath.rsplit("/", 1)[-1], _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+                if _identity(fd) != frame.ident:
+                    raise FileNotFoundError(errno.ENOENT, "replaced")
+        except OSError:
+            os.close(fd)
+            self.report.errors.append((parent.relpath, "directory moved or replaced during the restore; "
+                                                       "its metadata was not applied"))
+            parent.entry = None
+            return
+        parent.fd = fd
 
     def _open_dir(self, dir_fd: int, name: str, rel: str) -> int:
         """Open directory ``name`` in ``dir_fd`` without following a symlink."""
@@ -258,15 +349,22 @@ class _Restorer:
     def _pop(self) -> None:
         frame = self.stack.pop()
         try:
-            if frame.entry is not None:
-                self._dir_metadata(frame)
-            if frame.dirty and self.fsync_each:
-                try:
-                    os.fsync(frame.fd)  # make the renames into this directory durable
-                except OSError as exc:
-                    self.report.errors.append((frame.relpath or ".", f"fsync of directory failed: {_strerror(exc)}"))
+            if frame.fd >= 0:  # else lost (reported when it was): nothing to apply
+                if frame.entry is not None:
+                    self._dir_metadata(frame)
+                if frame.dirty and self.fsync_each:
+                    try:
+                        os.fsync(frame.fd)  # make the renames into this directory durable
+                    except OSError as exc:
+                        self.report.errors.append((frame.relpath or ".",
+                                                   f"fsync of directory failed: {_strerror(exc)}"))
         finally:
-            os.close(frame.fd)
+            try:
+                if self.stack and self.stack[-1].fd < 0 and len(self.stack) > 1:
+                    self._reopen_parent(frame)
+            finally:
+                if frame.fd >= 0:
+                    os.close(frame.fd)
 
     # -- entries ------------------------------------------------------------
 
@@ -277,8 +375,7 @@ class _Restorer:
         except FileExistsError:
             pass  # an existing directory is reused; _open_dir refuses anything else
         fd = self._open_dir(parent.fd, name, entry.path)
-        frame = _Frame(entry.path, fd, entry)
-        self.stack.append(frame)
+        self._push(_Frame(entry.path, fd, entry))
         self.report.dirs += 1
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
@@ -332,9 +429,10 @@ class _Restorer:
                     os.fsync(fd)
                 if written != entry.size:
                     raise _Failed(f"size mismatch: expected {entry.size} bytes, got {written}")
+                mode, xattrs = self._file_privileges(entry)
                 self._owner_fd(fd, entry)
-                os.fchmod(fd, entry.mode & 0o7777)
-                self._xattrs_fd(fd, entry)
+                os.fchmod(fd, mode)
+                self._xattrs_fd(fd, entry, xattrs)
                 os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             finally:
                 os.close(fd)
@@ -347,7 +445,13 @@ class _Restorer:
         self.report.bytes += written
 
     def _write_all(self, fd: int, entry: Entry) -> int:
-        """Write the chunks of ``entry`` to ``fd``; returns the byte count."""
+        """Write the chunks of ``entry`` to the new file ``fd``, runs of zeros as holes; returns the byte count.
+
+        A run of at least a page of zero bytes is not written, only skipped
+        (positional writes), and the file is extended to its size at the end:
+        the fresh file reads zeros there, and the file system keeps whole
+        skipped pages as holes, so a sparse file restores sparse.
+        """
         written = 0
         try:
             chunks = iter(self.read_file(entry))
@@ -367,16 +471,17 @@ class _Restorer:
                     raise _Failed(
                         f"size mismatch: expected {entry.size} bytes, got at least {written + len(view)}"
                     )
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                    written += n
-                    if self.on_progress is not None:
-                        self.on_progress(n)
+                data = chunk if type(chunk) is bytes else view.tobytes()  # find/startswith need bytes
+                for start, end in _data_runs(data):
+                    _pwrite_all(fd, view[start:end], written + start)
+                written += len(view)
+                if self.on_progress is not None and view:
+                    self.on_progress(len(view))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # let a generator release what it holds (pack readers, files)
+        os.ftruncate(fd, written)  # a trailing hole: the size comes from here, not from a write
         return written
 
     def _symlink(self, parent: _Frame, name: str, entry: Entry) -> None:
@@ -457,8 +562,20 @@ class _Restorer:
         except OSError as exc:
             self._soft(entry, f"cannot set owner {entry.uid}:{entry.gid}", exc)
 
-    def _xattrs_fd(self, fd: int, entry: Entry) -> None:
-        for xname, value in entry.xattrs:
+    def _file_privileges(self, entry: Entry) -> tuple[int, tuple[tuple[str, bytes], ...]]:
+        """The mode and xattrs to give a regular file: without privileges unless asked for (warned)."""
+        mode = entry.mode & 0o7777
+        if self.restore_privileges:
+            return mode, entry.xattrs
+        dropped = [what for bit, what in ((stat.S_ISUID, "setuid bit"), (stat.S_ISGID, "setgid bit")) if mode & bit]
+        dropped += [f"{name} xattr" for name, _value in entry.xattrs if name in _PRIVILEGED_XATTRS]
+        if not dropped:
+            return mode, entry.xattrs
+        self.report.warnings.append((entry.path, f"privileges not restored: {', '.join(dropped)}"))
+        return mode & ~_PRIVILEGE_BITS, tuple(kv for kv in entry.xattrs if kv[0] not in _PRIVILEGED_XATTRS)
+
+    def _xattrs_fd(self, fd: int, entry: Entry, xattrs: tuple[tuple[str, bytes], ...] | None = None) -> None:
+        for xname, value in entry.xattrs if xattrs is None else xattrs:
             try:
                 os.setxattr(fd, xname, value)
             except OSError as exc:
@@ -470,6 +587,66 @@ class _Restorer:
             self.report.warnings.append((entry.path, f"{what}: {_strerror(exc)}"))
         else:
             raise _Failed(f"{what}: {_strerror(exc)}") from exc
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _zero_run_end(data: bytes, i: int) -> int:
+    """The offset of the first non-zero byte of ``data`` at or after ``i`` (or its length).
+
+    Compared a megabyte, then a page, at a time (memcmp): zeros cost no Python loop per byte.
+    """
+    n = len(data)
+    while i < n:
+        k = min(n - i, len(_ZEROS))
+        if not data.startswith(_ZEROS[:k], i):
+            break  # a non-zero byte in the next k
+        i += k
+    else:
+        return n
+    while data.startswith(_ZERO_PAGE, i):
+        i += _HOLE_MIN
+    tail = data[i:i + _HOLE_MIN]
+    return i + len(tail) - len(tail.lstrip(b"\0"))
+
+
+def _data_runs(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of the parts of ``data`` to write: all but its runs of zeros.
+
+    Inside the chunk, zero runs shorter than a page are written (not worth a
+    second write); at its edges zeros are never written, so a hole that
+    spans chunk boundaries has no written page in it.
+    """
+    runs = []
+    n = len(data)
+    start = i = 0
+    while i < n:
+        z = data.find(_ZERO_PAGE, i)  # along data without a zero page this skips a page per step
+        if z < 0:
+            break
+        end = _zero_run_end(data, z + _HOLE_MIN)
+        if z > start:
+            runs.append((start, z))
+        start = i = end
+    if start < n:
+        runs.append((start, n))
+    if runs and runs[0][0] == 0 and data[0] == 0:  # fewer than a page of zeros at the head
+        head = data[:_HOLE_MIN]
+        runs[0] = (len(head) - len(head.lstrip(b"\0")), runs[0][1])
+    if runs and runs[-1][1] == n and data[-1] == 0:  # and at the tail
+        tail = data[-_HOLE_MIN:]
+        runs[-1] = (runs[-1][0], n - (len(tail) - len(tail.rstrip(b"\0"))))
+    return [(a, b) for a, b in runs if a < b]
 
 
 def _unlink_quiet(name: str, dir_fd: int) -> None:

@@ -4,9 +4,25 @@ The index is never the truth: every row can be recomputed from the pack
 tables (``rebuild``), and packs that reached storage before a crash but not
 the index are found and added at open (``Repository._catch_up``).  WAL mode
 lets worker threads look ids up while the writer adds packs.
+
+Because it is only a cache, a damaged index never stops a command.  At open,
+a file SQLite calls damaged (not a database, malformed, truncated: SQLite
+compares the page count in the header with the file) or one holding any
+other schema than ours is moved aside to ``<name>.damaged`` (its ``-wal``
+and ``-shm`` are deleted, so a stale log is never replayed onto the new
+file), and an empty index is started; the Repository then indexes every
+pack again.  ``rebuilt_because`` says why, in one line, for the operator
+(also for an empty, zero-byte file, which SQLite takes as a new database).
+What is not checked at open: damage deep inside a healthy looking file
+(that needs ``PRAGMA quick_check``, which reads the whole file: about 0.7 s
+per million blobs).
+
+Must never: delete or move a file it did not find damaged itself (the
+file's inode is checked again just before it is moved), or hold keys.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -15,7 +31,11 @@ from replicator.errors import DiskFull, StorageError
 from replicator.format.pack import BlobEntry
 
 SCHEMA_VERSION = 1
+DAMAGED_SUFFIX = ".damaged"  # where a damaged index is moved (one generation kept, replaced next time)
 
+# An index whose tables differ from these statements (whitespace aside) is set aside and
+# rebuilt: a change here makes every existing index "another schema" once, so bump
+# SCHEMA_VERSION with it and say so in the release notes.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS packs (name TEXT PRIMARY KEY, size INTEGER NOT NULL, blobs INTEGER NOT NULL);
@@ -25,36 +45,147 @@ CREATE TABLE IF NOT EXISTS blobs (
 ) WITHOUT ROWID;
 """
 
+#: SQLite's primary result codes meaning "this file is damaged": SQLITE_CORRUPT, SQLITE_NOTADB.
+_DAMAGE_CODES = frozenset({11, 26})
+#: The same, by message, for Pythons without ``sqlite_errorcode`` (3.10).
+_DAMAGE_MESSAGES = ("file is not a database", "database disk image is malformed")
+_OPEN_ATTEMPTS = 3  # another process may set the same damaged file aside meanwhile: look again
+
+
+class _Damaged(Exception):
+    """Internal: the index file is damaged or not ours; the message is the reason."""
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    return any(m in str(exc) for m in _DAMAGE_MESSAGES)
+
+
+def _schema_of(db: sqlite3.Connection) -> set[tuple[str, str, str]]:
+    """(type, name, statement with whitespace collapsed) of every table and index, SQLite's own left out."""
+    rows = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+    return {(kind, name, " ".join((sql or "").split())) for kind, name, sql in rows}
+
+
+def _expected_schema() -> set[tuple[str, str, str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return _schema_of(db)
+    finally:
+        db.close()
+
+
+_EXPECTED = _expected_schema()
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """(dev, ino, size) of ``path``, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size
+
 
 class Index:
+    """The blob-location cache of one repository, at ``path``.
+
+    ``rebuilt_because``: None, or one line saying why the index was started
+    empty (a damaged file set aside, an empty file): the Repository shows it
+    to the operator and indexes every pack again.
+
+    :raises StorageError: the file cannot be opened or created, or is damaged
+        and cannot be moved aside (a read-only directory).
+    """
+
     def __init__(self, path: str, repo_id: str) -> None:
         self.path = path
+        self.rebuilt_because: str | None = None
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        db = self._db()
-        db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM meta WHERE key='repository'").fetchone()
-        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None or row[0] != repo_id or version is None or int(version[0]) != SCHEMA_VERSION:
-            # Another repository's cache, an older schema, or a new file: start over.
-            with db:
-                db.execute("DELETE FROM blobs")
-                db.execute("DELETE FROM packs")
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('repository', ?)", (repo_id,))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        for _attempt in range(_OPEN_ATTEMPTS):
+            seen = _identity(path)
+            try:
+                self._open(repo_id)
+            except _Damaged as exc:
+                self.close()
+                self._set_aside(seen, str(exc))
+                continue
+            if seen is not None and seen[2] == 0 and self.rebuilt_because is None:
+                self.rebuilt_because = f"the index {path} was empty (0 bytes); rebuilt from the packs"
+            return
+        raise StorageError(f"index {path} is damaged again after being set aside {_OPEN_ATTEMPTS} times")
 
-    def _db(self) -> sqlite3.Connection:
+    def _open(self, repo_id: str) -> None:
+        """Open (or create) the file and check it is our schema.  :raises _Damaged: :raises StorageError:"""
+        try:
+            # Nothing is written before the file is known to be ours (the WAL switch
+            # writes the header): a file set aside keeps the bytes it was found with.
+            db = self._db(configure=False)
+            schema = _schema_of(db)
+            if not schema:
+                # A new (or empty) file: the tables in one transaction, so
+                # another process opening it meanwhile never sees half a schema.
+                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                schema = _schema_of(db)
+            if schema != _EXPECTED:
+                raise _Damaged("it holds another schema")
+            self._configure(db)
+            row = db.execute("SELECT value FROM meta WHERE key='repository'").fetchone()
+            version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None or row[0] != repo_id or version is None or version[0] != str(SCHEMA_VERSION):
+                # Another repository's cache, an older schema version, or a new file: start over.
+                with db:
+                    db.execute("DELETE FROM blobs")
+                    db.execute("DELETE FROM packs")
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('repository', ?)", (repo_id,))
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise _Damaged(str(exc)) from None
+            self.close()
+            raise StorageError(f"index {self.path}: {exc}") from None
+
+    def _set_aside(self, seen: tuple[int, int, int] | None, reason: str) -> None:
+        """Move the damaged file aside and delete its -wal and -shm.  :raises StorageError:"""
+        now = _identity(self.path)
+        if now is None or seen is None or now[:2] != seen[:2]:
+            return  # replaced since we looked (another process set it aside): look at the new one
+        aside = self.path + DAMAGED_SUFFIX
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):  # never replayed onto the new file
+                try:
+                    os.unlink(self.path + suffix)
+                except FileNotFoundError:
+                    pass
+        except OSError as exc:
+            raise StorageError(f"index {self.path} is damaged ({reason}) and cannot be moved aside: "
+                               f"{exc.strerror or exc}; delete it and run again") from None
+        self.rebuilt_because = (f"the index {self.path} was damaged ({reason}); moved to {aside} "
+                                "and rebuilt from the packs")
+
+    def _db(self, *, configure: bool = True) -> sqlite3.Connection:
+        """This thread's connection; ``configure=False`` for the first one, whose file is not checked yet."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.isolation_level = "DEFERRED"
-            self._local.db = db
             with self._write_lock:
                 self._connections.append(db)
+            self._local.db = db
+            if configure:
+                self._configure(db)
         return db
+
+    @staticmethod
+    def _configure(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.isolation_level = "DEFERRED"
 
     def lookup(self, blob_id: bytes) -> tuple[str, BlobEntry] | None:
         row = self._db().execute(
@@ -67,30 +198,32 @@ class Index:
     def has(self, blob_id: bytes) -> bool:
         return self._db().execute("SELECT 1 FROM blobs WHERE id=?", (blob_id,)).fetchone() is not None
 
-    def add_pack(self, name: str, size: int, entries: Iterable[BlobEntry]) -> None:
+    def add_pack(self, name: str, size: int, entries: Iterable[BlobEntry], *, replace: bool = True) -> None:
         """Record a pack and its blobs in one transaction; its rows replace any row for the same blob.
 
         The pack was just read or written, so it is a real home of the blob; an
         older row may be stale or forged (the index is an unauthenticated cache).
+        ``replace=False`` (a quarantined, i.e. damaged, pack): its rows only fill in
+        blobs no other pack holds, a last resort for reading what is still intact.
 
         :raises StorageError: the index cannot be written (e.g. disk full); the pack
             stays in storage and the next open indexes it.
         """
         try:
-            self._add_pack(name, size, entries)
+            self._add_pack(name, size, entries, replace)
         except sqlite3.OperationalError as exc:
             if "full" in str(exc):
                 raise DiskFull(self.path) from None
             raise StorageError(f"index {self.path}: {exc}") from None
 
-    def _add_pack(self, name: str, size: int, entries: Iterable[BlobEntry]) -> None:
+    def _add_pack(self, name: str, size: int, entries: Iterable[BlobEntry], replace: bool) -> None:
         db = self._db()
         with self._write_lock, db:
             db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)", (name, size, 0))
             n = 0
             for e in entries:
                 db.execute(
-                    "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (e.id, e.type, name, e.offset, e.length, e.raw_len, e.seq),
                 )
                 n += 1

@@ -17,21 +17,36 @@ typed events, which come back in submission order to ``SyncRun._consume``:
 * ``FileDone(job)``: every chunk of that file came before; it goes in the tree;
 * ``EntryEvent(entry)``: a directory, a symlink, a hard link to a file already
   stored, or a file taken unchanged from the state cache.
+
+A source that vanished is not a deletion.  Before the walk the engine takes
+the latest snapshot of the source (and the state cache's record of the last
+commit, when it is newer: a receiver may withhold snapshots) as the
+reference, and refuses with ``SourceVanished``, committing nothing, a source
+root that lacks its required marker, cannot be listed, is on another
+filesystem or has stopped or started being a mount point, or is empty; after
+the walk, one that lost more than ``options.max_shrink`` of the reference's
+files.  ``options.confirm_source`` commits it all the same (not a missing
+marker).  The snapshot records its root (``root_dev``, ``root_mount``,
+``root_fs`` in its stats) for the next run to compare.
 """
 from __future__ import annotations
 
 import os
+import re
+import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from replicator.constants import BLOB_DATA
+from replicator.errors import SourceVanished
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 from replicator.format.snapshot import Snapshot
 from replicator.format.tree import TreeItem
 from replicator.sync.options import SyncOptions
 from replicator.sync.pipeline import ChunkEvent, ChunkResult, Pipeline
+from replicator.sync.sparse import SparseReader
 from replicator.sync.state import StateCache, state_path
 from replicator.sync.walk import WalkItem, stat_key, walk
 
@@ -39,11 +54,13 @@ if TYPE_CHECKING:  # annotations only: the engine needs no module of the destina
     from replicator.core.chunker import Chunker
     from replicator.repo.writer import Writer as Destination
 
-__all__ = ["ChunkEvent", "ChunkResult", "DESTINATION", "EntryEvent", "FileDone", "FileJob", "SyncOptions",
-           "SyncReport", "SyncRun", "TORN_RETRIES", "TreeBuilder"]
+__all__ = ["ChunkEvent", "ChunkResult", "DESTINATION", "EntryEvent", "FileDone", "FileJob", "Reference",
+           "SourceRoot", "SyncOptions", "SyncReport", "SyncRun", "TORN_RETRIES", "TreeBuilder", "latest_snapshot",
+           "source_root"]
 
 TORN_RETRIES = 3
 DESTINATION = "(destination)"  # the path of a report warning that comes from the destination, not a source file
+MOUNTINFO = "/proc/self/mountinfo"  # Linux; elsewhere the filesystem is told by st_dev alone
 
 
 @dataclass
@@ -126,6 +143,117 @@ class TreeBuilder:
         return self._dest.store_tree(self._stack[0][1])
 
 
+# --- a source that vanished ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SourceRoot:
+    """The source root as it is now, before the walk: what tells one volume from another.
+
+    :ivar dev: ``st_dev`` of the root (symlinks followed).
+    :ivar mount: whether the root is a mount point.
+    :ivar fs: ``"FSTYPE SOURCE ROOT"`` of the mount holding it (/proc/self/mountinfo): unlike
+        ``st_dev`` it survives a reboot or an NFS remount; None where unknown.
+    :ivar listed: whether the root lists any entry; None when it cannot be listed.
+    :ivar list_error: why it cannot be listed.
+    """
+
+    dev: int
+    mount: bool
+    fs: str | None
+    listed: bool | None
+    list_error: str | None = None
+
+    def stats(self) -> dict:
+        """The snapshot stats that record it (integers, and ``root_fs`` when known)."""
+        out: dict = {"root_dev": self.dev, "root_mount": int(self.mount)}
+        if self.fs is not None:
+            out["root_fs"] = self.fs
+        return out
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mount_of(real: str) -> tuple[str, str] | None:
+    """:returns: (mount point, ``"FSTYPE SOURCE ROOT"``) of the mount holding the real path ``real``."""
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return None
+    best: tuple[str, str] | None = None
+    for line in lines:  # ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        left, sep, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if not sep or len(f) < 5 or len(r) < 2:
+            continue
+        point = _unescape(f[4])
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):  # of equal ones, the last is on top
+                best = (point, f"{r[0]} {_unescape(r[1])} {_unescape(f[3])}")
+    return best
+
+
+def source_root(src: str) -> SourceRoot:
+    """:returns: what ``src`` is now.  :raises OSError: it cannot be stat-ed."""
+    dev = os.stat(src).st_dev
+    real = os.path.realpath(src)
+    mount = _mount_of(real)
+    listed: bool | None = None
+    error = None
+    try:
+        with os.scandir(src) as it:
+            listed = next(it, None) is not None
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    return SourceRoot(dev, os.path.ismount(real) or (mount is not None and mount[0] == real),
+                      mount[1] if mount else None, listed, error)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What the source looked like at its last commit.
+
+    :ivar what: how the messages name it (``its last snapshot (generation 41)``).
+    :ivar same_host: whether it was taken on this host (device numbers mean nothing elsewhere).
+    """
+
+    what: str
+    generation: int
+    stats: dict
+    same_host: bool
+
+    def count(self, key: str) -> int:
+        value = self.stats.get(key)
+        return value if type(value) is int and value > 0 else 0
+
+
+def latest_snapshot(dest: Destination, source: str) -> Snapshot | None:
+    """The readable snapshot of ``source`` with the highest generation (damaged ones are the commit's
+    to report)."""
+    return max((s for s in dest.snapshots([]) if s.source == source), key=lambda s: s.generation, default=None)
+
+
+def choose_reference(snap: Snapshot | None, cached: dict | None) -> Reference | None:
+    """The latest snapshot, unless the state cache recorded a later commit: the repository lost or
+    withheld it, and the local record is the better witness.  None: nothing to compare with."""
+    if cached is not None and (snap is None or cached["generation"] > snap.generation):
+        listed = f"generation {snap.generation}" if snap is not None else "none"
+        return Reference(f"the state cache's last snapshot (generation {cached['generation']}; the repository "
+                         f"lists {listed})", cached["generation"], cached["stats"], True)
+    if snap is None:
+        return None
+    return Reference(f"its last snapshot (generation {snap.generation})", snap.generation, snap.stats,
+                     snap.hostname == socket.gethostname())
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what}s"
+
+
+CONFIRM = "sync once with --confirm-source"
+
+
 class SyncRun:
     """One sync of the directory ``src`` to ``dest``, as ``options`` say; ``run()`` once.
 
@@ -160,6 +288,8 @@ class SyncRun:
         """Store ``src`` as a new snapshot of ``options.source`` at ``dest``.
 
         :returns: the report; ``report.warnings`` lists files that were skipped and the destination's warnings.
+        :raises SourceVanished: the source looks vanished or replaced (see the module docstring);
+            nothing is committed.
         :raises ReplicatorError: when the destination fails; nothing is committed then.
         """
         if self._started:
@@ -169,8 +299,12 @@ class SyncRun:
             raise FileNotFoundError(f"source {self.src} is not a directory")
         owned = self._open_state()
         try:
-            root = self._store_tree()
-            self._commit(root)
+            root = source_root(self.src)
+            ref = None if self.options.confirm_source else self._reference()
+            self._check_root(root, ref)
+            tree = self._store_tree()
+            self._check_count(ref)
+            self._commit(tree, root)
         finally:
             if owned:
                 self._state.close()  # type: ignore[union-attr]
@@ -203,15 +337,72 @@ class SyncRun:
         finally:
             self._pipe.close()
 
-    def _commit(self, root: bytes) -> None:
+    def _commit(self, tree: bytes, root: SourceRoot) -> None:
         r = self.report
-        stats = {"files": r.files, "dirs": r.dirs, "symlinks": r.symlinks, "bytes": r.bytes_total}
-        r.snapshot = self.dest.commit_snapshot(self.options.source, root, stats)
+        stats = {"files": r.files, "dirs": r.dirs, "symlinks": r.symlinks, "bytes": r.bytes_total, **root.stats()}
+        r.snapshot = self.dest.commit_snapshot(self.options.source, tree, stats)
         if self._state is not None:
+            self._state.remember_snapshot(r.snapshot.id, r.snapshot.generation, stats)
             self._state.commit()
             self._state.forget_unseen()
         r.warnings.extend((DESTINATION, message) for message in self.dest.warnings)
         r.destination_stats = dict(self.dest.stats)
+
+    # --- has the source vanished? ---------------------------------------------------
+    def _reference(self) -> Reference | None:
+        cached = self._state.last_snapshot() if self._state is not None else None
+        return choose_reference(latest_snapshot(self.dest, self.options.source), cached)
+
+    def _refuse(self, reason: str, what: str, hint: str) -> SourceVanished:
+        return SourceVanished(reason, f"source {self.src} {what}; nothing committed: {hint}")
+
+    def _check_root(self, root: SourceRoot, ref: Reference | None) -> None:
+        """Before the walk: the marker, then (unless confirmed) the root against the reference."""
+        marker = self.options.require_marker
+        if marker is not None and not os.path.lexists(os.path.join(self.src, marker)):
+            raise self._refuse("marker", f"has no {marker} (the required marker): not mounted, or not the "
+                               f"volume it should be", f"mount the source, or create {marker} in it if this "
+                               "directory is the right one")
+        if ref is None:
+            return
+        had = ref.count("files") + ref.count("dirs") + ref.count("symlinks")
+        if root.list_error is not None and had:
+            raise self._refuse("unreadable", f"cannot be listed ({root.list_error}), but {ref.what} had "
+                               f"{_n(had, 'entry')}", "fix access to it, or if it is to be committed empty, "
+                               + CONFIRM)
+        if ref.same_host:
+            self._check_filesystem(root, ref)
+        if root.listed is False and had:
+            held = _n(ref.count("files"), "file") if ref.count("files") else _n(had, "entry")
+            raise self._refuse("empty", f"is empty, but {ref.what} had {held} (unmounted?)",
+                               "mount the source, or if it is really empty now, " + CONFIRM)
+
+    def _check_filesystem(self, root: SourceRoot, ref: Reference) -> None:
+        hint = "mount the right volume, or if this is the source now, " + CONFIRM
+        was_mount, was_fs, was_dev = (ref.stats.get(k) for k in ("root_mount", "root_fs", "root_dev"))
+        if was_mount in (0, 1) and bool(was_mount) != root.mount:
+            if was_mount:
+                raise self._refuse("filesystem", f"is no longer a mount point (it was at {ref.what}: "
+                                   "unmounted?)", hint)
+            raise self._refuse("filesystem", f"is now a mount point (it was not at {ref.what}: another volume "
+                               "mounted over it?)", hint)
+        if isinstance(was_fs, str) and root.fs is not None:
+            if was_fs != root.fs:
+                raise self._refuse("filesystem", f"is on another filesystem than at {ref.what} "
+                                   f"(now {root.fs!r}, was {was_fs!r})", hint)
+        elif type(was_dev) is int and was_dev != root.dev:
+            raise self._refuse("filesystem", f"is on another filesystem than at {ref.what} "
+                               f"(device {root.dev:#x}, was {was_dev:#x})", hint)
+
+    def _check_count(self, ref: Reference | None) -> None:
+        """After the walk, before the commit: no more than ``max_shrink`` of the files lost."""
+        if ref is None:
+            return
+        before, now, limit = ref.count("files"), self.report.files, self.options.max_shrink
+        if before and (before - now) / before > limit:
+            raise self._refuse("shrunk", f"has {_n(now, 'file')}, {(before - now) / before:.0%} fewer than the "
+                               f"{_n(before, 'file')} of {ref.what} (at most {limit:.0%} may go at once)",
+                               "if they were deleted on purpose, " + CONFIRM + " (or allow more with --max-shrink)")
 
     def _warn(self, path: str, message: str) -> None:
         self.report.warnings.append((path, message))
@@ -230,7 +421,7 @@ class SyncRun:
                 self.report.files_unchanged += 1
                 self._pipe.submit(EntryEvent(replace(entry, chunks=cached)))  # type: ignore[union-attr]
                 self._stored_ok.add(entry.path)
-            elif self._read_file(entry):
+            elif self._read_file(entry, item):
                 self._stored_ok.add(entry.path)
         elif entry.kind in (KIND_DIR, KIND_SYMLINK):
             self._pipe.submit(EntryEvent(entry))  # type: ignore[union-attr]
@@ -247,18 +438,17 @@ class SyncRun:
         state.keep(item.entry.path)
         return cached
 
-    def _read_file(self, entry: Entry) -> bool:
+    def _read_file(self, entry: Entry, item: WalkItem) -> bool:
         """Chunk the file into the pipeline, again if it changed meanwhile.  :returns: whether it is stored."""
-        path = os.path.join(self.src, entry.path)
         pipe = self._pipe
         assert pipe is not None
         for _attempt in range(TORN_RETRIES):
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = item.open()  # O_NOFOLLOW; past PATH_MAX relative to the walk's directory (sync/walk.py)
             except OSError as exc:
                 self._warn(entry.path, f"cannot open: {exc.strerror}")
                 return False
-            with os.fdopen(fd, "rb", buffering=0) as f:
+            with SparseReader(fd) as f:  # holes read as zeros without reading the disk (sync/sparse.py)
                 st0 = os.fstat(fd)
                 if not stat.S_ISREG(st0.st_mode):
                     self._warn(entry.path, "is no longer a regular file")

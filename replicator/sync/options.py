@@ -7,9 +7,11 @@ with a one-line message, before anything is opened.  What belongs to one run
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from replicator.constants import DEFAULT_MAX_SHRINK
 from replicator.errors import UsageError
 
 
@@ -26,6 +28,15 @@ class SyncOptions:
     :param cache_dir: the directory holding the state cache (one file per destination id and source
         name).  None: no state cache is opened, unless ``SyncRun`` is handed an open one.
     :param workers: hashing/compression threads; None: the CPU count - 1, at least 1.
+    :param max_shrink: refuse the snapshot (``SourceVanished``) when the source has lost more than
+        this share of the files of its latest snapshot, 0 to 1 (1: never on the share alone; an
+        empty source is still refused).
+    :param require_marker: a name that must exist in the source root (file or directory, like
+        syncthing's ``.stfolder``), or nothing is synced: it tells the volume from the empty
+        directory it is mounted on.  None: no marker.
+    :param confirm_source: commit even a source that looks vanished or replaced (empty, shrunk,
+        on another filesystem): the operator has looked and says it is right.  A missing required
+        marker is refused all the same.
     """
 
     source: str
@@ -33,6 +44,9 @@ class SyncOptions:
     use_state: bool = True
     cache_dir: str | None = None
     workers: int | None = None
+    max_shrink: float = DEFAULT_MAX_SHRINK
+    require_marker: str | None = None
+    confirm_source: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -45,6 +59,22 @@ class SyncOptions:
         w = self.workers
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise UsageError(f"sync: workers must be a positive integer, not {w!r}")
+        m = self.max_shrink
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or not 0 <= m <= 1:
+            raise UsageError(f"sync: the share of files a source may lose must be a number from 0 to 1 "
+                             f"(0.5 = 50%), not {m!r}")
+        object.__setattr__(self, "max_shrink", float(m))
+        if self.require_marker is not None:
+            check_marker_name(self.require_marker)
+        if not isinstance(self.confirm_source, bool):
+            raise UsageError(f"sync: confirm_source must be true or false, not {self.confirm_source!r}")
+
+
+def check_marker_name(name: object) -> str:
+    """:returns: ``name``, a plain name for a file in the source root.  :raises UsageError:"""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise UsageError(f"sync: the marker must be a plain file name in the source root (no '/'), not {name!r}")
+    return name
 
 
 def _patterns(excludes: Iterable[str]) -> tuple[str, ...]:

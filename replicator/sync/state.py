@@ -5,10 +5,16 @@ it had then, so an unchanged file is not read again.  A cached row is only a
 hint: the engine uses it only when every chunk id in it is still in the
 repository, so a stale or damaged cache can cost time, never correctness.
 One SQLite file per (repository, source name), kept outside the repository.
+
+It also remembers the snapshot the last sync committed (id, generation,
+stats): the engine's second witness, beside the repository's own latest
+snapshot, for "has this source vanished?" (sync/engine.py).  Deleting the
+cache never disables that check, which reads the snapshots first.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 
@@ -18,7 +24,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, chunks BLOB
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
+_LAST_SNAPSHOT = "last_snapshot"
 
 
 def state_path(cache_dir: str, repo_id: str, source: str) -> str:
@@ -44,12 +52,14 @@ class StateCache:
             self._db = sqlite3.connect(path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
-        self._seen: set[str] = set()
+        # Paths are kept as their file-system bytes: a name that is not UTF-8 (os.fsdecode gives it
+        # surrogates) is a valid file name and must not crash the cache.
+        self._seen: set[bytes] = set()
 
     def lookup(self, path: str, key: tuple[int, int, int, int]) -> tuple[bytes, ...] | None:
         """:returns: the cached chunk ids when the file's stat key is unchanged."""
         row = self._db.execute(
-            "SELECT size, mtime_ns, ino, ctime_ns, chunks FROM files WHERE path=?", (path,)
+            "SELECT size, mtime_ns, ino, ctime_ns, chunks FROM files WHERE path=?", (os.fsencode(path),)
         ).fetchone()
         if row is None or tuple(row[:4]) != key:
             return None
@@ -59,17 +69,37 @@ class StateCache:
         return tuple(raw[i : i + ID_SIZE] for i in range(0, len(raw), ID_SIZE))
 
     def record(self, path: str, key: tuple[int, int, int, int], chunks: tuple[bytes, ...]) -> None:
-        self._seen.add(path)
-        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (path, *key, b"".join(chunks)))
+        raw = os.fsencode(path)
+        self._seen.add(raw)
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (raw, *key, b"".join(chunks)))
 
     def keep(self, path: str) -> None:
-        self._seen.add(path)
+        self._seen.add(os.fsencode(path))
+
+    def remember_snapshot(self, snapshot_id: str, generation: int, stats: dict) -> None:
+        """Record the snapshot this sync committed (written at the next ``commit``)."""
+        value = json.dumps({"id": snapshot_id, "generation": generation, "stats": stats}, sort_keys=True)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LAST_SNAPSHOT, value))
+
+    def last_snapshot(self) -> dict | None:
+        """:returns: ``{"id", "generation", "stats"}`` of the last snapshot recorded, or None (none, or
+        unreadable: the cache is only a hint)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_LAST_SNAPSHOT,)).fetchone()
+        try:
+            doc = json.loads(row[0]) if row else None
+        except (TypeError, ValueError):
+            return None
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not isinstance(doc.get("stats"), dict) \
+                or type(doc.get("generation")) is not int:
+            return None
+        return doc
 
     def commit(self) -> None:
         self._db.commit()
 
     def forget_unseen(self) -> None:
         """Drop rows of files that no longer exist at the source (after a complete sync)."""
+        # Rows of older caches hold text paths: never in _seen, so they go (a cache miss, once).
         rows = [p for (p,) in self._db.execute("SELECT path FROM files") if p not in self._seen]
         self._db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in rows])
         self._db.commit()

@@ -20,7 +20,7 @@ import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 
@@ -28,6 +28,38 @@ from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 _XATTR_UNSUPPORTED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 
 ROOT_PATH = "."  # the relpath reported to on_error when the source root itself fails
+
+#: Directory descriptors the walk keeps open at most, whatever the depth.
+MAX_OPEN_DIRS = 64
+#: Linux's PATH_MAX (with the NUL): a longer path cannot be named in one call, only relative to a descriptor.
+PATH_MAX = 4096
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC  # how WalkItem.open opens a file for reading
+_HAVE_PROC_FD = os.path.isdir("/proc/self/fd")  # else xattrs of files past PATH_MAX are reported unreadable
+
+
+class _Dir:
+    """A directory on the walk's current path: its listing, identity and (while near the bottom) descriptor."""
+
+    __slots__ = ("rel", "name", "fd", "dev", "ino", "children", "pos")
+
+    def __init__(self, rel: str, name: str, fd: int, st: os.stat_result, children: list[str]) -> None:
+        self.rel = rel  # '/'-separated path from the root; "" for the root
+        self.name = name  # the name in its parent (the root: the source path)
+        self.fd = fd  # -1 while closed to bound the descriptors, and once the walk has left it
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self.children = children
+        self.pos = 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def same(self, fd: int) -> bool:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
 
 
 @dataclass
@@ -43,6 +75,28 @@ class WalkItem:
     dev: int
     ino: int
     key: tuple[int, int, int, int] = (0, 0, 0, 0)  # stat_key() of the lstat taken by the walk
+    root: str = field(default="", repr=False, compare=False)  # the source root the walk was given
+    _parent: _Dir | None = field(default=None, repr=False, compare=False)  # the walk's frame of its directory
+
+    def open(self) -> int:
+        """Open this file for reading (``FILE_FLAGS``: never through a symlink at its name).
+
+        By its full path when that fits in PATH_MAX (exactly the path the entry
+        names); else relative to its directory's descriptor while the walk is
+        in that directory, or opened again component by component from the root.
+
+        :returns: a new descriptor, owned by the caller.  :raises OSError:
+        """
+        full = os.path.join(self.root, self.entry.path)
+        if self._parent is None or len(os.fsencode(full)) < PATH_MAX:
+            return os.open(full, FILE_FLAGS)
+        if self._parent.fd >= 0:
+            return os.open(self.entry.name, FILE_FLAGS, dir_fd=self._parent.fd)
+        fd = _open_dirs(self.root, self.entry.parent.split("/") if self.entry.parent else [])
+        try:
+            return os.open(self.entry.name, FILE_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -82,15 +136,17 @@ def _excluded(relpath: str, name: str, excludes: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(relpath, pat) or fnmatch.fnmatchcase(name, pat) for pat in excludes)
 
 
-def _read_xattrs(path: str, relpath: str, on_error: Callable[[str, str], None]) -> tuple[tuple[str, bytes], ...]:
-    """Extended attributes of ``path`` (not following symlinks), sorted by name.
+def _read_xattrs(target: str | int, relpath: str,
+                 on_error: Callable[[str, str], None]) -> tuple[tuple[str, bytes], ...]:
+    """Extended attributes of ``target`` (a descriptor, or a path not followed at its end), sorted by name.
 
     Unsupported file systems give ``()`` silently; an attribute removed between
     list and get is skipped; other failures are reported and the attributes read
     so far are kept (the entry is still recorded).
     """
+    nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target, **nofollow)
     except OSError as exc:
         if exc.errno in _XATTR_UNSUPPORTED:
             return ()
@@ -101,7 +157,7 @@ def _read_xattrs(path: str, relpath: str, on_error: Callable[[str, str], None]) 
     out = []
     for name in sorted(names):
         try:
-            out.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            out.append((name, os.getxattr(target, name, **nofollow)))
         except OSError as exc:
             if exc.errno in (errno.ENODATA, *_XATTR_UNSUPPORTED):
                 continue  # removed since listxattr, or not readable here: nothing to record
@@ -111,12 +167,34 @@ def _read_xattrs(path: str, relpath: str, on_error: Callable[[str, str], None]) 
     return tuple(out)
 
 
-def _list_dir(path: str) -> list[os.DirEntry[str]]:
-    """The children of ``path`` in walk order (sorted by name bytes)."""
-    with os.scandir(path) as it:
-        children = list(it)
-    children.sort(key=lambda d: os.fsencode(d.name))
-    return children
+def _list_dir(fd: int) -> list[str]:
+    """The names in the directory ``fd`` in walk order (sorted by name bytes)."""
+    with os.scandir(fd) as it:
+        names = [d.name for d in it]
+    names.sort(key=os.fsencode)
+    return names
+
+
+def _open_dirs(root: str, names: list[str]) -> int:
+    """A descriptor of ``root/names...``, opened one component at a time, never through a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _path_of(parent: _Dir, name: str, root: str, relpath: str) -> str:
+    """A path naming ``name`` in ``parent`` for the calls that take no descriptor (xattrs of files)."""
+    full = os.path.join(root, relpath)
+    if len(os.fsencode(full)) < PATH_MAX or not _HAVE_PROC_FD:
+        return full
+    return f"/proc/self/fd/{parent.fd}/{name}"  # the descriptor's own directory, however deep
 
 
 def walk(
@@ -132,7 +210,8 @@ def walk(
     (kind ``symlink``, target from ``os.readlink``) and never followed.  Other
     file systems are descended.  Sockets, FIFOs and devices are reported as
     skipped.  A regular file sharing ``(dev, ino)`` with an earlier yielded file
-    (``st_nlink > 1``) gets ``link_to`` = the earlier path.
+    (``st_nlink > 1``) gets ``link_to`` = the earlier path.  A file item can be
+    opened with :meth:`WalkItem.open`, whatever its path length.
 
     :param src: the source root; it is followed if it is itself a symlink (the
         operator named it), and never yielded.
@@ -144,53 +223,114 @@ def walk(
         and ``os.fsdecode``-d (surrogateescape round-trips any name).
     """
     try:
-        root_children = _list_dir(src)
+        root_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
+        on_error(ROOT_PATH, f"cannot list source directory: {exc.strerror or exc}")
+        return
+    try:
+        root = _Dir("", src, root_fd, os.fstat(root_fd), _list_dir(root_fd))
+    except OSError as exc:
+        os.close(root_fd)
         on_error(ROOT_PATH, f"cannot list source directory: {exc.strerror or exc}")
         return
 
     first_link: dict[tuple[int, int], str] = {}
-    # Each frame: (relative dir path, its children in order, next index).
-    # An explicit stack keeps deep trees away from the recursion limit.
-    stack: list[tuple[str, list[os.DirEntry[str]], list[int]]] = [("", root_children, [0])]
-    while stack:
-        dir_rel, children, pos = stack[-1]
-        if pos[0] >= len(children):
-            stack.pop()
-            continue
-        child = children[pos[0]]
-        pos[0] += 1
-        relpath = f"{dir_rel}/{child.name}" if dir_rel else child.name
-        if excludes and _excluded(relpath, child.name, excludes):
-            continue
-        item, sub = _scan_one(child.path, relpath, first_link, on_error)
-        if item is None:
-            continue
-        yield item
-        if sub is not None:
-            stack.append((relpath, sub, [0]))
+    # The directories from the root to the current one.  stack[lowest_open:] hold
+    # descriptors; the ones above were closed to keep at most MAX_OPEN_DIRS open.
+    stack: list[_Dir] = [root]
+    lowest_open = 0
+    try:
+        while stack:
+            top = stack[-1]
+            if top.pos >= len(top.children):
+                stack.pop()
+                if stack and stack[-1].fd < 0:
+                    _reopen(stack, top, on_error)
+                    lowest_open = len(stack) - 1
+                top.close()
+                continue
+            name = top.children[top.pos]
+            top.pos += 1
+            relpath = f"{top.rel}/{name}" if top.rel else name
+            if excludes and _excluded(relpath, name, excludes):
+                continue
+            item, sub = _scan_one(top, name, relpath, src, first_link, on_error)
+            if item is None:
+                continue
+            if sub is not None:
+                stack.append(sub)  # before the yield: closed by the finally below if the caller stops
+                if len(stack) - lowest_open > MAX_OPEN_DIRS:
+                    stack[lowest_open].close()
+                    lowest_open += 1
+            yield item
+    finally:
+        for d in stack:
+            d.close()
+
+
+def _reopen(stack: list[_Dir], child: _Dir, on_error: Callable[[str, str], None]) -> None:
+    """Give ``stack[-1]`` (the parent of ``child``, just left) a descriptor again, or skip the rest of it.
+
+    Through ``..`` of the child when that is the same directory as before; else
+    by name from the root, every component checked the same way (it was moved
+    meanwhile).  A directory not found again is reported and its remaining
+    entries are left out.
+    """
+    parent = stack[-1]
+    if child.fd >= 0:
+        try:
+            fd = os.open("..", _DIR_FLAGS, dir_fd=child.fd)
+            if parent.same(fd):
+                parent.fd = fd
+                return
+            os.close(fd)
+        except OSError:
+            pass
+    fd = -1
+    try:
+        fd = os.open(stack[0].name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if not stack[0].same(fd):
+            raise FileNotFoundError(errno.ENOENT, "replaced")
+        for d in stack[1:]:
+            nfd = os.open(d.name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            if not d.same(fd):
+                raise FileNotFoundError(errno.ENOENT, "replaced")
+    except OSError:
+        if fd >= 0:
+            os.close(fd)
+        on_error(parent.rel or ROOT_PATH, "moved or replaced during the walk: the rest of it is left out")
+        parent.children = []
+        return
+    parent.fd = fd
 
 
 def _scan_one(
-    path: str,
+    parent: _Dir,
+    name: str,
     relpath: str,
+    root: str,
     first_link: dict[tuple[int, int], str],
     on_error: Callable[[str, str], None],
-) -> tuple[WalkItem | None, list[os.DirEntry[str]] | None]:
-    """Stat one path and build its item; for directories also list the children."""
+) -> tuple[WalkItem | None, _Dir | None]:
+    """Stat one name in ``parent`` and build its item; for directories also open and list it."""
+    dir_fd = parent.fd
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         mode = st.st_mode
         sub = None
         if stat.S_ISDIR(mode):
-            try:
-                sub = _list_dir(path)
-            except OSError as exc:
-                on_error(relpath, _reason("cannot list directory", exc))
+            sub = _open_sub(dir_fd, name, relpath, st, on_error)
+            if sub is None:
                 return None, None
-            entry = _entry(relpath, KIND_DIR, st, xattrs=_read_xattrs(path, relpath, on_error))
+            try:
+                entry = _entry(relpath, KIND_DIR, st, xattrs=_read_xattrs(sub.fd, relpath, on_error))
+            except BaseException:
+                sub.close()
+                raise
         elif stat.S_ISREG(mode):
-            xattrs = _read_xattrs(path, relpath, on_error)
+            xattrs = _read_xattrs(_path_of(parent, name, root, relpath), relpath, on_error)
             key = (st.st_dev, st.st_ino)
             link_to = first_link.get(key, "") if st.st_nlink > 1 else ""
             entry = _entry(relpath, KIND_FILE, st, size=st.st_size, link_to=link_to, xattrs=xattrs)
@@ -201,14 +341,38 @@ def _scan_one(
         elif stat.S_ISLNK(mode):
             # xattrs of symlinks are not recorded: Linux refuses user.* on them
             # and restore could not set the others without following the link.
-            entry = _entry(relpath, KIND_SYMLINK, st, target=os.readlink(path))
+            entry = _entry(relpath, KIND_SYMLINK, st, target=os.readlink(name, dir_fd=dir_fd))
         else:
             on_error(relpath, f"skipped: {_kind_name(mode)} is not a regular file, directory or symlink")
             return None, None
     except OSError as exc:
         on_error(relpath, _reason("cannot read", exc))
         return None, None
-    return WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino, key=stat_key(st)), sub
+    item = WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino, key=stat_key(st), root=root,
+                    _parent=parent if sub is None else None)
+    return item, sub
+
+
+def _open_sub(dir_fd: int, name: str, relpath: str, st: os.stat_result,
+              on_error: Callable[[str, str], None]) -> _Dir | None:
+    """Open and list the directory ``name`` (lstat-ed as ``st``); None (reported) when that fails."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        on_error(relpath, _reason("cannot list directory", exc))
+        return None
+    try:
+        sub = _Dir(relpath, name, fd, st, [])
+        if not sub.same(fd):
+            on_error(relpath, "cannot list directory: replaced during the walk")
+            os.close(fd)
+            return None
+        sub.children = _list_dir(fd)
+    except OSError as exc:
+        os.close(fd)
+        on_error(relpath, _reason("cannot list directory", exc))
+        return None
+    return sub
 
 
 def _entry(

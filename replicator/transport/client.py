@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from replicator.format import layout as L
@@ -39,6 +40,24 @@ from replicator.transport.url import RemoteUrl
 DEFAULT_WINDOW = 4  # packs in flight: 4 x 16 MiB keeps a 20 ms RTT link full up to ~3 GB/s
 WRITE_PIECE = 256 * 1024  # bandwidth limiting granularity
 GET_BATCH = 64  # objects fetched concurrently
+ANY_BODY = P.F.MAX_FRAME_SIZE  # an answer whose body has no cap below the frame's
+
+
+@dataclass
+class _Pending:
+    """A request waiting for its answer, and what the answer may be: its type and the largest body accepted."""
+
+    expect: int
+    fut: asyncio.Future
+    what: str
+    max_body: int = ANY_BODY
+    id_list: bool = False  # a GET of ids/: counts against the session's MAX_REMOTE_ID_BYTES
+
+
+def _retrieved(fut: asyncio.Future) -> None:
+    """Done callback: mark a failure as seen, so a request nobody awaits any more is not logged at exit."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _TokenBucket:
@@ -63,12 +82,13 @@ class ClientSession:
         self._conn = conn
         self._where = where
         self._bucket = _TokenBucket(bwlimit) if bwlimit else None
-        self._pending: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._wlock = asyncio.Lock()
         self._reader_task: asyncio.Task | None = None
         self._dead: BaseException | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.id_list_bytes = 0  # ids/ objects held this session (cached and fetched), at most MAX_REMOTE_ID_BYTES
 
     async def start(self) -> int:
         ours = P.Hello()
@@ -101,11 +121,39 @@ class ClientSession:
             self.bytes_sent += len(view)
 
     def _fail_all(self, exc: BaseException) -> None:
-        self._dead = exc
+        if self._dead is None:
+            self._dead = exc
         while self._pending:
-            _t, fut = self._pending.popleft()
+            fut = self._pending.popleft().fut
             if not fut.done():
                 fut.set_exception(exc)
+
+    def count_id_lists(self, nbytes: int) -> None:
+        """Add ``nbytes`` of id lists to this session's.  :raises ProtocolError: past MAX_REMOTE_ID_BYTES."""
+        self.id_list_bytes += nbytes
+        if self.id_list_bytes > P.MAX_REMOTE_ID_BYTES:
+            raise ProtocolError(f"{self._where} lists more than MAX_REMOTE_ID_BYTES ({P.MAX_REMOTE_ID_BYTES}) bytes "
+                                f"of id lists ({P.MAX_REMOTE_ID_BYTES // 32} chunk ids); refusing to hold more")
+
+    def _check_answer(self, msg_type: int, body: bytes) -> None:
+        """Caps checked on the raw body before it is decoded (PROTOCOL.md 3, "Limits": the sender's caps).
+
+        :raises ProtocolError:
+        """
+        if msg_type == P.ERROR or not self._pending:
+            return  # an ERROR is capped by its decoder; an unrequested message is refused after decoding
+        head = self._pending[0]
+        if len(body) > head.max_body:
+            cap = "MAX_ID_LIST_OBJECT" if head.id_list else "its cap"
+            raise ProtocolError(f"{self._where} answered {head.what} with {len(body)} bytes, more than {cap} "
+                                f"({head.max_body})")
+        if msg_type == P.NAMES and len(body) >= 4:
+            count = int.from_bytes(body[:4], "big")
+            if count > P.MAX_LISTED_NAMES:
+                raise ProtocolError(f"{self._where} listed {count} names, more than MAX_LISTED_NAMES "
+                                    f"({P.MAX_LISTED_NAMES})")
+        if head.id_list and msg_type == P.DATA:
+            self.count_id_lists(max(0, len(body) - 4))
 
     async def _read_answers(self) -> None:
         try:
@@ -114,16 +162,18 @@ class ClientSession:
                 if got is None:
                     raise P.TransportError(f"{self._where} closed the connection")
                 self.bytes_received += P.F.HEADER_SIZE + len(got[1])
+                self._check_answer(*got)
                 msg = P.decode_message(*got)
                 if isinstance(msg, P.Error):
                     raise P.RemoteError(self._where, msg.message, msg.code)
                 if not self._pending:
                     raise ProtocolError(f"{self._where} sent an unrequested message (type {msg.TYPE})")
-                expect, fut = self._pending.popleft()
-                if msg.TYPE != expect:
-                    raise ProtocolError(f"{self._where} answered with type {msg.TYPE}, expected {expect}")
-                if not fut.done():
-                    fut.set_result(msg)
+                head = self._pending.popleft()
+                if msg.TYPE != head.expect:
+                    raise ProtocolError(f"{self._where} answered {head.what} with type {msg.TYPE}, "
+                                        f"expected {head.expect}")
+                if not head.fut.done():
+                    head.fut.set_result(msg)
         except asyncio.CancelledError:
             self._fail_all(P.TransportError(f"connection to {self._where} closed"))
             raise
@@ -132,25 +182,36 @@ class ClientSession:
                 exc = P.TransportError(f"connection to {self._where} lost: {exc}")
             self._fail_all(exc)
 
-    async def send(self, msg, expect: int | None) -> asyncio.Future | None:
-        """Queue ``msg``; :returns: a future for its answer (None when it has none)."""
+    async def send(self, msg, expect: int | None, *, max_body: int = ANY_BODY,
+                   id_list: bool = False) -> asyncio.Future | None:
+        """Queue ``msg``; :returns: a future for its answer (None when it has none).
+
+        ``max_body``: the largest answer body accepted (checked before decoding); ``id_list``: the answer
+        is an ids/ object, counted against MAX_REMOTE_ID_BYTES.  Every failure of the session is raised
+        by every request waiting in it, and a failure nobody awaits is never logged.
+        """
         if self._dead is not None:
             raise self._dead
         async with self._wlock:
+            if self._dead is not None:
+                raise self._dead
             fut = None
             if expect is not None:
                 fut = asyncio.get_running_loop().create_future()
-                self._pending.append((expect, fut))
+                fut.add_done_callback(_retrieved)
+                detail = next((str(getattr(msg, a)) for a in ("name", "prefix", "repository") if hasattr(msg, a)), "")
+                self._pending.append(_Pending(expect, fut, f"{type(msg).__name__} {detail}".strip(), max_body, id_list))
             try:
                 await self._write(msg)
             except (OSError, Exception) as exc:  # noqa: BLE001 - the channel broke under us
-                if self._dead is not None:
-                    raise self._dead from None
-                raise P.TransportError(f"connection to {self._where} lost: {exc}") from None
+                if self._dead is None:
+                    self._fail_all(P.TransportError(f"connection to {self._where} lost: {exc}"))
+                assert self._dead is not None
+                raise self._dead from None
         return fut
 
-    async def request(self, msg, expect: int):
-        fut = await self.send(msg, expect)
+    async def request(self, msg, expect: int, **caps):
+        fut = await self.send(msg, expect, **caps)
         assert fut is not None  # an expected answer always has a future
         return await fut
 
@@ -190,6 +251,15 @@ class _LoopThread:
         self._thread.join(10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _answer_caps(name: str) -> dict:
+    """What a DATA answer to GET ``name`` may be (its body: u32 length + the object)."""
+    if name.startswith(L.IDS):
+        return {"max_body": 4 + P.MAX_ID_LIST_OBJECT, "id_list": True}
+    if name.startswith(L.SNAPSHOTS):
+        return {"max_body": 4 + P.MAX_SNAPSHOT_OBJECT}
+    return {}
 
 
 class RemoteSink:
@@ -234,18 +304,24 @@ class RemoteSink:
             self.stats["bytes_received"] = self._session.bytes_received
 
     def _load_ids(self, cache: str | None) -> None:
-        """Every blob id the receiver lists in ``ids/``; the lists are fetched once and cached."""
+        """Every blob id the receiver lists in ``ids/``; the lists are fetched once and cached.
+
+        At most MAX_ID_LIST_OBJECT bytes each and MAX_REMOTE_ID_BYTES in all, cached or fetched:
+        a receiver cannot make this side hold more (:raises ProtocolError:).
+        """
         names = self.list(L.IDS)
         digests = {L.digest_of(n): n for n in names}
         lists: dict[str, bytes] = {}
         if cache:
             os.makedirs(cache, exist_ok=True)
             for fn in os.listdir(cache):
-                if fn in digests:
-                    with open(os.path.join(cache, fn), "rb") as f:
+                path = os.path.join(cache, fn)
+                if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
+                    with open(path, "rb") as f:
                         lists[fn] = f.read()
+                    self.session.count_id_lists(len(lists[fn]))
                 else:
-                    os.unlink(os.path.join(cache, fn))  # the receiver no longer lists it
+                    os.unlink(path)  # the receiver no longer lists it (or it is not an id list we would fetch)
         missing = [digests[d] for d in digests if d not in lists]
         for name, data in self.get_many(missing):
             digest = L.digest_of(name)
@@ -289,7 +365,7 @@ class RemoteSink:
         names = list(names)
 
         async def fetch(batch: list[str]) -> list[bytes]:
-            futs = [await self.session.send(P.Get(n), P.DATA) for n in batch]
+            futs = [await self.session.send(P.Get(n), P.DATA, **_answer_caps(n)) for n in batch]
             return [(await f).data for f in futs if f is not None]
 
         for i in range(0, len(names), GET_BATCH):

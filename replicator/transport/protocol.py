@@ -41,6 +41,13 @@ MAX_CONFIG_OBJECT = 1 << 20  # each of OPEN_OK's config and key file
 MAX_ERROR_MESSAGE = 4096  # ERROR message bytes a decoder accepts
 MAX_ERROR_MESSAGE_SENT = 1000  # ERROR message bytes this implementation sends (cut at a character boundary)
 
+# Caps on what one side accumulates from the other, which a count in one frame cannot bound (PROTOCOL.md 3,
+# "Limits"): exceeding one is a one-line ProtocolError (sender) or ERROR 1 (receiver), never a MemoryError.
+MAX_SNAPSHOT_REFS = 1 << 25  # receiver: refs of one snapshot, REFS batches and COMMIT's together (1 GiB of ids)
+MAX_LISTED_NAMES = 1 << 20  # sender: names in one NAMES it accepts (16 TiB of 16 MiB packs), checked before decoding
+MAX_ID_LIST_OBJECT = MAX_PACK_BLOBS * C.ID_SIZE  # sender: bytes of one ids/ object (a pack holds <= 2^20 blobs)
+MAX_REMOTE_ID_BYTES = MAX_SNAPSHOT_REFS * C.ID_SIZE  # sender: bytes of all ids/ objects of a session, 2^25 ids
+
 MODE_READ = 1
 MODE_WRITE = 2
 

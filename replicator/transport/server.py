@@ -9,8 +9,13 @@ way it was written, and an acknowledgement means durable.
 Requests are handled in arrival order by one worker thread (storage calls
 block), and answered in the same order, so a client may pipeline.  Any
 protocol violation or refused request ends the session with one ERROR
-frame; jobs not yet started are then skipped, so nothing the peer sent after
-the failure becomes visible.
+frame, in its place in that order: the requests before it are executed and
+answered, nothing after it is executed (the worker itself records the
+failure before the next job can start), so nothing the peer sent after the
+failure becomes visible.  A failed session always ends: the repository is
+closed (its lock released) before the ERROR is written, and the channel is
+closed after it, however many requests wait behind it and whether or not
+the peer reads or closes.
 
 Must never: import cli/daemon or asyncssh (ssh.py owns it), decrypt anything,
 or write a snapshot whose refs are not all present.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,8 +44,9 @@ from replicator.transport.frames import ProtocolError
 
 log = logging.getLogger("replicator.serve")
 
-SMALL_FRAME = 64 * 1024  # limit before OPEN: an unopened session cannot make us buffer 64 MiB
+SMALL_FRAME = 64 * 1024  # limit until OPEN succeeded: an unopened session cannot make us buffer 64 MiB
 MAX_QUEUED = 8  # requests accepted ahead of their answers (each at most one frame)
+ERROR_DRAIN_SECONDS = 10.0  # how long a failed session waits for its ERROR to leave before closing anyway
 PERM_READ, PERM_WRITE = "r", "w"
 
 
@@ -50,6 +57,18 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a session ended early: ``code`` is the ERROR sent, None when the peer is gone (nothing to send)."""
+
+    code: int | None
+    message: str
+
+
+_END = object()  # BYE or end of stream, after the answers before it
+_SKIPPED = object()  # a request behind a failure: never executed, never answered
 
 
 def _error_code(exc: ReplicatorError) -> int:
@@ -88,7 +107,21 @@ class Peer:
 
 
 class ServerSession:
-    """One client session over a reader (``readexactly``) and a writer (``write``/``drain``/``close``)."""
+    """One client session over a reader (``readexactly``) and a writer (``write``/``drain``/``close``).
+
+    Three parts: the read loop (event loop) decodes frames, checks the state
+    machine and queues one job per request, at most MAX_QUEUED ahead of the
+    answers; the worker thread runs the jobs in order; the responder (event
+    loop) writes their answers in the same order.  Every way a session can
+    end is a job in that order too: a violation the read loop detected, end
+    of stream, BYE.  The first job that fails sets ``_failed`` **on the worker
+    thread, before its ERROR can be written**, and closes the repository (the
+    writer lock is free before the peer can read the ERROR); every job behind
+    it sees the flag and is skipped.  When the responder reaches the failure
+    (or the end) it stops, the read loop is cancelled wherever it waits (a
+    read, or a full queue), the ERROR is written (at most ERROR_DRAIN_SECONDS
+    of waiting for the peer to take it) and the channel closed.
+    """
 
     def __init__(self, reader, writer, repos: dict[str, str], peer: Peer,
                  on_commit: Callable[[str, str], None] | None = None) -> None:
@@ -97,118 +130,159 @@ class ServerSession:
         self._writer = writer
         self._repos = repos
         self._peer = peer
-        self._state = P.STATE_START
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")
         self._answers: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
-        self._failed = False  # set on the event loop; read by the worker thread before each job
+        self._failed = threading.Event()  # set by the worker in request order (or once the peer is gone)
+        self._opened = False  # OPEN succeeded: frames may be MAX_FRAME_SIZE from now on (read loop only)
         self._sink: LocalSink | None = None
         self._repo_name = ""
+        self._mode = 0
         self._refs: list[bytes] = []
+        self.failure: Failure | None = None
         self.commits = 0
         self.packs = 0
 
     # --- driver ----------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        responder = loop.create_task(self._respond())
+        reading: asyncio.Task | None = None
+        failure: Failure | None = None
         try:
-            await self._read_loop(loop)
-        except Refused as exc:
-            await self._fail(exc.code, exc.message)
-        except ProtocolError as exc:
-            await self._fail(exc.code, str(exc))
-        except (ConnectionError, OSError) as exc:
-            self._failed = True
-            log.warning("%s: connection lost: %s", self._peer.label, exc)
-        finally:
-            if not responder.done():
-                if self._failed:
-                    responder.cancel()
-                else:
-                    await self._answers.put(None)
             try:
-                await responder
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already logged by _respond
-                pass
+                self._writer.write(P.Hello().encode())
+            except Exception as exc:  # noqa: BLE001 - the channel is gone before we said anything
+                failure = Failure(None, f"connection lost: {exc or exc.__class__.__name__}")
+            else:
+                reading = loop.create_task(self._read_loop(loop))
+                failure = await self._respond()
+        finally:
+            if reading is not None:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+            self._failed.set()  # anything still queued is skipped: the session is over
+            # The worker runs jobs in order, so this runs after every job already queued.
             await loop.run_in_executor(self._pool, self._release)
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False)  # idle by now: nothing to wait for
+            self.failure = failure
+            if failure is not None:
+                await self._send_error(failure)
             try:
                 self._writer.close()
             except Exception:  # noqa: BLE001 - the channel may be gone already
                 pass
 
+    async def _queue(self, loop, fn, *args) -> asyncio.Future:
+        """Queue one job for the worker and its future for the responder (waits while MAX_QUEUED are queued)."""
+        fut = loop.run_in_executor(self._pool, fn, *args)
+        await self._answers.put(fut)
+        return fut
+
     async def _read_loop(self, loop) -> None:
         ours = P.Hello()
-        self._writer.write(ours.encode())
+        state = P.STATE_START
         while True:
-            limit = P.F.MAX_FRAME_SIZE if self._state == P.STATE_OPEN else SMALL_FRAME
-            msg = await P.read_message(self._reader, limit, copy=False)  # a pack is not copied again
-            if self._failed:
+            limit = P.F.MAX_FRAME_SIZE if self._opened else SMALL_FRAME
+            try:
+                msg = await P.read_message(self._reader, limit, copy=False)  # a pack is not copied again
+                if msg is not None and msg.TYPE not in P.ALLOWED[state]:
+                    raise ProtocolError(f"message type {msg.TYPE} not allowed in state {state}")
+                if isinstance(msg, P.Hello):
+                    version = P.negotiate(ours, msg)
+                    log.debug("%s: protocol version %d, peer software %s", self._peer.label, version, msg.software)
+                    state = P.STATE_READY
+                    continue
+            except ProtocolError as exc:
+                await self._queue(loop, self._violation, Failure(exc.code, str(exc)))
                 return
-            if msg is None:
-                if self._state == P.STATE_OPEN and self._refs:
-                    log.info("%s: closed with an uncommitted snapshot pending; nothing committed", self._peer.label)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the channel failed under the read: the peer is gone
+                await self._queue(loop, self._violation, Failure(None, f"connection lost: {exc or type(exc).__name__}"))
                 return
-            if msg.TYPE not in P.ALLOWED[self._state]:
-                raise ProtocolError(f"message type {msg.TYPE} not allowed in state {self._state}")
-            if isinstance(msg, P.Hello):
-                version = P.negotiate(ours, msg)
-                log.debug("%s: protocol version %d, peer software %s", self._peer.label, version, msg.software)
-                self._state = P.STATE_READY
-                continue
-            if isinstance(msg, P.Bye):
+            if msg is None or isinstance(msg, P.Bye):
+                await self._queue(loop, self._end, "BYE" if msg is not None else "end of stream")
                 return
-            if isinstance(msg, P.Open):
-                self._state = P.STATE_OPEN  # optimistic: a refused OPEN ends the session anyway
             job = {P.Open: self._open, P.List: self._list, P.Get: self._get, P.PutPack: self._put_pack,
                    P.Refs: self._add_refs, P.Commit: self._commit}[type(msg)]
-            await self._answers.put(loop.run_in_executor(self._pool, self._guarded, job, msg))
+            fut = await self._queue(loop, self._guarded, job, msg)
+            if isinstance(msg, P.Open):
+                # The big frame limit only once the OPEN succeeded: wait for it before reading on.
+                if await fut is _SKIPPED or isinstance(fut.result(), Failure):
+                    return
+                self._opened = True
+                state = P.STATE_OPEN
 
-    async def _respond(self) -> None:
+    async def _respond(self) -> Failure | None:
+        """Write the answers in request order.  :returns: the failure that ended the session, None for a clean end."""
         while True:
-            item = await self._answers.get()
-            if item is None:
-                return
+            fut = await self._answers.get()
+            result = await fut
+            if result is _END:
+                return None
+            if isinstance(result, Failure):
+                return result
+            if result is None or result is _SKIPPED:
+                continue  # REFS has no answer; nothing is skipped before a failure, which returned above
             try:
-                answer = await item
-            except Refused as exc:
-                await self._fail(exc.code, exc.message)
-                return
-            except ProtocolError as exc:
-                await self._fail(exc.code, str(exc))
-                return
-            except ReplicatorError as exc:
-                await self._fail(_error_code(exc), str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 - one line to the peer and the log, never a traceback
-                log.exception("%s: internal error", self._peer.label)
-                await self._fail(P.E_INTERNAL, f"internal error: {exc.__class__.__name__}")
-                return
-            if answer is not None:
-                await P.write_message(self._writer, answer)
+                for part in result:
+                    self._writer.write(part)
+                await self._writer.drain()
+            except Exception as exc:  # noqa: BLE001 - the channel broke under the write: the peer is gone
+                self._failed.set()  # the worker skips what is queued (best effort: nothing can be answered)
+                return Failure(None, f"connection lost while answering: {exc or type(exc).__name__}")
 
-    async def _fail(self, code: int, message: str) -> None:
-        if self._failed:
+    async def _send_error(self, failure: Failure) -> None:
+        if failure.code is None:
+            log.warning("%s: %s", self._peer.label, failure.message)
             return
-        self._failed = True
-        level = logging.WARNING if code in (P.E_NOT_ALLOWED, P.E_PROTOCOL, P.E_INTEGRITY, P.E_MISSING_REFS) \
-            else logging.ERROR
-        log.log(level, "%s: refused (%s): %s", self._peer.label, P.ERROR_NAMES.get(code, code), message)
+        level = logging.WARNING if failure.code in (P.E_NOT_ALLOWED, P.E_PROTOCOL, P.E_INTEGRITY, P.E_MISSING_REFS,
+                                                    P.E_NOT_FOUND, P.E_VERSION) else logging.ERROR
+        log.log(level, "%s: refused (%s): %s", self._peer.label, P.ERROR_NAMES.get(failure.code, failure.code),
+                failure.message)
         try:
-            self._writer.write(P.Error(code, message).encode())
-            await self._writer.drain()
-        except Exception:  # noqa: BLE001 - the peer may be gone
+            self._writer.write(P.Error(failure.code, failure.message).encode())
+            await asyncio.wait_for(self._writer.drain(), ERROR_DRAIN_SECONDS)
+        except Exception:  # noqa: BLE001 - the peer may be gone or not reading: the session ends anyway
             pass
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001
-            pass
+
+    # --- the worker's side of the failure state (worker thread, in request order) ------------------
+    def _fail(self, failure: Failure) -> Failure:
+        self._failed.set()
+        self._release()  # the lock is free before the ERROR is written
+        return failure
 
     def _guarded(self, job, msg):
-        """Worker thread: skip every job once the session failed (nothing after a failure is made visible)."""
-        if self._failed:
-            return None
-        return job(msg)
+        """Run one request, unless the session failed.  :returns: the answer's frame parts, None, or a Failure.
+
+        Never raises: a future with an exception nobody awaits would be logged as "never retrieved".
+        """
+        if self._failed.is_set():
+            return _SKIPPED
+        try:
+            answer = job(msg)
+            return None if answer is None else answer.encode_parts()
+        except Refused as exc:
+            failure = Failure(exc.code, exc.message)
+        except ProtocolError as exc:
+            failure = Failure(exc.code, str(exc))
+        except ReplicatorError as exc:
+            failure = Failure(_error_code(exc), str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: one line to the peer, the traceback to our log
+            log.exception("%s: internal error", self._peer.label)
+            failure = Failure(P.E_INTERNAL, f"internal error: {exc.__class__.__name__}")
+        return self._fail(failure)
+
+    def _violation(self, failure: Failure):
+        """What the read loop found wrong, in its place in the order (the requests before it were executed)."""
+        return _SKIPPED if self._failed.is_set() else self._fail(failure)
+
+    def _end(self, why: str):
+        if self._failed.is_set():
+            return _SKIPPED
+        if self._refs:
+            log.info("%s: %s with an uncommitted snapshot pending; nothing committed", self._peer.label, why)
+        self._release()
+        return _END
 
     # --- jobs (worker thread, in arrival order) ----------------------------------
     def _open(self, msg: P.Open):
@@ -228,6 +302,7 @@ class ServerSession:
         except ReplicatorError as exc:
             raise Refused(P.E_NO_REPOSITORY, f"repository {name!r}: {exc}") from None
         self._repo_name = name
+        self._mode = msg.mode
         log.info("%s: opened %s for %s", self._peer.label, name, "write" if msg.mode == P.MODE_WRITE else "read")
         return P.OpenOk(config, keyfile)
 
@@ -247,10 +322,30 @@ class ServerSession:
         if perm not in self._peer.permissions.get(self._repo_name, ""):
             raise Refused(P.E_NOT_ALLOWED, f"not allowed: {what} in repository {self._repo_name!r}")
 
+    def _need_write_session(self, what: str) -> None:
+        """PUT_PACK, REFS and COMMIT: the key's ``w`` and a session opened for write (which holds the lock)."""
+        self._need(PERM_WRITE, what)
+        if self._mode != P.MODE_WRITE:
+            raise Refused(P.E_NOT_ALLOWED, f"not allowed: {what} in a session opened for read "
+                                           f"(OPEN repository {self._repo_name!r} for write)")
+
+    def _check_refs(self, ids: tuple[bytes, ...], what: str) -> None:
+        """Strictly increasing after the refs so far, and at most MAX_SNAPSHOT_REFS of them in all."""
+        if len(self._refs) + len(ids) > P.MAX_SNAPSHOT_REFS:
+            raise Refused(P.E_PROTOCOL, f"more than MAX_SNAPSHOT_REFS ({P.MAX_SNAPSHOT_REFS}) refs for one snapshot")
+        try:
+            P.check_sorted(list(ids), what, self._refs[-1] if self._refs else None)
+        except ProtocolError as exc:
+            raise Refused(P.E_PROTOCOL, str(exc)) from None
+
     def _list(self, msg: P.List):
         if msg.prefix == "data/":
             self._need(PERM_READ, "listing packs")
-        return P.Names(tuple(self.sink.list(msg.prefix)))
+        names = P.Names(tuple(self.sink.list(msg.prefix)))
+        if len(names.names) > P.MAX_NAMES or sum(2 + len(n) for n in names.names) > P.F.MAX_FRAME_SIZE - 5:
+            raise Refused(P.E_STORAGE, f"{len(names.names)} objects under {msg.prefix} do not fit in one NAMES "
+                                       "frame (protocol version 1)")
+        return names
 
     def _get(self, msg: P.Get):
         if msg.name.startswith("data/"):
@@ -261,23 +356,20 @@ class ServerSession:
             raise Refused(P.E_NOT_FOUND, f"{msg.name} not found") from None
 
     def _put_pack(self, msg: P.PutPack):
-        self._need(PERM_WRITE, "storing packs")
+        self._need_write_session("storing packs")
         self.sink.put_pack(msg.name, msg.data, msg.ids)
         self.packs += 1
         return P.PackOk(msg.name)
 
     def _add_refs(self, msg: P.Refs):
-        self._need(PERM_WRITE, "committing snapshots")
-        P.check_sorted(list(msg.ids), "REFS ids", self._refs[-1] if self._refs else None)
+        self._need_write_session("committing snapshots")
+        self._check_refs(msg.ids, "REFS ids")
         self._refs.extend(msg.ids)
         return None
 
     def _commit(self, msg: P.Commit):
-        self._need(PERM_WRITE, "committing snapshots")
-        try:
-            P.check_sorted(list(msg.refs), "COMMIT refs", self._refs[-1] if self._refs else None)
-        except ProtocolError as exc:
-            raise Refused(P.E_PROTOCOL, str(exc)) from None
+        self._need_write_session("committing snapshots")
+        self._check_refs(msg.refs, "COMMIT refs")
         refs, self._refs = self._refs + list(msg.refs), []
         self.sink.commit(msg.name, msg.data, refs)
         self.commits += 1

@@ -7,13 +7,17 @@ Must never: import asyncssh or open a connection.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from replicator.errors import UsageError
+from replicator.transport.frames import MAX_NAME_SIZE
 
 SCHEME = "ssh://"
 _RATE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width), line and paragraph separators, surrogates.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,15 @@ def is_remote(target: str) -> bool:
 
 
 def parse_url(url: str, default_user: str | None = None, *, what: str = "remote") -> RemoteUrl:
-    """``ssh://USER@HOST:PORT/NAME`` (port default 22).  :raises UsageError: naming ``what`` was bad."""
+    """``ssh://USER@HOST:PORT/NAME`` (port default 22).  :raises UsageError: naming ``what`` was bad.
+
+    A control character anywhere is refused, not stripped (urlsplit silently drops tabs and newlines
+    and strips leading control characters: "ssh://h/am\\niens" would name "amiens").  NAME must fit
+    the wire: at most MAX_NAME_SIZE (255) bytes of UTF-8 (PROTOCOL.md 3).
+    """
+    bad = next((c for c in url if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    if bad is not None:
+        raise UsageError(f"bad {what} {url!r}: contains a control character (U+{ord(bad):04X})")
     try:
         parts = urlsplit(url)
         port = parts.port or 22
@@ -43,6 +55,9 @@ def parse_url(url: str, default_user: str | None = None, *, what: str = "remote"
     user = parts.username or default_user
     if parts.scheme != "ssh" or not parts.hostname or not name or "/" in name or not user:
         raise UsageError(f"bad {what} {url!r}: expected ssh://USER@HOST:PORT/NAME or a local path")
+    if len(name.encode("utf-8")) > MAX_NAME_SIZE:
+        raise UsageError(f"bad {what} {url[:80]!r}...: the repository name is {len(name.encode('utf-8'))} bytes "
+                         f"long, at most {MAX_NAME_SIZE} bytes (UTF-8) are allowed")
     return RemoteUrl(user, parts.hostname, port, name)
 
 

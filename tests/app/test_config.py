@@ -47,6 +47,15 @@ def test_good_config(tmp_path):
         a.name = "x"  # type: ignore[misc]
 
 
+def test_source_guard_keys(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text(JOB + "max_shrink = 0.25\nrequire_marker = \".stfolder\"\nstreams = 8\n" + JOB.replace('"j"', '"k"'))
+    a, b = load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"}).jobs
+    assert (a.max_shrink, a.require_marker, a.streams) == (0.25, ".stfolder", 8)
+    assert (b.max_shrink, b.require_marker) == (0.5, None)
+    assert type(a.streams) is int
+
+
 def test_modes():
     assert parse_mode("continuous") is None
     assert parse_mode("every 30 seconds") == 30
@@ -76,6 +85,21 @@ BAD = [
     ("bad-bwlimit", JOB + 'bwlimit = "fast"\n', 5, "job[0].bwlimit", "bad rate"),
     ("duplicate", JOB + JOB, 6, "job[1].name", "duplicate"),
     ("bad-metrics", 'metrics_listen = "localhost"\n' + JOB, 1, "metrics_listen", "bad address"),
+    # numbers: the type, the range, and TOML's nan/inf (a nan debounce compares false with everything)
+    ("streams-float", JOB + "streams = 2.5\n", 5, "job[0].streams", "must be an integer"),
+    ("streams-bool", JOB + "streams = true\n", 5, "job[0].streams", "must be an integer"),
+    ("streams-zero", JOB + "streams = 0\n", 5, "job[0].streams", "1 to 64"),
+    ("streams-huge", JOB + "streams = 1000\n", 5, "job[0].streams", "1 to 64"),
+    ("workers-float", JOB + "workers = 2.5\n", 5, "job[0].workers", "positive integer"),
+    ("debounce-nan", JOB + "debounce = nan\n", 5, "job[0].debounce", "finite"),
+    ("max-delay-inf", JOB + "max_delay = inf\n", 5, "job[0].max_delay", "finite"),
+    ("rescan-inf", JOB + "rescan_interval = inf\n", 5, "job[0].rescan_interval", "finite"),
+    ("rescan-zero", JOB + "rescan_interval = 0\n", 5, "job[0].rescan_interval", "at least 1"),
+    ("max-shrink-percent", JOB + "max_shrink = 50\n", 5, "job[0].max_shrink", "0 to 1"),
+    ("max-shrink-string", JOB + 'max_shrink = "50%"\n', 5, "job[0].max_shrink", "must be a number"),
+    ("max-shrink-nan", JOB + "max_shrink = nan\n", 5, "job[0].max_shrink", "finite"),
+    ("marker-path", JOB + 'require_marker = "mnt/.stfolder"\n', 5, "job[0].require_marker", "plain file name"),
+    ("marker-type", JOB + "require_marker = true\n", 5, "job[0].require_marker", "must be a string"),
 ]
 
 

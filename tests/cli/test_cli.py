@@ -78,8 +78,9 @@ def test_no_passphrase_without_terminal(cli, repo):
 def test_passphrase_file(cli, repo, tmp_path):
     pf = tmp_path / "pass"
     pf.write_text("correct horse battery staple\n")
+    pf.chmod(0o600)  # as the docs say (a readable one works too, with a warning and exit 1)
     r = cli("snapshots", str(repo), "--passphrase-file", str(pf), passphrase=None)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 def test_json_summaries(cli, repo, tree):
@@ -182,3 +183,25 @@ def test_restore_forget_and_prune_are_audited(cli, repo, tree, tmp_path):
     lines[1] = lines[1].replace('"forget"', '"forgot"')
     log.write_text("\n".join(lines) + "\n")
     assert cli("audit", "verify", str(log)).returncode == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "65"])
+def test_sync_streams_out_of_range_is_a_usage_error(cli, repo, tree, value):
+    r = cli("sync", str(tree), str(repo), f"--streams={value}")
+    assert r.returncode == 2
+    assert "--streams must be 1 to 64" in one_line_error(r)
+
+
+def test_a_warning_of_one_command_does_not_change_the_exit_code_of_the_next(tmp_path, capsys):
+    """main() may run several commands in one process (tests, embedding): each starts with no warning."""
+    import os
+
+    from replicator.cli import main
+
+    repo = tmp_path / "repo"
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    pw.chmod(0o644)  # readable by others: a warning, exit 1
+    assert main(["init", str(repo), "--kdf-work", "14", "-q", "--passphrase-file", str(pw)]) == 1
+    os.chmod(pw, 0o600)
+    assert main(["snapshots", str(repo), "-q", "--passphrase-file", str(pw)]) == 0

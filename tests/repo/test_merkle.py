@@ -60,3 +60,38 @@ def test_diff_matches_naive_comparison(tmp_path, seed):
         list(diff_trees(spy, s1.tree, s2.tree))
         assert "d0" not in read and "d0/sub" not in read
         assert list(diff_trees(repo.read_tree, s2.tree, s2.tree)) == []
+
+
+# --- any depth ---------------------------------------------------------------------------
+def _chain_reader(depth: int):
+    """read_tree over two in-memory chains d/d/.../d of ``depth`` levels ("old-N", "new-N"): the same
+    entries except the file at the bottom; a third tree, "empty", has nothing."""
+    from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
+    from replicator.format.tree import TreeItem
+
+    def read_tree(tree_id: bytes, parent: str):
+        if tree_id == b"empty":
+            return []
+        side, level = tree_id.decode().split("-")
+        path = f"{parent}/d" if parent else "d"
+        if int(level) == depth - 1:
+            chunk = (b"o" if side == "old" else b"n") * 32
+            fpath = f"{parent}/f" if parent else "f"
+            return [TreeItem(Entry(fpath, KIND_FILE, 0o644, 0, 0, 1, size=1, chunks=(chunk,)))]
+        sub = f"{side}-{int(level) + 1}".encode()
+        return [TreeItem(Entry(path, KIND_DIR, 0o755, 0, 0, 1), sub)]
+    return read_tree
+
+
+def test_diff_of_trees_deeper_than_the_recursion_limit():
+    import sys
+
+    depth = sys.getrecursionlimit() * 5
+    read_tree = _chain_reader(depth)
+    changes = list(diff_trees(read_tree, b"old-0", b"new-0"))
+    assert [(c.kind, c.path.count("/"), c.what) for c in changes] == [("M", depth - 1, "content")]
+    removed = list(diff_trees(read_tree, b"old-0", b"empty"))
+    assert [c.kind for c in removed] == ["-"] * depth
+    assert [c.path.count("/") for c in removed] == list(range(depth - 1)) + [depth - 1]  # pre-order, file last
+    added = list(diff_trees(read_tree, b"empty", b"new-0"))
+    assert len(added) == depth and {c.kind for c in added} == {"+"}

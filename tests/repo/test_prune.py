@@ -16,6 +16,7 @@ import pytest
 from replicator import constants as C
 from replicator.core.params import ChunkerParams
 from replicator.errors import IntegrityError, RepositoryError
+from replicator.format.idlist import decode_ids
 from replicator.repo.prune import delete_snapshots, prune
 from replicator.repo.repository import Repository
 from replicator.repo.verify import verify
@@ -128,8 +129,10 @@ def test_partly_used_pack_is_kept_and_its_waste_reported(tmp_path, monkeypatch):
         assert verify(repo, data=True).ok
 
 
-def test_prune_needs_the_lock_and_refuses_damaged_snapshots(two_snapshots):
-    path, _src, first, _second = two_snapshots
+def test_prune_needs_the_lock_and_refuses_damaged_snapshots_without_refs(two_snapshots):
+    """A damaged snapshot with a refs/ object is pruned around (tests/cli/test_damaged_snapshots.py);
+    without one, what it references is unknown and nothing is deleted."""
+    path, _src, first, second = two_snapshots
     with Repository.open(path, PW) as repo:
         with pytest.raises(RepositoryError, match="exclusively"):
             prune(repo)
@@ -141,6 +144,14 @@ def test_prune_needs_the_lock_and_refuses_damaged_snapshots(two_snapshots):
     os.chmod(snap_file, 0o600)
     open(snap_file, "wb").write(bytes(data))
     with Repository.open(path, PW, exclusive=True) as repo:
+        delete_snapshots(repo, [second.id])  # so that prune would have something to delete
+        report = prune(repo, dry_run=True)
+        listed = set(decode_ids(repo.storage.get(f"refs/{first.id}"), "refs"))
+        assert report.deleted  # the second snapshot's own data would go ...
+        for pack in report.deleted:  # ... but nothing the damaged one's refs/ lists
+            assert not {e.id for e in repo.index.blobs_in(pack)} & listed
+        assert [d["id"] for d in report.damaged_snapshots] == [first.id]
+        os.unlink(os.path.join(path, "refs", first.id))
         packs = set(repo.storage.list("data/"))
         with pytest.raises(IntegrityError, match="nothing deleted"):
             prune(repo)

@@ -5,6 +5,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replicator.repo.retention import Policy, apply_policy
 
@@ -114,3 +116,102 @@ def test_bad_counts_refused(bad):
 
 def test_empty_flag():
     assert Policy().empty and not Policy(weekly=1).empty and not Policy(last=-1).empty
+
+
+# --- generations, not clocks -------------------------------------------------------------------
+# The primary's clock can be wrong; a higher generation was always committed after a lower one.
+
+def gens(*stamps: str, source: str = "s") -> list[Snap]:
+    """Snapshots in *generation* order, each with the time its (possibly wrong) clock recorded."""
+    out = []
+    for i, stamp in enumerate(stamps):
+        t = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        out.append(Snap(f"{source}-g{i + 1}", source, i + 1, int(t.timestamp()) * 1_000_000_000))
+    return out
+
+
+def kept_gens(snapshots, policy) -> list[int]:
+    return sorted(d.snapshot.generation for d in apply_policy(snapshots, policy, tz=UTC) if d.keep)
+
+
+AHEAD_THEN_BACK = gens("2024-01-01 10:00", "2024-01-02 10:00", "2034-01-03 10:00", "2024-01-04 10:00")
+STEPPED_BACK = gens("2024-01-01 10:00", "2024-01-01 10:30", "2024-01-01 09:45")
+
+CLOCK_CASES = [
+    (AHEAD_THEN_BACK, Policy(last=1), [4]),
+    (AHEAD_THEN_BACK, Policy(daily=1), [4]),
+    (AHEAD_THEN_BACK, Policy(yearly=1), [4]),
+    # generation 3 (dated 2034) was committed before generation 4: it counts as no later than it,
+    # so it shares generation 4's day and takes no day of its own
+    (AHEAD_THEN_BACK, Policy(daily=3), [1, 2, 4]),
+    (STEPPED_BACK, Policy(last=1), [3]),
+    (STEPPED_BACK, Policy(hourly=1), [3]),
+    (STEPPED_BACK, Policy(hourly=2), [3]),  # all three fall in generation 3's hour (09:00)
+    (STEPPED_BACK, Policy(last=2), [2, 3]),
+]
+
+
+@pytest.mark.parametrize("snapshots,policy,expected", CLOCK_CASES)
+def test_wrong_clocks_are_ordered_by_generation(snapshots, policy, expected):
+    assert kept_gens(snapshots, policy) == expected
+
+
+def test_decisions_are_newest_generation_first_with_effective_times():
+    decisions = apply_policy(AHEAD_THEN_BACK, Policy(last=1), tz=UTC)
+    assert [d.snapshot.generation for d in decisions] == [4, 3, 2, 1]
+    g4 = AHEAD_THEN_BACK[3].time_ns
+    assert [d.time_ns for d in decisions] == [g4, g4, AHEAD_THEN_BACK[1].time_ns, AHEAD_THEN_BACK[0].time_ns]
+    assert [d.clock_suspect for d in decisions] == [False, True, False, False]
+
+
+def test_far_future_week_cannot_take_keep_daily_7():
+    """restic's append-only attack (bupstash #256) with a wrong clock instead of an attacker."""
+    real = [f"2024-01-{d:02d} 10:00" for d in range(1, 8)]  # generations 1-7
+    future = [f"2034-02-{d:02d} 10:00" for d in range(1, 8)]  # 8-14, clock 10 years ahead
+    s = gens(*real, *future, "2024-01-08 10:00")  # 15: clock fixed
+    assert kept_gens(s, Policy(daily=7)) == [2, 3, 4, 5, 6, 7, 15]
+
+
+def test_newest_generation_in_the_future_takes_one_period_only():
+    """When the newest generation itself is dated in the future, nothing tells which clock was wrong:
+    its period counts like any other (one of N), and every older one keeps its own."""
+    s = gens(*(f"2024-01-{d:02d} 10:00" for d in range(1, 8)), "2034-01-01 10:00")
+    assert kept_gens(s, Policy(daily=7)) == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_repeated_top_generation_is_kept_whole():
+    s = [Snap("a", "s", 1, 10), Snap("b", "s", 2, 20), Snap("c", "s", 2, 30)]
+    decisions = apply_policy(s, Policy(last=1), tz=UTC)
+    assert sorted(d.snapshot.id for d in decisions if d.keep) == ["b", "c"]
+
+
+@st.composite
+def histories(draw):
+    n = draw(st.integers(1, 12))
+    base = 1_700_000_000 * 1_000_000_000
+    hour = 3600 * 1_000_000_000
+    # each generation's clock: mostly a little later than the last, sometimes years off either way
+    times = draw(st.lists(st.integers(-24 * 3650, 24 * 3650), min_size=n, max_size=n))
+    return [Snap(f"g{i + 1}", "s", i + 1, base + t * hour) for i, t in enumerate(times)]
+
+
+policies = st.builds(Policy, **{rule: st.integers(-1, 4) for rule in ("last", "hourly", "daily", "weekly",
+                                                                       "monthly", "yearly")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies)
+def test_property_newest_generation_always_kept_and_future_dated_ones_change_nothing(history, policy):
+    top = max(s.generation for s in history)
+    decisions = apply_policy(history, policy, tz=UTC)
+    assert all(d.keep for d in decisions if d.snapshot.generation == top)
+    # A snapshot dated later than a higher generation (so its clock was wrong) may be kept by
+    # keep-last, but it never takes a period: dropping it changes no other snapshot's fate under
+    # the time rules.
+    time_only = Policy(**{r: getattr(policy, r) for r in ("hourly", "daily", "weekly", "monthly", "yearly")})
+    before = {d.snapshot.id: d.keep for d in apply_policy(history, time_only, tz=UTC)}
+    future = [s for s in history if any(h.generation > s.generation and h.time_ns < s.time_ns for h in history)]
+    for s in future:
+        rest = [h for h in history if h is not s]
+        after = {d.snapshot.id: d.keep for d in apply_policy(rest, time_only, tz=UTC)}
+        assert after == {k: v for k, v in before.items() if k != s.id}

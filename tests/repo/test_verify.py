@@ -203,3 +203,119 @@ def test_forged_index_row_cannot_hide_a_missing_chunk(built):
         assert verify(repo).ok and verify(repo, data=True).ok
         (f,) = [e for e in repo.walk_tree(repo.find_snapshot(source="ward7").tree) if e.path == "new.bin"]
         assert b"".join(repo.read_blob(c) for c in f.chunks) == new
+
+
+# --- generations: repeated, forked, missing ------------------------------------------------------
+
+def _move_aside(path: str, snap_id: str, where) -> None:
+    for kind in ("snapshots", "refs"):
+        os.replace(os.path.join(path, kind, snap_id), where / f"{kind}-{snap_id}")
+
+
+def _move_back(path: str, snap_id: str, where) -> None:
+    for kind in ("snapshots", "refs"):
+        os.replace(where / f"{kind}-{snap_id}", os.path.join(path, kind, snap_id))
+
+
+def test_repeated_generation_is_a_problem(built, tmp_path):
+    """Two snapshots of one source with one generation (e.g. a copy of the repository merged back)."""
+    path, src = built
+    with Repository.open(path, PW, exclusive=True) as repo:
+        first = repo.find_snapshot(source="ward7")
+        (src / "notes.txt").write_bytes(b"v2")
+        old2 = sync_repo(str(src), repo, "ward7").snapshot
+        _move_aside(path, old2.id, tmp_path)
+        (src / "notes.txt").write_bytes(b"v2 elsewhere")
+        new2 = sync_repo(str(src), repo, "ward7").snapshot
+        _move_back(path, old2.id, tmp_path)
+        assert old2.generation == new2.generation == 2 and old2.parent == new2.parent == first.id
+        report = verify(repo)
+    assert not report.ok
+    (problem,) = report.problems
+    assert "ward7" in problem and "generation 2" in problem
+    assert old2.short_id in problem and new2.short_id in problem
+
+
+def test_fork_parent_is_not_the_previous_generation(built, tmp_path):
+    """Generation 3 whose parent is generation 1 while generation 2 exists: two lines of history.
+    Made the way the writer makes it: generation 2 was unreadable when 3 was committed (so 3 was
+    numbered above it and chained to 1), and was repaired afterwards."""
+    path, src = built
+    with Repository.open(path, PW, exclusive=True) as repo:
+        first = repo.find_snapshot(source="ward7")
+        (src / "notes.txt").write_bytes(b"v2")
+        second = sync_repo(str(src), repo, "ward7").snapshot
+        file = os.path.join(path, "snapshots", second.id)
+        good = open(file, "rb").read()
+        os.chmod(file, 0o600)
+        open(file, "wb").write(good[:-1] + bytes([good[-1] ^ 1]))
+        (src / "notes.txt").write_bytes(b"v3")
+        third = sync_repo(str(src), repo, "ward7").snapshot
+        open(file, "wb").write(good)
+        assert third.generation == 3 and third.parent == first.id
+        report = verify(repo)
+    assert not report.ok
+    (problem,) = report.problems
+    assert third.short_id in problem and second.short_id in problem and "fork" in problem
+
+
+def test_missing_generations_are_notes_not_problems(built):
+    from replicator.repo.prune import delete_snapshots
+
+    path, src = built
+    with Repository.open(path, PW, exclusive=True) as repo:
+        snaps = [repo.find_snapshot(source="ward7")]
+        for i in range(2, 7):
+            (src / "notes.txt").write_bytes(b"v%d" % i)
+            snaps.append(sync_repo(str(src), repo, "ward7").snapshot)
+        delete_snapshots(repo, [snaps[0].id, snaps[2].id, snaps[3].id])  # forget took 1, 3 and 4
+        report = verify(repo)
+    assert report.ok, report.problems
+    assert report.notes == ["source 'ward7': generations 1, 3-4 of 1-6 not present (forgotten, "
+                            "damaged, or never committed)"]
+    assert report.as_dict()["notes"] == report.notes
+
+
+def _remove_deep(top: str, depth: int) -> None:
+    """Remove a chain of ``depth`` directories named "d" (the last holding files), deepest first."""
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth - 1):
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    for name in os.listdir(fds[-1]):
+        os.unlink(name, dir_fd=fds[-1])
+    while len(fds) > 1:
+        os.close(fds.pop())
+        os.rmdir("d", dir_fd=fds[-1])
+    os.close(fds[0])
+    os.rmdir(top)
+
+
+def test_deep_tree_is_checked_without_recursion(tmp_path):
+    """check_tree walks with an explicit stack: a tree deeper than Python's recursion limit verifies."""
+    import sys
+
+    depth = sys.getrecursionlimit() + 50
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):  # os.makedirs recurses on depth itself
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"leaf")
+    os.close(leaf)
+    os.close(fd)
+    path = str(tmp_path / "repo")
+    with Repository.init(path, PW, log2n=C.SCRYPT_LOG2N_MIN, params=PARAMS) as repo:
+        sync_repo(str(src), repo, "deep")
+        _remove_deep(os.path.join(src, "d"), depth)  # shutil.rmtree (pytest's cleanup) recurses on depth
+        report = verify(repo)
+        assert report.ok, report.problems[:3]
+        assert report.trees == depth + 1 and report.files == 1
+        # and a damaged chunk deep down is still reported with its whole path
+        (leaf,) = [e for e in repo.walk_tree(repo.find_snapshot().tree) if e.path.endswith("leaf.txt")]
+        flip_in_blob(repo, leaf.chunks[0])
+        report = verify(repo, data=True)
+    (problem,) = [p for p in report.problems if "leaf.txt" in p]
+    assert f": {'d/' * depth}leaf.txt: chunk {leaf.chunks[0].hex()[:16]} damaged" in problem, problem[-200:]

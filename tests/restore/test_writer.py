@@ -123,7 +123,8 @@ def test_round_trip_from_walk(tmp_path):
     entries, contents = snapshot(src)
     progress: list[int] = []
     fds = open_fds()
-    report = restore(str(dst), entries, reader(contents), on_progress=progress.append)
+    # restore_privileges: a full-fidelity round trip (the setuid file keeps its bit; tests/restore/test_privileges.py)
+    report = restore(str(dst), entries, reader(contents), on_progress=progress.append, restore_privileges=True)
     assert report.ok, report
     assert report.warnings == []
     assert open_fds() == fds
@@ -140,7 +141,7 @@ def test_round_trip_from_walk(tmp_path):
         assert os.getxattr(dst / "docs" / "a.txt", "user.checksum") == b"\x00\x01"
 
     # Restoring again over the existing tree (read-only dir included) is a no-op in effect.
-    again = restore(str(dst), entries, reader(contents))
+    again = restore(str(dst), entries, reader(contents), restore_privileges=True)
     assert again.ok, again
     assert snapshot(dst) == (entries, contents)
     assert no_temp_files(dst)
@@ -401,6 +402,7 @@ def test_write_error_is_reported(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(restore_mod.os, "write", enospc)
+    monkeypatch.setattr(restore_mod.os, "pwrite", enospc)  # data is written at offsets (holes are skipped)
     target = tmp_path / "t"
     report = run(target, [F("f", b"abc")])
     assert report.errors == [("f", "No space left on device")]
@@ -419,3 +421,78 @@ def test_directory_metadata_applied_after_contents(tmp_path):
     assert (target / "ro" / "sub" / "f").read_bytes() == b"x" * 4
     os.chmod(target / "ro" / "sub", 0o700)  # let tmp_path cleanup work for non-root runs
     os.chmod(target / "ro", 0o700)
+
+
+# -- any depth, few descriptors -------------------------------------------------
+
+def _deep_entries(depth: int) -> list[Entry]:
+    """0/0/.../0 with, at each level, a file before and a directory with a file after the subdirectory."""
+    out, rel = [], ""
+    for level in range(depth):
+        out += [D(f"{rel}0", mode=0o750), F(f"{rel}y", str(level).encode())]
+        rel = f"{rel}0/"
+    # The siblings after each subdirectory come once its whole subtree is done: the restore comes back up.
+    for level in range(depth - 1, -1, -1):
+        prefix = "0/" * level
+        out += [D(f"{prefix}z", mode=0o700), F(f"{prefix}z/in-z", b"z")]
+    return sorted(out, key=lambda e: [os.fsencode(c) for c in e.path.split("/")])
+
+
+@pytest.mark.parametrize("max_open", [1, 3])
+def test_deep_tree_with_at_most_max_open_dirs(tmp_path, monkeypatch, max_open):
+    entries = _deep_entries(15)
+    contents = {e.path: str(e.path.count("/")).encode() if e.name == "y" else b"z"
+                for e in entries if e.kind == KIND_FILE}
+    monkeypatch.setattr(restore_mod, "MAX_OPEN_DIRS", max_open)
+    fds = open_fds()
+    peak = [0]
+
+    def read_file(entry):
+        peak[0] = max(peak[0], open_fds() - fds)
+        yield contents[entry.path]
+
+    report = restore(str(tmp_path / "t"), entries, read_file)
+    assert report.ok, report
+    assert open_fds() == fds
+    # root + the deepest max_open + the temp file + listdir's own descriptor
+    assert peak[0] <= max_open + 3, peak[0]
+    restored, restored_contents = snapshot(tmp_path / "t")
+    assert [(e.path, e.kind, e.mode) for e in restored] == [(e.path, e.kind, e.mode) for e in entries]
+    assert restored_contents == contents
+
+
+def test_directory_moved_during_restore_is_found_again_by_name(tmp_path, monkeypatch):
+    target = tmp_path / "t"
+    entries = [D("a"), D("a/b"), D("a/b/c"), F("a/b/c/x"), F("a/b/z"), F("a/y")]
+    monkeypatch.setattr(restore_mod, "MAX_OPEN_DIRS", 1)
+
+    def read_file(entry):
+        if entry.path == "a/b/c/x":  # ".." of c becomes the target root, not b
+            os.rename(target / "a" / "b" / "c", target / "moved-c")
+        yield b"x"
+
+    report = restore(str(target), entries, read_file)
+    assert report.ok, report
+    assert sorted(listing(target)) == ["a", "a/b", "a/b/z", "a/y", "moved-c", "moved-c/x"]
+
+
+def test_directory_replaced_during_restore_is_an_error_and_never_written_through(tmp_path, monkeypatch):
+    target = tmp_path / "t"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entries = [D("a"), D("a/b", mode=0o711), D("a/b/c"), F("a/b/c/x"), F("a/b/z"), F("a/y")]
+    monkeypatch.setattr(restore_mod, "MAX_OPEN_DIRS", 1)
+
+    def read_file(entry):
+        if entry.path == "a/b/c/x":  # b replaced by a symlink out of the target
+            os.rename(target / "a" / "b" / "c", target / "moved-c")
+            os.rename(target / "a" / "b", target / "old-b")
+            os.symlink(outside, target / "a" / "b")
+        yield b"x"
+
+    report = restore(str(target), entries, read_file)
+    assert ("a/b", "directory moved or replaced during the restore; its metadata was not applied") in report.errors
+    assert [p for p, _m in report.refused] == ["a/b/z"]  # the symlink in the way is refused
+    assert os.listdir(outside) == []
+    assert (target / "a" / "y").read_bytes() == b"x"
+    assert stat.S_IMODE(os.stat(target / "old-b").st_mode) == 0o700  # b's recorded mode was not applied

@@ -423,3 +423,14 @@ def test_bad_options_raise_a_one_line_usage_error(kwargs):
     assert "\n" not in str(info.value) and str(info.value).startswith("sync: ")
     with pytest.raises(UsageError):  # replace() validates too
         dataclasses.replace(SyncOptions("s"), **kwargs)
+
+
+def test_state_cache_takes_names_that_are_not_utf8(tmp_path, repo, src):
+    """A file name is bytes: one that is not UTF-8 (Latin-1 from an old system) must not crash the cache
+    (0.1.0: UnicodeEncodeError, exit 70), and the next sync takes it unchanged from the cache."""
+    name = os.fsdecode(b"r\xe9sultats-caf\xe9.txt")  # Latin-1 bytes, invalid as UTF-8
+    (src / name).write_text("glucose 5.1\n")
+    options = SyncOptions("s", cache_dir=str(tmp_path / "cache"))
+    first = run(repo, src, options)
+    second = run(repo, src, options)
+    assert first.files == 1 and second.files_unchanged == 1

@@ -219,14 +219,16 @@ def test_unreadable_dir_reported_and_skipped(tmp_path, monkeypatch):
     (src / "locked" / "f").write_bytes(b"")
     (src / "open").mkdir()
     (src / "open" / "g").write_bytes(b"")
-    real = os.scandir
+    real = os.open
 
-    def scandir(path="."):
-        if str(path).endswith("locked"):  # as root chmod 000 does not block us: simulate EACCES
+    def open_(path, flags, *a, **kw):
+        # The walk opens each directory relative to its parent's descriptor; as root
+        # chmod 000 does not block us: simulate EACCES.
+        if path == "locked" and flags & os.O_DIRECTORY:
             raise PermissionError(errno.EACCES, "Permission denied", path)
-        return real(path)
+        return real(path, flags, *a, **kw)
 
-    monkeypatch.setattr(walk_mod.os, "scandir", scandir)
+    monkeypatch.setattr(walk_mod.os, "open", open_)
     items, errors = _walk(src)
     assert _paths(items) == ["open", "open/g"]
     assert errors == [("locked", "cannot list directory: Permission denied")]
@@ -276,3 +278,117 @@ def test_root_not_yielded_and_modes_are_permission_bits(tmp_path):
     (item,), _ = _walk(src)
     assert item.entry.path == "d" and item.entry.mode == 0o1777
     assert not stat.S_IFMT(item.entry.mode)
+
+
+# --- any depth, few descriptors ------------------------------------------------------------
+def _tree_with_siblings(src, depth: int) -> list[str]:
+    """src/0/0/.../0 with a file before and a directory and a file after each level's subdirectory."""
+    expected = []
+    path, rel = src, ""
+    for level in range(depth):
+        (path / "0").mkdir(parents=True)
+        (path / "z").mkdir()
+        (path / "z" / "in-z").write_bytes(b"z")
+        (path / "y").write_bytes(str(level).encode())
+        expected += [f"{rel}0", f"{rel}y", f"{rel}z", f"{rel}z/in-z"]
+        path, rel = path / "0", f"{rel}0/"
+    return expected
+
+
+def _walk_order(expected: list[str]) -> list[str]:
+    """Pre-order by name bytes: '0' < 'y' < 'z', a directory's contents right after it."""
+    return sorted(expected, key=lambda p: [os.fsencode(c) for c in p.split("/")])
+
+
+@pytest.mark.parametrize("max_open", [1, 2, 5])
+def test_walk_keeps_at_most_max_open_dirs_and_comes_back_up(tmp_path, monkeypatch, max_open):
+    src = tmp_path / "src"
+    expected = _walk_order(_tree_with_siblings(src, 12))
+    monkeypatch.setattr(walk_mod, "MAX_OPEN_DIRS", max_open)
+    before = len(os.listdir("/proc/self/fd"))
+    peak = 0
+    seen = []
+    errors: list = []
+    for item in walk(str(src), on_error=lambda p, r: errors.append((p, r))):
+        seen.append(item.entry.path)
+        peak = max(peak, len(os.listdir("/proc/self/fd")) - before)
+    assert errors == [] and seen == expected
+    assert peak <= max_open + 1  # +1: listdir's own descriptor
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_walk_reopens_by_name_when_the_directory_it_left_was_moved(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "a" / "b" / "c").mkdir(parents=True)
+    (src / "a" / "b" / "c" / "x").write_bytes(b"x")
+    (src / "a" / "b" / "z").write_bytes(b"z")
+    (src / "a" / "y").write_bytes(b"y")
+    monkeypatch.setattr(walk_mod, "MAX_OPEN_DIRS", 1)
+    seen, errors = [], []
+    for item in walk(str(src), on_error=lambda p, r: errors.append((p, r))):
+        seen.append(item.entry.path)
+        if item.entry.path == "a/b/c/x":  # ".." of c is now src, not b: b is found again by name
+            os.rename(src / "a" / "b" / "c", src / "moved-c")
+    assert seen == ["a", "a/b", "a/b/c", "a/b/c/x", "a/b/z", "a/y"] and errors == []
+
+
+def test_walk_leaves_out_the_rest_of_a_directory_replaced_under_it(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "a" / "b" / "c").mkdir(parents=True)
+    (src / "a" / "b" / "c" / "x").write_bytes(b"x")
+    (src / "a" / "b" / "z").write_bytes(b"z")
+    (src / "a" / "y").write_bytes(b"y")
+    monkeypatch.setattr(walk_mod, "MAX_OPEN_DIRS", 1)
+    seen, errors = [], []
+    for item in walk(str(src), on_error=lambda p, r: errors.append((p, r))):
+        seen.append(item.entry.path)
+        if item.entry.path == "a/b/c/x":  # b is not b any more: neither by ".." nor by name
+            os.rename(src / "a" / "b" / "c", src / "moved-c")
+            os.rename(src / "a" / "b", src / "old-b")
+            (src / "a" / "b").mkdir()
+            (src / "a" / "b" / "planted").write_bytes(b"not listed with b")
+    assert seen == ["a", "a/b", "a/b/c", "a/b/c/x", "a/y"]
+    assert errors == [("a/b", "moved or replaced during the walk: the rest of it is left out")]
+
+
+def test_items_past_path_max_open_relative_to_their_directory(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    names = [f"{i:02d}" + "n" * 240 for i in range(20)]  # 4,860 bytes below src
+    for name in names:
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    with os.fdopen(os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd), "wb") as f:
+        f.write(b"at the bottom")
+    supported = xattrs_supported(tmp_path)
+    if supported:
+        os.setxattr(f"/proc/self/fd/{fd}/deep.txt", "user.k", b"v")
+    os.close(fd)
+    errors: list = []
+    during = {}
+    for item in walk(str(src), on_error=lambda p, r: errors.append((p, r))):
+        if item.entry.kind == KIND_FILE:
+            with os.fdopen(item.open(), "rb") as f:  # while the walk is in its directory
+                during[item.entry.path] = (f.read(), item.entry.xattrs)
+    assert errors == []
+    (path, (data, xattrs)), = during.items()
+    assert len(os.fsencode(os.path.join(str(src), path))) > 4096
+    assert data == b"at the bottom" and xattrs == ((("user.k", b"v"),) if supported else ())
+    # After the walk: opened again component by component from the root.
+    (item,) = [i for i in _walk(src)[0] if i.entry.kind == KIND_FILE]
+    with os.fdopen(item.open(), "rb") as f:
+        assert f.read() == b"at the bottom"
+    # A symlink planted at its name is not followed.
+    bottom = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    for name in names:
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=bottom)
+        os.close(bottom)
+        bottom = nfd
+    os.unlink("deep.txt", dir_fd=bottom)
+    os.symlink("/etc/passwd", "deep.txt", dir_fd=bottom)
+    os.close(bottom)
+    with pytest.raises(OSError):
+        os.close(item.open())

@@ -192,3 +192,18 @@ def test_control_well_behaved_raw_peer_commits(site):
 def test_clean_close_without_open(site, frames_):
     got = run(site, frames_)
     assert [type(m) for m in got] == [P.Hello]
+
+
+@pytest.mark.parametrize("request_", ["put_pack", "refs", "commit"])
+def test_read_session_of_a_writer_key_cannot_write(site, request_):
+    """A key with rw that OPENs for read gets ERROR 3 for any write: the session's mode, not only the key, decides.
+    REFS used to be accepted in a read session (only the key's w was checked)."""
+    pname, pdata = _fake_pack(b"m" * 100)
+    sname, sdata = _fake_snapshot(b"read mode")
+    req = {"put_pack": P.PutPack(pname, (b"\x06" * 32,), pdata), "refs": P.Refs((b"\x06" * 32,)),
+           "commit": P.Commit(sname, sdata, ())}[request_]
+    got = run(site, [P.Open("amiens", P.MODE_READ).encode(), req.encode(), P.List("snapshots/").encode()])
+    assert isinstance(got[1], P.OpenOk)
+    _error(got, P.E_NOT_ALLOWED, "not allowed")
+    assert len(got) == 3
+    assert site.snapshots() == [] and not (site.repo / "data").exists() and not (site.repo / "refs").exists()

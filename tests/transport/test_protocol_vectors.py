@@ -209,4 +209,6 @@ def test_doc_limits_table():
         assert getattr(module, name) == _number(value), f"PROTOCOL.md says {name} = {value}"
     assert P.MAX_IDS_PER_FRAME == (F.MAX_FRAME_SIZE - 1024) // 32
     assert {r[0].strip("`") for r in rows} >= {"MAX_FRAME_SIZE", "MAX_IDS_PER_FRAME", "MAX_PACK_BLOBS", "MAX_NAMES",
-                                                "MAX_SNAPSHOT_OBJECT", "MAX_CONFIG_OBJECT", "MAX_ERROR_MESSAGE"}
+                                                "MAX_SNAPSHOT_OBJECT", "MAX_CONFIG_OBJECT", "MAX_ERROR_MESSAGE",
+                                                "MAX_SNAPSHOT_REFS", "MAX_LISTED_NAMES", "MAX_ID_LIST_OBJECT",
+                                                "MAX_REMOTE_ID_BYTES"}

@@ -1,0 +1,106 @@
+"""Lineage memory: what this site last committed to a destination, per source.
+
+A destination that loses, hides or replaces snapshots (a lying or damaged
+secondary, a restore from an old image, an operator deleting the newest
+snapshot) must not be silently built upon: the next snapshot would reuse a
+generation, or continue from an older tree as if nothing happened.  The
+writer remembers, per destination repository and source, the generation and
+id of the last snapshot it committed there (one small JSON file per
+destination, in the sender's cache directory), and before numbering the next
+one checks that the destination's latest snapshot of that source is that one,
+or a descendant of it (its parent chain leads back to it).  After the commit
+it reads the destination's listing back and checks the new snapshot is there
+and is the latest.
+
+Must never: decide from the destination's word alone that history is fine
+when this site remembers otherwise; the operator resets it explicitly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from replicator.errors import HistoryDiverged
+from replicator.format.snapshot import Snapshot
+from replicator.store import atomic
+
+LINEAGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Committed:
+    generation: int
+    id: str
+
+
+class LineageMemory:
+    """The remembered heads of one destination, in ``path`` (JSON, replaced atomically)."""
+
+    def __init__(self, path: str, location: str) -> None:
+        self.path = path
+        self.location = location
+        self._heads: dict[str, Committed] = {}
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read())
+            if doc.get("version") == LINEAGE_VERSION:
+                self._heads = {src: Committed(int(v["generation"]), str(v["id"]))
+                               for src, v in doc["sources"].items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            # An unreadable memory must not pass for "nothing remembered": refuse until reset.
+            raise HistoryDiverged(self.location, f"the lineage memory {path} is unreadable") from None
+
+    def head(self, source: str) -> Committed | None:
+        return self._heads.get(source)
+
+    def check(self, source: str, latest: Snapshot | None, snapshots: Iterable[Snapshot]) -> None:
+        """:raises HistoryDiverged: the destination's ``latest`` of ``source`` is not what this site
+        committed there last, nor a descendant of it."""
+        head = self._heads.get(source)
+        if head is None:
+            return
+        if latest is None:
+            raise HistoryDiverged(self.location, f"this site committed generation {head.generation} "
+                                  f"({head.id[:16]}) of {source} there, but it now has no snapshot of {source}")
+        if latest.generation < head.generation:
+            raise HistoryDiverged(self.location, f"its latest snapshot of {source} is generation "
+                                  f"{latest.generation} ({latest.short_id}), older than generation "
+                                  f"{head.generation} ({head.id[:16]}) that this site committed there")
+        by_id = {s.id: s for s in snapshots}
+        node: Snapshot | None = latest
+        while node is not None and node.generation > head.generation:
+            node = by_id.get(node.parent) if node.parent else None
+        if node is None or node.id != head.id:
+            raise HistoryDiverged(self.location, f"its latest snapshot of {source}, generation "
+                                  f"{latest.generation} ({latest.short_id}), does not descend from generation "
+                                  f"{head.generation} ({head.id[:16]}) that this site committed there (a fork)")
+
+    def record(self, snap: Snapshot) -> None:
+        """Remember ``snap`` as the head of its source (durable when it returns)."""
+        self._heads[snap.source] = Committed(snap.generation, snap.id)
+        self._save()
+
+    def forget(self, source: str) -> None:
+        """The operator's explicit reset: accept the destination's history of ``source`` as it is."""
+        if self._heads.pop(source, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        doc = {"version": LINEAGE_VERSION, "destination": self.location,
+               "sources": {s: {"generation": c.generation, "id": c.id} for s, c in sorted(self._heads.items())}}
+        atomic.replace(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+
+
+def lineage_path(cache_dir: str, repo_id: str, location: str) -> str:
+    """Where the memory of one destination lives in a sender's cache directory.
+
+    Keyed by the repository id and the destination's location together: a copied repository (the
+    same id at two places, e.g. a seed carried between the sites) has two histories.
+    """
+    where = hashlib.sha256(location.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, repo_id, f"lineage-{where}.json")

@@ -1,0 +1,123 @@
+"""The primary checks its secondary: a destination whose latest snapshot of a source is older than, missing,
+or not a descendant of what this site committed there last is refused (exit 8) until the operator resets the
+memory; a commit the destination acknowledges but does not hold is caught by the read-back.
+
+Each case here ended in exit 0 on release 0.1.0 (the next sync reused the generation, or built on the fork)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from replicator import constants as C
+from replicator.core.compress import compress
+from replicator.errors import HistoryDiverged
+from replicator.format.entry import KIND_FILE, Entry
+from replicator.format.tree import TreeItem
+from replicator.repo.lineage import LineageMemory, lineage_path
+from replicator.repo.local_sink import LocalSink
+from replicator.repo.repository import Repository
+from replicator.repo.writer import Writer
+
+PW = b"pw"
+
+
+@pytest.fixture
+def repo_path(tmp_path):
+    path = tmp_path / "secondary"
+    Repository.init(str(path), PW, log2n=C.SCRYPT_LOG2N_MIN).close()
+    return path
+
+
+def commit(repo_path, memory_dir, content: bytes, source: str = "ward", *, lineage: bool = True, sink_cls=None):
+    """One sync's worth: a chunk, a tree, a commit, through the real writer over a local sink."""
+    with Repository.open(str(repo_path), PW, exclusive=True) as repo:
+        memory = LineageMemory(lineage_path(str(memory_dir), repo.id, repo.location), repo.location) if lineage else None
+        sink = (sink_cls or LocalSink)(repo.storage)
+        with Writer(repo.keyring, sink, lineage=memory) as w:
+            cid = w.chunk_hasher(content)
+            w.store_blob(C.BLOB_DATA, cid, *compress(content), len(content))
+            root = w.store_tree([TreeItem(Entry("f", KIND_FILE, 0o644, 0, 0, 1, len(content), chunks=(cid,)))])
+            return w.commit_snapshot(source, root, {"files": 1})
+
+
+def _delete_snapshot(repo_path, snap_id: str) -> None:
+    os.unlink(repo_path / "snapshots" / snap_id)
+    os.unlink(repo_path / "refs" / snap_id)
+
+
+def test_newest_snapshot_deleted_at_the_secondary_is_refused(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    second = commit(repo_path, tmp_path, b"two")
+    _delete_snapshot(repo_path, second.id)  # lost, hidden or rolled back at the secondary
+    before = sorted(os.listdir(repo_path / "snapshots"))
+    with pytest.raises(HistoryDiverged) as info:
+        commit(repo_path, tmp_path, b"three")
+    assert info.value.exit_code == C.EXIT_DIVERGED == 8
+    msg = str(info.value)
+    assert "generation 1" in msg and "older than generation 2" in msg and second.id[:16] in msg
+    assert "\n" not in msg and "--reset-lineage" in msg
+    assert sorted(os.listdir(repo_path / "snapshots")) == before  # nothing committed
+
+
+def test_all_snapshots_of_the_source_gone_is_refused(repo_path, tmp_path):
+    first = commit(repo_path, tmp_path, b"one")
+    _delete_snapshot(repo_path, first.id)
+    with pytest.raises(HistoryDiverged, match="no snapshot of ward"):
+        commit(repo_path, tmp_path, b"two")
+
+
+def test_a_fork_is_refused_and_a_descendant_is_accepted(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    second = commit(repo_path, tmp_path, b"two")
+    # Another writer (no memory of ours) continues the lineage properly: generation 3, parent = ours.
+    third = commit(repo_path, tmp_path / "other-site", b"three")
+    assert third.parent == second.id
+    fourth = commit(repo_path, tmp_path, b"four")  # ours: 3 descends from 2, accepted
+    assert fourth.generation == 4 and fourth.parent == third.id
+    # Now the destination's history is replaced: gen 4 and 3 gone, another gen 2.. chain grown from gen 1.
+    _delete_snapshot(repo_path, fourth.id)
+    _delete_snapshot(repo_path, third.id)
+    _delete_snapshot(repo_path, second.id)
+    other = tmp_path / "impostor"
+    commit(repo_path, other, b"x")  # generation 2 on top of generation 1
+    commit(repo_path, other, b"y")  # generation 3
+    commit(repo_path, other, b"z")  # generation 4: same generation as our head, not ours
+    with pytest.raises(HistoryDiverged, match="does not descend from generation 4"):
+        commit(repo_path, tmp_path, b"five")
+
+
+def test_reset_accepts_the_destination_history(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    second = commit(repo_path, tmp_path, b"two")
+    _delete_snapshot(repo_path, second.id)
+    with Repository.open(str(repo_path), PW) as repo:
+        memory = LineageMemory(lineage_path(str(tmp_path), repo.id, repo.location), repo.location)
+    memory.forget("ward")
+    again = commit(repo_path, tmp_path, b"three")
+    assert again.generation == 2  # continues from what the destination holds
+    assert commit(repo_path, tmp_path, b"four").generation == 3
+
+
+class DroppingSink(LocalSink):
+    """A secondary that acknowledges a commit and does not keep it."""
+
+    def commit(self, name, data, refs):
+        super().commit(name, data, refs)
+        self.storage.delete(name)
+
+
+def test_a_commit_acknowledged_but_not_held_is_caught(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    with pytest.raises(HistoryDiverged, match="does not hold it"):
+        commit(repo_path, tmp_path, b"two", sink_cls=DroppingSink)
+
+
+def test_unreadable_memory_refuses_instead_of_forgetting(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    with Repository.open(str(repo_path), PW) as repo:
+        path = lineage_path(str(tmp_path), repo.id, repo.location)
+    with open(path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(HistoryDiverged, match="unreadable"):
+        commit(repo_path, tmp_path, b"two")
