@@ -25,7 +25,7 @@ Every session must:
 
 SEED is fixed; a failure names the seed and the session number, and
 ``FUZZ_SEED=<n>`` reruns the quick test with another seed.  The long run
-(``-m slow``) does SLOW_SESSIONS with other seeds.
+(``-m soak``) does SLOW_SESSIONS with other seeds.
 """
 from __future__ import annotations
 
@@ -496,11 +496,10 @@ def test_fuzz_sessions(fast_dir):
     _run(fast_dir, SEED, QUICK_SESSIONS)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.parametrize("seed", [SEED + 1, SEED + 2])
-def test_fuzz_sessions_long(fast_dir, request, seed):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the long fuzz runs only when slow tests are selected (-m slow)")
+def test_fuzz_sessions_long(fast_dir, seed):
+    """2 x SLOW_SESSIONS: run with ``pytest -m soak`` (deselected by default: it takes minutes)."""
     _run(fast_dir, seed, SLOW_SESSIONS)
 
 
