@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: build lint
-	$(PYTHON) -m pytest -q --benchmark-skip tests
+	$(PYTHON) -m pytest -q -n 2 --benchmark-skip tests
 	BENCH_QUICK=1 $(PYTHON) -m pytest -q --benchmark-only --benchmark-min-rounds=1 --benchmark-max-time=0.5 benchmarks
 
 demo: build

@@ -50,9 +50,10 @@ ID_AA, ID_BB, ID_CC = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 PACK = "data/ab/" + "ab" * 32
 SNAP = "snapshots/" + "cd" * 32
 IDS_1, IDS_2 = "ids/" + "11" * 32, "ids/" + "22" * 32
+PROOF = bytes(range(64))  # a declaration proof's 64 bytes (not a valid signature: the codec does not check it)
 
 MESSAGES = [
-    P.Hello(1, 1, "replicator"),
+    P.Hello(2, 2, "replicator"),
     P.Open("amiens", P.MODE_WRITE),
     P.OpenOk(b"CONFIG", b"KEYFILE"),
     P.List("ids/"),
@@ -60,11 +61,16 @@ MESSAGES = [
     P.Names(()),
     P.Get(SNAP),
     P.Data(ID_AA + ID_BB),  # an ids/ object: two ids concatenated
-    P.PutPack(PACK, (ID_AA, ID_BB), b"PACK"),
+    P.PutPack(PACK, (ID_AA, ID_BB), PROOF, b"PACK"),
     P.PackOk(PACK),
     P.Refs((ID_AA, ID_BB)),
-    P.Commit(SNAP, b"SNAP", (ID_CC,)),  # after the REFS batch above: its refs are greater
+    P.Commit(SNAP, b"SNAP", PROOF, (ID_CC,)),  # after the REFS batch above: its refs are greater
     P.CommitOk(SNAP),
+    P.GetRange(PACK, 1 << 32, 4096),
+    P.Range(1 << 24, b"TABLE"),
+    P.Declare(PACK, (ID_AA, ID_BB), PROOF),
+    P.Declare(SNAP, (), PROOF),
+    P.DeclareOk(PACK),
     P.Error(P.E_VERSION, "no common protocol version"),
     P.Bye(),
 ]
@@ -108,6 +114,14 @@ def _names(label, items):
     return out
 
 
+def _u32(label, v):
+    return [(f"{label} u32", struct.pack(">I", v))]
+
+
+def _u64(label, v):
+    return [(f"{label} u64", struct.pack(">Q", v))]
+
+
 def _bytes(label, data):
     return [(f"{label} length u32", struct.pack(">I", len(data))), (label, bytes(data))]
 
@@ -130,16 +144,22 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
         return _name("prefix", msg.prefix)
     if isinstance(msg, P.Names):
         return _names("names", msg.names)
-    if isinstance(msg, (P.Get, P.PackOk, P.CommitOk)):
+    if isinstance(msg, (P.Get, P.PackOk, P.CommitOk, P.DeclareOk)):
         return _name("name", msg.name)
     if isinstance(msg, P.Data):
         return _bytes("data", msg.data)
     if isinstance(msg, P.PutPack):
-        return _name("name", msg.name) + _ids("ids", msg.ids) + _bytes("data", msg.data)
+        return _name("name", msg.name) + _ids("ids", msg.ids) + [("proof", msg.proof)] + _bytes("data", msg.data)
     if isinstance(msg, P.Refs):
         return _ids("ids", msg.ids)
     if isinstance(msg, P.Commit):
-        return _name("name", msg.name) + _bytes("data", msg.data) + _ids("refs", msg.refs)
+        return _name("name", msg.name) + _bytes("data", msg.data) + [("proof", msg.proof)] + _ids("refs", msg.refs)
+    if isinstance(msg, P.GetRange):
+        return _name("name", msg.name) + _u64("offset", msg.offset) + _u32("length", msg.length)
+    if isinstance(msg, P.Range):
+        return _u64("size", msg.size) + _bytes("data", msg.data)
+    if isinstance(msg, P.Declare):
+        return _name("name", msg.name) + _ids("ids", msg.ids) + [("proof", msg.proof)]
     if isinstance(msg, P.Error):
         return _u16("code", msg.code) + _bytes("message", msg.message.encode("utf-8"))
     if isinstance(msg, P.Bye):
@@ -154,7 +174,8 @@ def layout(msg) -> list[tuple[str, bytes]]:
 
 
 TYPE_NAMES = {getattr(P, n): n for n in ("HELLO", "OPEN", "OPEN_OK", "LIST", "NAMES", "GET", "DATA", "PUT_PACK",
-                                         "PACK_OK", "REFS", "COMMIT", "COMMIT_OK", "ERROR", "BYE")}
+                                         "PACK_OK", "REFS", "COMMIT", "COMMIT_OK", "ERROR", "BYE", "GET_RANGE",
+                                         "RANGE", "DECLARE", "DECLARE_OK")}
 
 
 def vector(msg) -> dict:

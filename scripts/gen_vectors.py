@@ -335,6 +335,37 @@ def snapshot_vector() -> dict:
     }
 
 
+# --- signed id lists --------------------------------------------------------------------------
+def lists_vector() -> dict:
+    """The ids/ object of pack.json's pack and the refs/ object of snapshot.json's snapshot (list version 2)."""
+    from replicator.format import idlist as I
+
+    ks = keyset()
+    declarer = I.Declarer(REPO_ID.hex(), crypto.SigningKey(ks.sign_seed))
+    pack, snap = pack_vector(), snapshot_vector()
+    pack_digest, snap_digest = pack["name"].rsplit("/", 1)[1], snap["name"].rsplit("/", 1)[1]
+    held = I.encode_ids(bytes.fromhex(b["id"]) for b in pack["blobs"])
+    refs = held  # what the vector snapshot references in the vector pack (its placeholder subtree aside)
+    pack_proof, snap_proof = declarer.pack(pack_digest, held), declarer.snapshot(snap_digest)
+    return {
+        "description": "Key-less lists with declaration proofs (docs/FORMAT.md 2.1): the id list of the pack of "
+        "pack.json and the refs of the snapshot of snapshot.json, signed with the 'sign' subkey of keys.json "
+        "(Ed25519 is deterministic: the proofs are reproducible).",
+        "signing_public_key": crypto.SigningKey(ks.sign_seed).public_bytes().hex(),
+        "repository_id": REPO_ID.hex(),
+        "pack_digest": pack_digest,
+        "ids": held.hex(),
+        "pack_statement": I.pack_statement(REPO_ID, pack_digest, held).hex(),
+        "pack_proof": pack_proof.hex(),
+        "ids_object": I.encode_list(I.IDS_MAGIC, held, pack_proof).hex(),
+        "snapshot_digest": snap_digest,
+        "refs": refs.hex(),
+        "snapshot_statement": I.snapshot_statement(REPO_ID, snap_digest).hex(),
+        "snapshot_proof": snap_proof.hex(),
+        "refs_object": I.encode_list(I.REFS_MAGIC, refs, snap_proof).hex(),
+    }
+
+
 def all_vectors() -> dict[str, dict]:
     common = {"format_version": C.FORMAT_VERSION_CURRENT, "generator": "scripts/gen_vectors.py"}
     return {
@@ -346,6 +377,7 @@ def all_vectors() -> dict[str, dict]:
             ("tree.json", tree_vector),
             ("pack.json", pack_vector),
             ("snapshot.json", snapshot_vector),
+            ("lists.json", lists_vector),
         )
     }
 

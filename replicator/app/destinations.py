@@ -10,6 +10,7 @@ from replicator.errors import UsageError
 from replicator.repo.keyring import Keyring
 from replicator.repo.lineage import LineageMemory, lineage_path
 from replicator.repo.repository import Repository
+from replicator.repo.upgrade import UpgradeReport, sign_declarations
 from replicator.repo.writer import Writer
 from replicator.transport.url import is_remote, parse_url
 
@@ -39,8 +40,15 @@ def open_destination(target: str, passphrase: bytes, *, cache_dir: str, identity
                       cache_dir=cache_dir, window=streams, bwlimit=bwlimit)
     try:
         keyring = Keyring.unlock(*sink.describe(), passphrase, sink.location)
-        return Writer(keyring, sink, lineage=LineageMemory(lineage_path(cache_dir, keyring.id, sink.location),
-                                                              sink.location))
+        writer = Writer(keyring, sink, lineage=LineageMemory(lineage_path(cache_dir, keyring.id, sink.location),
+                                                                sink.location))
+        if sink.legacy_packs:
+            # Lists the other site kept from before proofs existed (or forged): sign the true ones, read
+            # from each pack's own table by ranges, so their chunks are not sent again.
+            report = writer.upgraded = sign_declarations(keyring, sink, [], UpgradeReport())
+            sink.warnings.append(f"{sink.location}: signed {report.id_lists_signed} id list(s) written before 0.3")
+            sink.warnings.extend(f"{sink.location}: {p}" for p in report.problems)
+        return writer
     except BaseException:
         sink.close()
         raise

@@ -155,6 +155,17 @@ def progress_bar(args, desc: str, total: int | None) -> Iterator[Callable[[int],
         yield bar.update
 
 
+def add_ssh_options(p, title: str, *, host_key: bool = True):
+    """The options every command that reaches ``ssh://USER@HOST:PORT/NAME`` takes; :returns: their group."""
+    ssh = p.add_argument_group(title)
+    ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
+    if host_key:
+        ssh.add_argument("--accept-host-key", metavar="FINGERPRINT",
+                         help="trust an unknown host key if its SHA256 fingerprint is exactly this (it is then pinned)")
+    return ssh
+
+
 AUDIT_ENV = "REPLICATOR_AUDIT_LOG"
 
 

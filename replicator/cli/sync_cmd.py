@@ -6,7 +6,7 @@ import socket
 import sys
 
 from replicator import constants as C
-from replicator.cli.common import cache_dir, emit, human_bytes, progress_bar, read_passphrase
+from replicator.cli.common import add_ssh_options, cache_dir, emit, human_bytes, progress_bar, read_passphrase
 from replicator.errors import UsageError
 from replicator.sync.engine import DESTINATION, SyncRun
 from replicator.sync.options import SyncOptions
@@ -43,11 +43,7 @@ def register(sub) -> None:
                             "this site last committed there (after a restore or failover there; see exit code 8)")
     guard.add_argument("--require-marker", metavar="NAME",
                        help="sync only if NAME (a file or directory, e.g. .stfolder) exists in SRC")
-    ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
-    ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
-    ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
-    ssh.add_argument("--accept-host-key", metavar="FINGERPRINT",
-                     help="trust an unknown host key if its SHA256 fingerprint is exactly this (it is then pinned)")
+    ssh = add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME, served by 'replicator serve')")
     ssh.add_argument("--streams", type=int, default=4, metavar="N",
                      help=f"packs in flight before waiting for acknowledgements, 1 to {C.MAX_STREAMS} (default 4)")
     ssh.add_argument("--bwlimit", metavar="RATE", help="cap upload bytes per second, e.g. 20M (k, M, G = 1024^n)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from replicator import constants as C
-from replicator.cli.common import emit, human_bytes, open_repository, printable, progress_bar, read_passphrase
+from replicator.cli.common import add_ssh_options, emit, human_bytes, open_repository, printable, progress_bar, read_passphrase
 from replicator.errors import UsageError
 from replicator.repo.keyring import Keyring
 from replicator.repo.local_sink import LocalSink, quarantine_damaged
@@ -30,9 +30,7 @@ def register(sub) -> None:
     p.add_argument("--read-data-subset", metavar="N|P%",
                    help="read N packs, or P percent of them, chosen at random, and check their bytes, tables, "
                         "every chunk's keyed id, and that the id list the repository deduplicates with is exact")
-    ssh = p.add_argument_group("remote (REPO = ssh://USER@HOST:PORT/NAME, with --read-data-subset)")
-    ssh.add_argument("--identity", metavar="FILE", help="SSH private key to log in with")
-    ssh.add_argument("--known-hosts", metavar="FILE", help="known hosts file pinning the server's host key")
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME, with --read-data-subset)", host_key=False)
     add_common(p)
     p.set_defaults(func=run)
 

@@ -1,9 +1,12 @@
 """Key-less verification: what the receiving site can check without the passphrase, and quarantine.
 
 Every pack's SHA-256 equals its name; every ``ids/`` object names an
-existing pack and is a whole number of ids; every snapshot's SHA-256 equals
-its name and it has a ``refs/`` object whose ids are all held by intact,
-unquarantined packs.  A pack whose bytes no longer match its name is
+existing pack and is a whole number of ids with a declaration proof that
+verifies with the public key kept in the clear; every snapshot's SHA-256
+equals its name and it has a ``refs/`` object with a valid proof whose ids
+are all held by intact, unquarantined packs.  Lists written before proofs
+existed (0.2) are counted in a note, not as problems: the key holder's next
+sync signs the id lists, ``replicator upgrade ssh://...`` the snapshots.  A pack whose bytes no longer match its name is
 quarantined (``quarantine/<hash>``, when the writer lock can be taken): its
 ids stop counting as held, so the next sync sends those chunks again and the
 snapshots that named them are whole again.  What needs the key (signatures,
@@ -18,8 +21,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 from replicator.errors import ObjectNotFound
+from replicator.format import idlist as I
 from replicator.format import layout as L
-from replicator.format.idlist import decode_ids
+from replicator.format.keyfile import parse_keyfile
 from replicator.repo.local_sink import open_storage, quarantine_damaged
 
 HASH_PIECE = 1 << 20
@@ -65,9 +69,10 @@ def _sha256_of(storage, name: str) -> str:
 def verify_without_key(path: str, *, quarantine: bool = True) -> KeylessReport:
     """:param quarantine: record damaged packs as quarantined (needs the writer lock; skipped with a
         note while a sync holds it).  :raises RepositoryNotFound: no repository at ``path``."""
-    storage, _cfg = open_storage(path)
+    storage, cfg = open_storage(path)
     try:
-        report, damaged = _verify(storage)
+        verifier = I.Verifier(cfg["id"], bytes.fromhex(parse_keyfile(storage.get(L.KEY))["signing_public_key"]))
+        report, damaged = _verify(storage, verifier)
     finally:
         storage.close()
     if quarantine:
@@ -77,9 +82,18 @@ def verify_without_key(path: str, *, quarantine: bool = True) -> KeylessReport:
     return report
 
 
-def _verify(storage) -> tuple[KeylessReport, dict[str, str]]:
+def _read_list(storage, name: str, legacy: list[str]) -> I.IdList:
+    """:raises ValueError: not a list.  :raises ObjectNotFound:"""
+    parsed = I.parse_list(storage.get(name), name)
+    if parsed.proof is None:
+        legacy.append(name)
+    return parsed
+
+
+def _verify(storage, verifier: I.Verifier) -> tuple[KeylessReport, dict[str, str]]:
     """:returns: the report, and the damaged packs not yet quarantined (digest -> reason)."""
     report = KeylessReport()
+    legacy: list[str] = []
     quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
     good: set[str] = set()
     damaged: dict[str, str] = {}
@@ -106,10 +120,15 @@ def _verify(storage) -> tuple[KeylessReport, dict[str, str]]:
             report.problems.append(f"{name}: no such pack")
             continue
         try:
-            lists[digest] = list(decode_ids(storage.get(name), name))
+            parsed = _read_list(storage, name, legacy)
         except ValueError as exc:
             report.problems.append(str(exc))
             continue
+        if parsed.proof is not None and not verifier.pack(digest, parsed.ids, parsed.proof):
+            report.problems.append(f"{name}: its proof does not verify (a declaration not made by a key holder); "
+                                   f"the key holder's next sync replaces it")
+            continue
+        lists[digest] = list(I.decode_ids(parsed.ids, name))
         if digest in good:
             present.update(lists[digest])
     for digest in sorted(quarantined):
@@ -123,7 +142,12 @@ def _verify(storage) -> tuple[KeylessReport, dict[str, str]]:
         if _sha256_of(storage, name) != digest:
             report.problems.append(f"snapshot {digest[:16]}: content does not match its name")
         try:
-            refs = list(decode_ids(storage.get(L.refs_name(digest)), L.refs_name(digest)))
+            parsed = _read_list(storage, L.refs_name(digest), legacy)
+            if parsed.proof is not None and not verifier.snapshot(digest, parsed.proof):
+                report.problems.append(f"snapshot {digest[:16]}: its proof does not verify (not made by a key "
+                                       f"holder)")
+                continue
+            refs = list(I.decode_ids(parsed.ids, L.refs_name(digest)))
         except ObjectNotFound:
             report.problems.append(f"snapshot {digest[:16]}: no refs/ object (written by release 0.1.0? "
                                    f"run 'replicator upgrade' where the passphrase is)")
@@ -136,4 +160,9 @@ def _verify(storage) -> tuple[KeylessReport, dict[str, str]]:
         if missing:
             report.problems.append(f"snapshot {digest[:16]}: references {missing} missing chunks "
                                    f"(a sync from a source that still has them sends them again)")
+    if legacy:
+        packs = sum(1 for n in legacy if n.startswith(L.IDS))
+        report.notes.append(f"{packs} id list(s) and {len(legacy) - packs} snapshot refs carry no proof yet "
+                            f"(written before 0.3): the key holder's next sync signs the id lists, "
+                            f"'replicator upgrade' from the key holder signs both")
     return report, damaged

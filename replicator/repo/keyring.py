@@ -15,6 +15,7 @@ from replicator.core.chunker import Chunker, gear_table
 from replicator.core.ids import IdHasher
 from replicator.core.params import ChunkerParams
 from replicator.format import keyfile as K
+from replicator.format.idlist import Declarer, Verifier
 from replicator.format.repoconfig import parse_config
 
 
@@ -51,6 +52,16 @@ class Keyring:
                    public_key=bytes.fromhex(keydoc["signing_public_key"]),
                    signer=crypto.SigningKey(keys.sign_seed),
                    chunk_hasher=IdHasher(keys.chunk_id), tree_hasher=IdHasher(keys.tree_id))
+
+    @property
+    def declarer(self) -> Declarer:
+        """Signs packs' id declarations and snapshots' proofs (format/idlist.py)."""
+        return Declarer(self.id, self.signer)
+
+    @property
+    def verifier(self) -> Verifier:
+        """Checks declarations read from a sink against this key's public half (known from the passphrase)."""
+        return Verifier(self.id, self.public_key)
 
     def chunker(self) -> Chunker:
         return Chunker(self.params, gear_table(self.keys.gear))

@@ -4,7 +4,11 @@ The same class stores a local sync (the writer and the sink in one process)
 and every write session of ``replicator serve`` (the writer at the other
 site, ``untrusted=True``), so a repository holds the same objects whichever
 way it was written.  It never sees a key: what it checks is what anyone can
-check, SHA-256 names, object shapes, and that a snapshot's refs are held.
+check, SHA-256 names, object shapes, that a snapshot's refs are held, and
+that every pack's declaration of its ids and every snapshot carries a proof
+signed by the repository's key (format/idlist.py), verified with the public
+key kept in the clear in ``keys/default``: a party that can reach this sink
+without the passphrase cannot make it store a junk snapshot or a forged list.
 
 Held ids come from the ``ids/`` lists of packs that exist and are not
 quarantined (``quarantine/<pack hash>``: a pack some verification found
@@ -15,10 +19,11 @@ only a damaged pack holds is refused: the damage heals at the next sync.  Write 
 refs, then the snapshot (the snapshot's appearance is the commit point).
 
 Must never: decrypt, hold a key, advertise an id of a pack that is gone, or
-write a snapshot whose refs are not all held.
+write a snapshot whose refs are not all held or a declaration that does not verify.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -28,8 +33,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
 from replicator.errors import IntegrityError, MissingChunks, ObjectNotFound, ReadOnly, RepositoryNotFound
+from replicator.format import idlist as I
 from replicator.format import layout as L
-from replicator.format.idlist import decode_ids, encode_ids
+from replicator.format.keyfile import parse_keyfile
 from replicator.format.repoconfig import parse_config
 from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
@@ -87,18 +93,30 @@ class LocalSink:
         self._untrusted = untrusted
         self._held: set[bytes] = set()
         self._held_lock = threading.Lock()
+        # Declarations are checked with the public key kept in the clear beside the sealed key.
+        config = parse_config(storage.get(L.CONFIG), self.location)
+        self.verifier = I.Verifier(config["id"], bytes.fromhex(parse_keyfile(storage.get(L.KEY))["signing_public_key"]))
         self._quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
+        self.legacy_packs: set[str] = set()  # digests of packs whose id list has no proof (written before 0.3)
         self._load_held()
 
     def _load_held(self) -> None:
+        """Held ids: from the lists on this disk (checked when they were stored, so not checked again)."""
         held: set[bytes] = set()
+        legacy: set[str] = set()
         for name, data in self.get_many(self.list(L.IDS)):
             try:
-                held.update(decode_ids(data, name))
+                parsed = I.parse_list(data, name)
             except ValueError as exc:
                 self.warnings.append(f"{exc}; its chunks will be sent again")
+                continue
+            if parsed.proof is None:
+                legacy.add(L.digest_of(name))
+            held.update(I.decode_ids(parsed.ids, name))
         with self._held_lock:
             self._held = held
+        self.legacy_packs = legacy
+        self._held_stale = False
 
     @classmethod
     def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
@@ -143,15 +161,32 @@ class LocalSink:
         for name in names:
             yield name, self.storage.get(name)
 
+    def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> builtins.list[tuple[int, bytes]]:
+        """For each (pack name, offset, length): (the pack's size, those bytes, fewer at its end)."""
+        out = []
+        for name, offset, length in wanted:
+            if not L.is_pack(name):
+                raise ValueError(f"ranges are read from packs only, not {name!r}")
+            out.append((self.storage.size(name), self.storage.get(name, offset, length)))
+        return out
+
+    def trust(self, verifier: I.Verifier) -> None:
+        """Nothing to do: the lists on this disk were checked when they were stored."""
+
     # --- writing ----------------------------------------------------------------
     def _need_write(self, what: str) -> None:
         if not self._writable:
             raise ReadOnly(self.location, what)
 
-    def put_pack(self, name: str, data: bytes | memoryview, ids: Sequence[bytes]) -> None:
-        """Store the pack, then its id list; durable when it returns."""
+    def put_pack(self, name: str, data: bytes | memoryview, ids: Sequence[bytes], proof: bytes) -> None:
+        """Store the pack, then its signed id list; durable when it returns.
+
+        :raises IntegrityError: the bytes are not the named pack, or ``proof`` is not a key holder's
+            declaration that this pack holds exactly ``ids``.
+        """
         self._need_write("storing packs")
         digest = L.digest_of(name)
+        ids_blob = self._check_declaration(name, ids, proof)
         if self._untrusted:
             if not L.is_pack(name) or hashlib.sha256(data).hexdigest() != digest:
                 raise IntegrityError(f"pack {digest[:16]}: content does not match its name")
@@ -164,10 +199,44 @@ class LocalSink:
             self.stats["packs_stored"] += 1
         else:
             self.stats["packs_known"] += 1
+        self._write_ids(digest, ids_blob, proof, ids)
+
+    def declare_pack(self, name: str, ids: Sequence[bytes], proof: bytes) -> None:
+        """Replace the id list of a stored pack by a key holder's signed declaration (the upgrade of a list
+        written without proof, or one that does not verify).  :raises ObjectNotFound: no such pack."""
+        self._need_write("declaring packs")
+        ids_blob = self._check_declaration(name, ids, proof)
+        digest = L.digest_of(name)
+        if not L.is_pack(name) or not self.storage.exists(name):
+            raise ObjectNotFound(name)
+        if digest in self._quarantined:
+            raise IntegrityError(f"pack {digest[:16]} is quarantined (damaged); its chunks are being sent again")
+        self._write_ids(digest, ids_blob, proof, ids, replace=True)
+
+    def _check_declaration(self, name: str, ids: Sequence[bytes], proof: bytes) -> bytes:
+        ids_blob = I.encode_ids(ids)
+        if not self.verifier.pack(L.digest_of(name), ids_blob, proof):
+            raise IntegrityError(f"pack {L.digest_of(name)[:16]}: its declaration of the ids it holds is not signed "
+                                 f"by this repository's key (not made by a key holder)")
+        return ids_blob
+
+    def _write_ids(self, digest: str, ids_blob: bytes, proof: bytes, ids: Sequence[bytes], *,
+                   replace: bool = False) -> None:
         ids_name = L.ids_name(digest)
-        if not self._store_once(ids_name, encode_ids(ids)):
-            # Already listed (the same pack sent twice): the stored list stays the declaration.
-            ids = list(decode_ids(self.storage.get(ids_name), ids_name))
+        data = I.encode_list(I.IDS_MAGIC, ids_blob, proof)
+        if not self._store_once(ids_name, data):
+            stored = self.storage.get(ids_name)
+            if stored != data and (replace or self.verifier.ids_object(digest, stored) is None):
+                # A list without proof (or a forged one) gives way to the key holder's declaration.
+                self.storage.put(ids_name, data, overwrite=True)
+                self.legacy_packs.discard(digest)
+                self._held_stale = True  # the old list may have claimed ids this pack does not hold
+                with self._held_lock:
+                    self._held.update(ids)
+                return
+            if stored != data:
+                ids = list(I.decode_ids(stored, ids_name))  # both verify: the stored list stays the declaration
+        self.legacy_packs.discard(digest)
         with self._held_lock:
             self._held.update(ids)
 
@@ -195,22 +264,67 @@ class LocalSink:
         self._load_held()  # another pack may hold some of the same ids: recount from the lists
         return True
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes]) -> None:
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None:
+        """Store the snapshot's signed refs, then the snapshot (the commit point).
+
+        :raises IntegrityError: not the named object, or ``proof`` is not a key holder's.
+        :raises MissingChunks: a ref is not held.
+        """
         self._need_write("committing snapshots")
         digest = L.digest_of(name)
         if not L.SNAPSHOT_RE.match(name) or hashlib.sha256(data).hexdigest() != digest:
             raise IntegrityError(f"snapshot {digest[:16]}: content does not match its name")
+        if not self.verifier.snapshot(digest, proof):
+            raise IntegrityError(f"snapshot {digest[:16]} is not signed by this repository's key "
+                                 f"(not made by a key holder); not committed")
         if self._untrusted and (not data.startswith(C.SNAPSHOT_MAGIC) or len(data) < 60 or
                                 not C.FORMAT_VERSION_MIN <= int.from_bytes(data[8:10], "little")
                                 <= C.FORMAT_VERSION_MAX):
             raise IntegrityError(f"snapshot {digest[:16]} is not a snapshot of a supported version")
+        if self._held_stale:  # a declaration replaced a list this session: recount before checking
+            self._load_held()
         missing = sum(1 for r in refs if r not in self._held)
         if missing:
             raise MissingChunks(digest[:16], missing)
         # refs first, the snapshot last: its appearance is the commit point.
-        self._store_once(L.refs_name(digest), encode_ids(refs))
+        self._store_once(L.refs_name(digest), I.encode_list(I.REFS_MAGIC, I.encode_ids(refs), proof))
         self._store_once(name, data)
         self.stats["commits"] += 1
+
+    def legacy_snapshots(self) -> builtins.list[str]:
+        """Digests of snapshots whose refs object has no proof (written before 0.3): 8 bytes read per snapshot."""
+        found = []
+        for name in self.list(L.SNAPSHOTS):
+            digest = L.digest_of(name)
+            try:
+                head = self.storage.get(L.refs_name(digest), 0, len(I.REFS_MAGIC))
+            except ObjectNotFound:
+                continue  # no refs at all: the key holder's upgrade writes them (repo/upgrade.py)
+            if head != I.REFS_MAGIC:
+                found.append(digest)
+        return found
+
+    def declare_snapshot(self, name: str, proof: bytes) -> None:
+        """Add a key holder's proof to the refs of a stored snapshot written without one (nothing to do when
+        it has no refs: only the key holder's local upgrade can write those).
+
+        :raises ObjectNotFound: no such snapshot.  :raises IntegrityError: bad proof.
+        """
+        self._need_write("declaring snapshots")
+        digest = L.digest_of(name)
+        if not L.SNAPSHOT_RE.match(name) or not self.storage.exists(name):
+            raise ObjectNotFound(name)
+        if not self.verifier.snapshot(digest, proof):
+            raise IntegrityError(f"snapshot {digest[:16]}: the proof is not signed by this repository's key")
+        refs_name = L.refs_name(digest)
+        try:
+            parsed = I.parse_list(self.storage.get(refs_name), refs_name)
+        except ObjectNotFound:
+            return
+        except ValueError as exc:
+            raise IntegrityError(str(exc)) from None
+        if parsed.proof is None:
+            self.storage.put(refs_name, I.encode_list(I.REFS_MAGIC, bytes(parsed.ids), proof), overwrite=True)
 
     def _restore_quarantined(self, name: str, data: bytes | memoryview) -> None:
         """The writer sent a pack that is stored damaged: these bytes hash to its name, so they are the

@@ -16,8 +16,14 @@ Obligations of every implementation:
   counts: if it never lands, nothing referencing it is committed, because
   ``commit`` checks its refs).  It never says True for an id of a pack that
   is gone.
-* ``put_pack(name, data, ids)``: store a sealed pack under its SHA-256 name
-  with the sorted, unique ids it holds.  It may return before the pack is
+* ``trust(verifier)``: the writer hands over the verifier of its own public
+  key (format/idlist.py) before asking ``has``; a sink whose lists come from
+  elsewhere counts only lists whose proof it accepts (RemoteSink), and lists
+  the others in ``legacy_packs`` (digests), as a sink over its own disk does
+  for lists stored without proof.
+* ``put_pack(name, data, ids, proof)``: store a sealed pack under its SHA-256 name
+  with the sorted, unique ids it holds and the key holder's proof of that
+  declaration; a sink refuses a proof that does not verify (IntegrityError).  It may return before the pack is
   durable; ``flush()`` returns only once every pack put so far is durable
   (and raises the first failure).  Putting a pack that exists is not an error.
   A sink facing an untrusted writer refuses a pack whose bytes do not hash
@@ -26,7 +32,13 @@ Obligations of every implementation:
   lists whose pack exists) or ``data/``; ``get_many(names)`` yields
   ``(name, bytes)`` in the order asked (pipelined where that matters);
   ObjectNotFound for a missing name.
-* ``commit(name, data, refs)``: the commit point.  Stores ``refs/<h>`` (the
+* ``get_ranges([(pack name, offset, length), ...])``: ``(size, bytes)`` of
+  each, pipelined where that matters (a key holder reads pack tables).
+* ``declare_pack(name, ids, proof)`` and ``declare_snapshot(name, proof)``:
+  a proof for an object already stored (the upgrade of lists written without
+  one); answered by ``flush``.
+* ``commit(name, data, refs, proof)``: the commit point; ``proof`` is the key
+  holder's proof of the snapshot, refused (IntegrityError) unless it verifies.  Stores ``refs/<h>`` (the
   ids the snapshot references) and then the snapshot object ``snapshots/<h>``,
   durable when it returns; refuses (MissingChunks) when any ref is not held,
   and (IntegrityError) when ``data`` does not hash to the name.  Never writes
@@ -39,17 +51,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
+from replicator.format.idlist import Verifier
+
 
 class Sink(Protocol):
     location: str
     stats: dict
     warnings: list[str]
+    legacy_packs: set[str]
 
     def describe(self) -> tuple[bytes, bytes]: ...
 
+    def trust(self, verifier: Verifier) -> None: ...
+
     def has(self, blob_id: bytes) -> bool: ...
 
-    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes]) -> None: ...
+    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes], proof: bytes) -> None: ...
+
+    def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> list[tuple[int, bytes]]: ...
+
+    def declare_pack(self, name: str, ids: Sequence[bytes], proof: bytes) -> None: ...
+
+    def declare_snapshot(self, name: str, proof: bytes) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -57,6 +80,6 @@ class Sink(Protocol):
 
     def get_many(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]: ...
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes]) -> None: ...
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None: ...
 
     def close(self) -> None: ...

@@ -98,10 +98,14 @@ def verify_subset(keyring: Keyring, sink: Sink, *, share: float | None = None, c
         if digest in declared:
             ids_name = L.ids_name(digest)
             try:
-                listed = set(decode_ids(dict(sink.get_many([ids_name]))[ids_name], ids_name))
+                raw = dict(sink.get_many([ids_name]))[ids_name]
+                listed = set(decode_ids(raw, ids_name))
             except (ValueError, ReplicatorError) as exc:
                 report.problems.append(f"{ids_name}: {exc}")
                 continue
+            if keyring.verifier.ids_object(digest, raw) is None:
+                report.problems.append(f"{ids_name}: carries no valid proof of a key holder (written before 0.3: "
+                                       f"`replicator upgrade` signs it; otherwise forged)")
             actual = {e.id for e in entries}
             if listed != actual:
                 extra = len(listed - actual)

@@ -7,39 +7,59 @@ snapshot references, so the receiver checks it without the key).  Served
 as it was, such a repository made the next remote sync send everything
 again and ``serve --verify-only`` report every snapshot as damaged.
 
+Release 0.2 wrote those lists without the declaration proofs that release
+0.3 requires (format/idlist.py): ``sign_declarations`` gives every list the
+key holder's proof, through any sink, so the same code upgrades a local
+repository and one at the other site over SSH (reading each pack's table
+by ranges, never the whole pack).  A list that does not match the pack's
+authenticated table (a forged declaration) is replaced by the true one.
+
 This needs the key (the ids come from the encrypted pack tables and trees)
 and the writer lock; it runs at every locked open, where it costs a listing
-when nothing is missing, and as ``replicator upgrade``.  It only adds
-objects, each written atomically, so a crash leaves a repository that the
-next open finishes.
+when nothing is missing, at every sync to a remote that holds unsigned lists,
+and as ``replicator upgrade``.  It adds objects and rewrites only id lists
+(atomically, to the same ids with a proof, or to the pack's true ids), so a
+crash leaves a repository that the next run finishes.
 
-Must never: modify or delete an object, or write an id list that is not
-read from the pack's own authenticated table.
+Must never: modify or delete a pack or a snapshot, or sign an id list that is
+not read from the pack's own authenticated table, or a snapshot that does not
+open with the key.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from replicator.errors import IntegrityError, UnsupportedVersion
+from replicator import constants as C
+from replicator.errors import IntegrityError, ObjectNotFound, ReplicatorError, UnsupportedVersion
+from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.entry import KIND_DIR, KIND_FILE
-from replicator.format.idlist import encode_ids
+from replicator.format.pack import BlobEntry, open_table, parse_header, table_range
+from replicator.format.snapshot import open_snapshot
+from replicator.repo.keyring import Keyring
+from replicator.repo.local_sink import LocalSink
 from replicator.repo.repository import read_table_from
 
 if TYPE_CHECKING:
     from replicator.repo.repository import Repository
+
+DECLARATIONS_META = "declarations"  # index note: every list of this repository carries its proof
+TABLE_BATCH = 64  # packs whose tables are read at once (three pipelined rounds of ranged reads)
 
 
 @dataclass
 class UpgradeReport:
     id_lists_written: int = 0
     refs_written: int = 0
+    id_lists_signed: int = 0
+    snapshots_signed: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.id_lists_written or self.refs_written or self.problems)
+        return bool(self.id_lists_written or self.refs_written or self.id_lists_signed or self.snapshots_signed
+                    or self.problems)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -66,9 +86,11 @@ def snapshot_refs(repo: Repository, tree_id: bytes) -> set[bytes]:
 
 
 def upgrade(repo: Repository) -> UpgradeReport:
-    """Write the missing ``ids/`` and ``refs/`` objects.  Needs the lock (the caller holds it)."""
+    """Write the missing ``ids/`` and ``refs/`` objects and sign those without proof.  Needs the lock
+    (the caller holds it)."""
     report = UpgradeReport()
     storage = repo.storage
+    declarer = repo.keyring.declarer
     listed = {L.digest_of(n) for n in storage.list(L.IDS)}
     for name in sorted(n for n in storage.list(L.PACKS) if L.is_pack(n)):
         digest = L.digest_of(name)
@@ -79,7 +101,8 @@ def upgrade(repo: Repository) -> UpgradeReport:
         except (IntegrityError, UnsupportedVersion) as exc:
             report.problems.append(f"{exc}; no id list written for it")
             continue
-        _put_new(storage, L.ids_name(digest), encode_ids(e.id for e in entries))
+        blob = I.encode_ids(e.id for e in entries)
+        _put_new(storage, L.ids_name(digest), I.encode_list(I.IDS_MAGIC, blob, declarer.pack(digest, blob)))
         report.id_lists_written += 1
     with_refs = {L.digest_of(n) for n in storage.list(L.REFS)}
     for name in repo.snapshot_names():
@@ -92,8 +115,73 @@ def upgrade(repo: Repository) -> UpgradeReport:
         except (IntegrityError, UnsupportedVersion) as exc:
             report.problems.append(f"{exc}; no refs written for it")
             continue
-        _put_new(storage, L.refs_name(digest), encode_ids(refs))
+        blob = I.encode_ids(refs)
+        _put_new(storage, L.refs_name(digest), I.encode_list(I.REFS_MAGIC, blob, declarer.snapshot(digest)))
         report.refs_written += 1
+    if repo.index.get_meta(DECLARATIONS_META) != str(I.LIST_VERSION):
+        sink = LocalSink(storage)  # under the caller's lock
+        sign_declarations(repo.keyring, sink, sink.legacy_snapshots(), report)
+        if not report.problems:
+            repo.index.set_meta(DECLARATIONS_META, str(I.LIST_VERSION))
+    return report
+
+
+def read_tables(sink, names: list[str], encrypt_key: bytes) -> list[list[BlobEntry] | ReplicatorError]:
+    """The authenticated tables of ``names`` read through ``sink.get_ranges``: header, footer, then table,
+    each round pipelined; an unreadable pack gives its error in its place."""
+    heads = sink.get_ranges([(n, 0, C.PACK_HEADER_SIZE) for n in names])
+    feet = sink.get_ranges([(n, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE)
+                            for n, (size, _head) in zip(names, heads)])
+    found: list[list[BlobEntry] | ReplicatorError] = []
+    located: dict[int, tuple[bytes, int, int]] = {}  # position -> (salt, table offset, table length)
+    for i, (name, (size, head), (_size, foot)) in enumerate(zip(names, heads, feet)):
+        try:
+            located[i] = (parse_header(head, name), *table_range(size, foot, name))
+            found.append([])
+        except (IntegrityError, UnsupportedVersion) as exc:
+            found.append(exc)
+    todo = sorted(located)
+    tables = sink.get_ranges([(names[i], located[i][1], located[i][2]) for i in todo])
+    for i, (_size, sealed) in zip(todo, tables):
+        salt, start, _length = located[i]
+        try:
+            found[i] = open_table(salt, sealed, start, names[i], encrypt_key)
+        except (IntegrityError, UnsupportedVersion) as exc:
+            found[i] = exc
+    return found
+
+
+def sign_declarations(keyring: Keyring, sink, snapshot_digests, report: UpgradeReport) -> UpgradeReport:
+    """Give a proof to every id list in ``sink.legacy_packs`` (from the pack's own table) and to the refs
+    of every snapshot in ``snapshot_digests`` that opens with the key.  Works through any sink."""
+    declarer = keyring.declarer
+    legacy = sorted(sink.legacy_packs)
+    for i in range(0, len(legacy), TABLE_BATCH):
+        digests = legacy[i : i + TABLE_BATCH]
+        names = [L.pack_name(d) for d in digests]
+        try:
+            tables = read_tables(sink, names, keyring.keys.encrypt)
+        except ObjectNotFound as exc:
+            report.problems.append(f"{exc}; run again")
+            continue
+        for digest, name, table in zip(digests, names, tables):
+            if isinstance(table, ReplicatorError):
+                report.problems.append(f"{table}; its id list is left unsigned (verify reports the pack)")
+                continue
+            ids = sorted({e.id for e in table})
+            sink.declare_pack(name, ids, declarer.pack(digest, b"".join(ids)))
+            report.id_lists_signed += 1
+    names = [L.snapshot_name(d) for d in snapshot_digests]
+    for name, data in sink.get_many(names):
+        digest = L.digest_of(name)
+        try:
+            open_snapshot(name, data, keyring.keys.encrypt, keyring.public_key, keyring.id)
+        except (IntegrityError, UnsupportedVersion) as exc:
+            report.problems.append(f"{exc}; not signed (it was not made with this repository's key)")
+            continue
+        sink.declare_snapshot(name, declarer.snapshot(digest))
+        report.snapshots_signed += 1
+    sink.flush()
     return report
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from replicator import constants as C
 from replicator.core.chunker import Chunker
@@ -60,6 +61,9 @@ class Writer:
         self._on_pack = on_pack
         self._owned = list(owned)
         self.lineage = lineage
+        self._declarer = keyring.declarer
+        self.upgraded: Any = None  # what signing the destination's old lists did at open (app/destinations.py)
+        sink.trust(keyring.verifier)  # the sink deduplicates only against lists a key holder signed
         self._pack: PackWriter | None = None
         # Ids queued in this session but not yet handed to the sink: in the pack
         # being filled or in a pack the writer thread is sealing.
@@ -113,7 +117,7 @@ class Writer:
         """Writer thread: seal, hand to the sink, tell the owner; only then forget the ids as pending."""
         name, data, entries = pack.finish()
         ids = sorted({e.id for e in entries})
-        self.sink.put_pack(name, data, ids)
+        self.sink.put_pack(name, data, ids, self._declarer.pack(name.rsplit("/", 1)[-1], b"".join(ids)))
         if self._on_pack is not None:
             self._on_pack(name, len(data), entries)
         with self._pending_lock:
@@ -179,7 +183,7 @@ class Writer:
             parent=latest.id if latest else None)
         name, data = seal_snapshot(snap, self.keyring.keys.encrypt, self.keyring.signer)
         self._refs.add(tree_id)
-        self.sink.commit(name, data, sorted(self._refs))
+        self.sink.commit(name, data, sorted(self._refs), self._declarer.snapshot(name.rsplit("/", 1)[-1]))
         self._refs = set()
         committed = open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)
         self._read_back(committed, data, set(listed))

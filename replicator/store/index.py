@@ -187,6 +187,15 @@ class Index:
         db.execute("PRAGMA synchronous=NORMAL")
         db.isolation_level = "DEFERRED"
 
+    def get_meta(self, key: str) -> str | None:
+        """A note the program keeps in this cache (lost with it, which only costs the work it saves)."""
+        row = self._db().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write_lock, self._db() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def lookup(self, blob_id: bytes) -> tuple[str, BlobEntry] | None:
         row = self._db().execute(
             "SELECT pack, type, offset, length, raw_len, seq FROM blobs WHERE id=?", (blob_id,)

@@ -5,9 +5,12 @@ this module only moves sealed objects.  At OPEN the receiver hands out
 ``config`` and the sealed ``keys/default``, which the writer unlocks itself.
 Packs are uploaded whole with the sorted ids each holds; up to ``window``
 travel unacknowledged, and a pack counts as durable only once the receiver
-acknowledges it.  Held ids are the receiver's ``ids/`` lists, fetched once
-(cached per repository id in the cache directory), plus every id put in this
-session.
+acknowledges it.  Held ids are the receiver's ``ids/`` lists whose declaration
+proof verifies with the key holder's public key (``trust``), fetched once
+(cached per repository id in the cache directory, only once verified), plus
+every id put in this session: a list the receiver forged or kept from before
+proofs existed is not deduplicated against (``legacy_packs``; the writer's
+upgrade signs the genuine ones).
 
 asyncssh needs an event loop while the writer is synchronous and threaded:
 the connection lives on a private loop in a background thread, and the
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicator.format import layout as L
-from replicator.format.idlist import decode_ids
+from replicator.format.idlist import Verifier, decode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
 from replicator.transport import protocol as P
@@ -275,6 +278,7 @@ class RemoteSink:
         self.stats = {"bytes_sent": 0, "bytes_received": 0, "id_lists_fetched": 0}
         self._inflight: collections.deque[Future] = collections.deque()
         self._held: set[bytes] = set()
+        self.legacy_packs: set[str] = set()  # packs whose listed ids carry no valid proof
         self._session: ClientSession | None = None
         self._io = _LoopThread()
         try:
@@ -284,7 +288,7 @@ class RemoteSink:
             ok = self._call(P.Open(url.name, mode), P.OPEN_OK)
             self._config, self._keyfile = ok.config, ok.keyfile
             repo_id = parse_config(ok.config, self.location)["id"]
-            self._load_ids(os.path.join(cache_dir, repo_id, "remote-ids") if cache_dir else None)
+            self._cache = os.path.join(cache_dir, repo_id, "remote-ids") if cache_dir else None
         except BaseException:
             self.close()
             raise
@@ -303,8 +307,14 @@ class RemoteSink:
             self.stats["bytes_sent"] = self._session.bytes_sent
             self.stats["bytes_received"] = self._session.bytes_received
 
-    def _load_ids(self, cache: str | None) -> None:
-        """Every blob id the receiver lists in ``ids/``; the lists are fetched once and cached.
+    def trust(self, verifier: Verifier) -> None:
+        """Load the receiver's id lists, keeping those whose proof ``verifier`` accepts (the writer's
+        public key, known from the passphrase, never the one the receiver hands out)."""
+        self._load_ids(self._cache, verifier)
+
+    def _load_ids(self, cache: str | None, verifier: Verifier) -> None:
+        """Every blob id the receiver lists in ``ids/`` with a valid proof; the lists are fetched once and
+        cached once verified.
 
         At most MAX_ID_LIST_OBJECT bytes each and MAX_REMOTE_ID_BYTES in all, cached or fetched:
         a receiver cannot make this side hold more (:raises ProtocolError:).
@@ -325,10 +335,17 @@ class RemoteSink:
         missing = [digests[d] for d in digests if d not in lists]
         for name, data in self.get_many(missing):
             digest = L.digest_of(name)
-            lists[digest] = data
             self.stats["id_lists_fetched"] += 1
+            if verifier.ids_object(digest, data) is None:
+                self.legacy_packs.add(digest)
+                continue
+            lists[digest] = data
             if cache:
                 atomic.replace(os.path.join(cache, digest), data)
+        if self.legacy_packs:
+            self.warnings.append(f"{self.location}: {len(self.legacy_packs)} id list(s) carry no valid proof of a "
+                                 f"key holder (written before 0.3, or forged): their chunks are sent again unless "
+                                 f"the upgrade signs them")
         for digest, data in lists.items():
             try:
                 self._held.update(decode_ids(data, L.ids_name(digest)))
@@ -343,13 +360,38 @@ class RemoteSink:
         """Thread-safe local lookup: the receiver's id lists plus everything put in this session."""
         return blob_id in self._held
 
-    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes]) -> None:
+    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes], proof: bytes) -> None:
         """Upload without waiting for the ack; at most ``window`` packs in flight."""
-        self._inflight.append(self._io.submit(self.session.request(P.PutPack(name, tuple(ids), data), P.PACK_OK)))
+        self._pipeline(P.PutPack(name, tuple(ids), proof, data), P.PACK_OK)
         self._held.update(ids)
-        while len(self._inflight) > self.window or (self._inflight and self._inflight[0].done()):
+        self.legacy_packs.discard(L.digest_of(name))
+
+    def _pipeline(self, msg, expect: int, window: int | None = None) -> None:
+        self._inflight.append(self._io.submit(self.session.request(msg, expect)))
+        while len(self._inflight) > (window or self.window) or (self._inflight and self._inflight[0].done()):
             self._inflight.popleft().result()
         self._update_stats()
+
+    def declare_pack(self, name: str, ids: Sequence[bytes], proof: bytes) -> None:
+        """Send a signed declaration for a stored pack (pipelined; ``flush`` waits for the answers)."""
+        self._pipeline(P.Declare(name, tuple(ids), proof), P.DECLARE_OK, GET_BATCH)
+        self._held.update(ids)
+        self.legacy_packs.discard(L.digest_of(name))
+
+    def declare_snapshot(self, name: str, proof: bytes) -> None:
+        self._pipeline(P.Declare(name, (), proof), P.DECLARE_OK, GET_BATCH)
+
+    def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> list[tuple[int, bytes]]:
+        """For each (pack name, offset, length): (its size, those bytes), pipelined GET_BATCH at a time."""
+        async def fetch(batch) -> list[tuple[int, bytes]]:
+            futs = [await self.session.send(P.GetRange(*w), P.RANGE) for w in batch]
+            return [((m := await f).size, m.data) for f in futs if f is not None]
+
+        out: list[tuple[int, bytes]] = []
+        for i in range(0, len(wanted), GET_BATCH):
+            out.extend(self._io.run(fetch(wanted[i : i + GET_BATCH])))
+        self._update_stats()
+        return out
 
     def flush(self) -> None:
         """Wait until every pack put so far is acknowledged (durable at the receiver)."""
@@ -373,14 +415,14 @@ class RemoteSink:
             yield from zip(batch, self._io.run(fetch(batch)))
         self._update_stats()
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes]) -> None:
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None:
         refs = list(refs)
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
         while len(refs) > last:
             batch = min(P.MAX_IDS_PER_FRAME, len(refs) - last)
             self._io.run(self.session.send(P.Refs(tuple(refs[:batch])), None))
             refs = refs[batch:]
-        self._call(P.Commit(name, data, tuple(refs)), P.COMMIT_OK)
+        self._call(P.Commit(name, data, proof, tuple(refs)), P.COMMIT_OK)
         self._update_stats()
 
     # --- lifecycle -------------------------------------------------------------------

@@ -24,12 +24,15 @@ from typing import ClassVar
 from replicator import constants as C
 from replicator.errors import ReplicatorError
 from replicator.format import layout as L
+from replicator.format.idlist import PROOF_SIZE
 from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
 PROTOCOL_MAGIC = b"RPLPROTO"
-PROTOCOL_VERSION_MIN = 1
-PROTOCOL_VERSION_MAX = 1
+# Version 2 (release 0.3): PUT_PACK and COMMIT carry declaration proofs; GET_RANGE and DECLARE are new.
+# Version 1 is refused: its writes carried no proof that a key holder made them.
+PROTOCOL_VERSION_MIN = 2
+PROTOCOL_VERSION_MAX = 2
 SUBSYSTEM = "replicator"  # SSH subsystem name; the OpenSSH ForceCommand alternative is "replicator serve --stdio"
 
 # Limits (PROTOCOL.md 3 and 4; tests/transport/test_protocol_vectors.py checks the doc quotes these values).
@@ -38,6 +41,7 @@ MAX_PACK_BLOBS = C.PACK_MAX_BLOBS  # 2^20 ids in one PUT_PACK
 MAX_NAMES = 4 * 1024 * 1024  # names in one NAMES
 MAX_SNAPSHOT_OBJECT = C.MAX_SNAPSHOT_SIZE + 1024  # COMMIT's snapshot bytes
 MAX_CONFIG_OBJECT = 1 << 20  # each of OPEN_OK's config and key file
+MAX_RANGE = 16 * 1024 * 1024  # bytes one GET_RANGE may ask for (a pack's table is far smaller)
 MAX_ERROR_MESSAGE = 4096  # ERROR message bytes a decoder accepts
 MAX_ERROR_MESSAGE_SENT = 1000  # ERROR message bytes this implementation sends (cut at a character boundary)
 
@@ -53,6 +57,7 @@ MODE_WRITE = 2
 
 # Message types (u8).  Never reuse a number.
 HELLO, OPEN, OPEN_OK, LIST, NAMES, GET, DATA, PUT_PACK, PACK_OK, REFS, COMMIT, COMMIT_OK, ERROR, BYE = range(1, 15)
+GET_RANGE, RANGE, DECLARE, DECLARE_OK = range(15, 19)
 
 # ERROR codes (u16).  RemoteError maps each to the exit code the client reports.
 E_PROTOCOL, E_VERSION, E_NOT_ALLOWED, E_NO_REPOSITORY, E_INTEGRITY, E_MISSING_REFS, E_STORAGE, E_LOCKED, \
@@ -247,21 +252,34 @@ class PutPack(Message):
     TYPE: ClassVar[int] = PUT_PACK
     name: str
     ids: tuple[bytes, ...]  # sorted, unique
+    proof: bytes  # the key holder's declaration that this pack holds exactly these ids (64 bytes)
     data: bytes | memoryview  # a memoryview over the frame body only if decoded with copy=False
 
     def encode_parts(self) -> list[F.Buffer]:
-        return F.frame_parts(PUT_PACK, F.name(self.name), F.ids(list(self.ids)), *F.blob_parts(self.data))
+        return F.frame_parts(PUT_PACK, F.name(self.name), F.ids(list(self.ids)), _proof(self.proof),
+                             *F.blob_parts(self.data))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> PutPack:
-        name = check_object_name(d.get_name(), PACK_NAME_RE)
-        if not L.is_pack(name):
-            raise ProtocolError(f"pack name {name} has the wrong fan-out directory")
+        name = _pack_name(d)
         ids = d.get_ids(MAX_PACK_BLOBS)
         if not ids:
             raise ProtocolError(f"PUT_PACK {name} lists no ids")
         check_sorted(ids, "PUT_PACK ids")
-        return cls(name, tuple(ids), d.get_blob(copy=d.copy_payloads))
+        return cls(name, tuple(ids), d.get_fixed(PROOF_SIZE, "proof"), d.get_blob(copy=d.copy_payloads))
+
+
+def _proof(proof: bytes) -> bytes:
+    if len(proof) != PROOF_SIZE:
+        raise ValueError("a declaration proof is 64 bytes")
+    return proof
+
+
+def _pack_name(d: F.Decoder) -> str:
+    name = check_object_name(d.get_name(), PACK_NAME_RE)
+    if not L.is_pack(name):
+        raise ProtocolError(f"pack name {name} has the wrong fan-out directory")
+    return name
 
 
 def check_sorted(ids: list[bytes], what: str, after: bytes | None = None) -> None:
@@ -306,25 +324,28 @@ class Commit(Message):
     TYPE: ClassVar[int] = COMMIT
     name: str
     data: bytes
+    proof: bytes  # the key holder's proof that it made this snapshot object (64 bytes)
     refs: tuple[bytes, ...]  # the last batch (after any REFS batches); at most max_commit_refs(name, data)
 
     def encode_parts(self) -> list[F.Buffer]:
-        return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), F.ids(list(self.refs)))
+        return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), _proof(self.proof),
+                             F.ids(list(self.refs)))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> Commit:
         name = check_object_name(d.get_name(), SNAPSHOT_NAME_RE)
         data = bytes(d.get_blob(MAX_SNAPSHOT_OBJECT))
-        return cls(name, data, tuple(d.get_ids(MAX_IDS_PER_FRAME)))
+        proof = d.get_fixed(PROOF_SIZE, "proof")
+        return cls(name, data, proof, tuple(d.get_ids(MAX_IDS_PER_FRAME)))
 
 
 def max_commit_refs(name: str, data: bytes | memoryview) -> int:
     """How many refs fit in a COMMIT frame with this snapshot (the rest go first in REFS batches).
 
     The frame limit binds before MAX_IDS_PER_FRAME as soon as the snapshot is
-    more than ~1 KiB: length = 1 + (2 + len(name)) + (4 + len(data)) + (4 + 32 x refs).
+    more than ~1 KiB: length = 1 + (2 + len(name)) + (4 + len(data)) + 64 + (4 + 32 x refs).
     """
-    fixed = 1 + len(F.name(name)) + 4 + len(data) + 4
+    fixed = 1 + len(F.name(name)) + 4 + len(data) + PROOF_SIZE + 4
     return max(0, min(MAX_IDS_PER_FRAME, (F.MAX_FRAME_SIZE - fixed) // C.ID_SIZE))
 
 
@@ -339,6 +360,83 @@ class CommitOk(Message):
     @classmethod
     def decode(cls, d: F.Decoder) -> CommitOk:
         return cls(check_object_name(d.get_name(), SNAPSHOT_NAME_RE))
+
+
+@dataclass(frozen=True)
+class GetRange(Message):
+    """Part of a pack (its header, footer or table: what a key holder reads to upgrade its id list)."""
+
+    TYPE: ClassVar[int] = GET_RANGE
+    name: str
+    offset: int
+    length: int
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(GET_RANGE, F.name(self.name), F.u64(self.offset), F.u32(self.length))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> GetRange:
+        name, offset, length = _pack_name(d), d.get_u64(), d.get_u32()
+        if length > MAX_RANGE:
+            raise ProtocolError(f"GET_RANGE of {length} bytes is more than MAX_RANGE ({MAX_RANGE})")
+        return cls(name, offset, length)
+
+
+@dataclass(frozen=True)
+class Range(Message):
+    """The answer to GET_RANGE: the object's size and the bytes asked for (fewer at its end)."""
+
+    TYPE: ClassVar[int] = RANGE
+    size: int
+    data: bytes
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(RANGE, F.u64(self.size), *F.blob_parts(self.data))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> Range:
+        return cls(d.get_u64(), bytes(d.get_blob(MAX_RANGE)))
+
+
+@dataclass(frozen=True)
+class Declare(Message):
+    """A key holder's proof for an object already stored: a pack's id list (``ids`` non-empty) or a
+    snapshot (``ids`` empty).  How a repository written before protocol 2 gets its proofs."""
+
+    TYPE: ClassVar[int] = DECLARE
+    name: str
+    ids: tuple[bytes, ...]
+    proof: bytes
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(DECLARE, F.name(self.name), F.ids(list(self.ids)), _proof(self.proof))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> Declare:
+        name = check_object_name(d.get_name(), PACK_NAME_RE, SNAPSHOT_NAME_RE)
+        ids = d.get_ids(MAX_PACK_BLOBS)
+        if PACK_NAME_RE.match(name):
+            if not L.is_pack(name):
+                raise ProtocolError(f"pack name {name} has the wrong fan-out directory")
+            if not ids:
+                raise ProtocolError(f"DECLARE {name} lists no ids")
+            check_sorted(ids, "DECLARE ids")
+        elif ids:
+            raise ProtocolError(f"DECLARE {name} of a snapshot lists ids")
+        return cls(name, tuple(ids), d.get_fixed(PROOF_SIZE, "proof"))
+
+
+@dataclass(frozen=True)
+class DeclareOk(Message):
+    TYPE: ClassVar[int] = DECLARE_OK
+    name: str
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(DECLARE_OK, F.name(self.name))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> DeclareOk:
+        return cls(check_object_name(d.get_name(), PACK_NAME_RE, SNAPSHOT_NAME_RE))
 
 
 @dataclass(frozen=True)
@@ -375,7 +473,7 @@ class Bye(Message):
 
 
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Open, OpenOk, List, Names, Get, Data, PutPack, PackOk, Refs, Commit,
-                                      CommitOk, Error, Bye)}
+                                      CommitOk, Error, Bye, GetRange, Range, Declare, DeclareOk)}
 
 # Receiver state machine: which sender messages each state accepts (PROTOCOL.md 5).  ERROR is in no
 # state: the sender never sends it (it closes the channel instead), so an ERROR from it is a violation.
@@ -383,12 +481,13 @@ STATE_START, STATE_READY, STATE_OPEN = "start", "ready", "open"
 ALLOWED = {
     STATE_START: {HELLO},
     STATE_READY: {OPEN, BYE},
-    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE},
+    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE},
 }
 
 # The answer each request gets, in request order (PROTOCOL.md 4); REFS and BYE get none.  Instead of
 # its answer the receiver may send ERROR, which ends the session.
-ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK}
+ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK, GET_RANGE: RANGE,
+           DECLARE: DECLARE_OK}
 
 
 def decode_message(msg_type: int, body: bytes | memoryview, *, copy: bool = True):

@@ -203,7 +203,8 @@ class ServerSession:
                 await self._queue(loop, self._end, "BYE" if msg is not None else "end of stream")
                 return
             job = {P.Open: self._open, P.List: self._list, P.Get: self._get, P.PutPack: self._put_pack,
-                   P.Refs: self._add_refs, P.Commit: self._commit}[type(msg)]
+                   P.Refs: self._add_refs, P.Commit: self._commit, P.GetRange: self._get_range,
+                   P.Declare: self._declare}[type(msg)]
             fut = await self._queue(loop, self._guarded, job, msg)
             if isinstance(msg, P.Open):
                 # The big frame limit only once the OPEN succeeded: wait for it before reading on.
@@ -357,9 +358,28 @@ class ServerSession:
 
     def _put_pack(self, msg: P.PutPack):
         self._need_write_session("storing packs")
-        self.sink.put_pack(msg.name, msg.data, msg.ids)
+        self.sink.put_pack(msg.name, msg.data, msg.ids, msg.proof)
         self.packs += 1
         return P.PackOk(msg.name)
+
+    def _get_range(self, msg: P.GetRange):
+        self._need(PERM_READ, "reading packs")
+        try:
+            size, data = self.sink.get_ranges([(msg.name, msg.offset, msg.length)])[0]
+        except ObjectNotFound:
+            raise Refused(P.E_NOT_FOUND, f"{msg.name} not found") from None
+        return P.Range(size, data)
+
+    def _declare(self, msg: P.Declare):
+        self._need_write_session("declaring objects")
+        try:
+            if msg.ids:
+                self.sink.declare_pack(msg.name, msg.ids, msg.proof)
+            else:
+                self.sink.declare_snapshot(msg.name, msg.proof)
+        except ObjectNotFound:
+            raise Refused(P.E_NOT_FOUND, f"{msg.name} (or its refs) not found") from None
+        return P.DeclareOk(msg.name)
 
     def _add_refs(self, msg: P.Refs):
         self._need_write_session("committing snapshots")
@@ -371,7 +391,7 @@ class ServerSession:
         self._need_write_session("committing snapshots")
         self._check_refs(msg.refs, "COMMIT refs")
         refs, self._refs = self._refs + list(msg.refs), []
-        self.sink.commit(msg.name, msg.data, refs)
+        self.sink.commit(msg.name, msg.data, refs, msg.proof)
         self.commits += 1
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
         if self._on_commit is not None:

@@ -34,7 +34,7 @@ from replicator.format.snapshot import SNAPSHOT_INFO, Snapshot, canonical_json, 
 from replicator.format.tree import TreeItem, decode_tree, encode_tree
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
-VECTOR_FILES = ("keys.json", "ids.json", "gear.json", "tree.json", "pack.json", "snapshot.json")
+VECTOR_FILES = ("keys.json", "ids.json", "gear.json", "tree.json", "pack.json", "snapshot.json", "lists.json")
 
 PURPOSE_ATTRS = {
     "chunk-id": "chunk_id",
@@ -261,3 +261,25 @@ def test_snapshot_opens_with_current_reader(keyset):
             snap.stats, snap.parent) == (body["repository"], body["source"], body["generation"], body["time_ns"],
                                          body["tree"], body["hostname"], body["stats"], body["parent"])
     assert snap.tree.hex() == load("tree.json")["tree_id"]
+
+
+def test_signed_lists_unchanged(keyset):
+    """lists.json: declaration proofs and version 2 list objects (FORMAT.md 2.1), from the other vectors."""
+    from replicator.format import idlist as I
+
+    v, pack, snap = load("lists.json"), load("pack.json"), load("snapshot.json")
+    assert v["pack_digest"] == pack["name"].rsplit("/", 1)[1] and v["snapshot_digest"] == snap["name"][10:]
+    declarer = I.Declarer(v["repository_id"], crypto.SigningKey(keyset.sign_seed))
+    assert crypto.SigningKey(keyset.sign_seed).public_bytes().hex() == v["signing_public_key"]
+    ids = I.encode_ids(h(b["id"]) for b in pack["blobs"])
+    assert ids.hex() == v["ids"]
+    assert I.pack_statement(h(v["repository_id"]), v["pack_digest"], ids).hex() == v["pack_statement"]
+    assert declarer.pack(v["pack_digest"], ids).hex() == v["pack_proof"]
+    assert I.encode_list(I.IDS_MAGIC, ids, h(v["pack_proof"])).hex() == v["ids_object"]
+    assert I.snapshot_statement(h(v["repository_id"]), v["snapshot_digest"]).hex() == v["snapshot_statement"]
+    assert declarer.snapshot(v["snapshot_digest"]).hex() == v["snapshot_proof"]
+    assert I.encode_list(I.REFS_MAGIC, h(v["refs"]), h(v["snapshot_proof"])).hex() == v["refs_object"]
+    verifier = I.Verifier(v["repository_id"], h(v["signing_public_key"]))
+    assert verifier.ids_object(v["pack_digest"], h(v["ids_object"])) is not None
+    parsed = I.parse_list(h(v["refs_object"]), "refs")
+    assert verifier.snapshot(v["snapshot_digest"], parsed.proof) and bytes(parsed.ids) == h(v["refs"])

@@ -53,7 +53,8 @@ def test_upgrade_command_adds_ids_and_refs_and_changes_nothing(tmp_path):
     before = objects(repo)
     r = run_cli("upgrade", str(repo), "--json", passphrase=FIXTURE_PASSPHRASE)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"id_lists_written": 2, "refs_written": 2, "problems": []}
+    assert json.loads(r.stdout) == {"id_lists_written": 2, "refs_written": 2, "id_lists_signed": 0,
+                                    "snapshots_signed": 0, "problems": []}
     after = objects(repo)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing rewritten or removed
     assert kinds(repo) == {"config", "keys", "data", "ids", "snapshots", "refs"}

@@ -58,6 +58,19 @@ class SshSite:
     def server_log(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
+    def keyring(self):
+        """The key holder's keys of the served repository (for raw-frame tests that must sign like a writer)."""
+        from replicator.repo.keyring import Keyring
+
+        return Keyring.unlock((self.repo / "config").read_bytes(), (self.repo / "keys" / "default").read_bytes(),
+                              PASSPHRASE.encode(), str(self.repo))
+
+    def pack_proof(self, name: str, ids) -> bytes:
+        return self.keyring().declarer.pack(name.rsplit("/", 1)[-1], b"".join(sorted(ids)))
+
+    def snapshot_proof(self, name: str) -> bytes:
+        return self.keyring().declarer.snapshot(name.rsplit("/", 1)[-1])
+
 
 def start_server(site: SshSite, extra_repos=(), extra_args=()) -> None:
     site.log = site.tmp / "serve.log"

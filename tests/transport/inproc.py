@@ -4,12 +4,14 @@ The reader is an ``asyncio.StreamReader`` fed with the peer's bytes (and, unless
 told otherwise, end of stream); the writer collects what the server writes and
 records a write after ``close`` (which would be a bug: the channel is gone).
 The repository is a real directory made with ``LocalSink`` over LocalStorage
-(no passphrase, no keys: the receiver never needs them), so these tests and the
+(the receiver never unlocks its key file; the tests do, once per repository,
+to sign what a writer would: ``put`` and ``commit``), so these tests and the
 fuzz test exercise the same storage path as ``serve``.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import struct
@@ -21,6 +23,7 @@ from replicator.transport import protocol as P
 from replicator.transport.server import Peer, ServerSession
 
 REPO = "amiens"
+PASSPHRASE = b"in-process writer"
 
 
 def fake_pack(payload: bytes) -> tuple[str, bytes]:
@@ -36,16 +39,36 @@ def fake_snapshot(salt: bytes) -> tuple[str, bytes]:
 
 
 def make_repository(path) -> None:
-    """A minimal repository directory: a config as ``init`` writes it and a key file (never unlocked here)."""
+    """A minimal repository directory: a config as ``init`` writes it and a key file (the server never unlocks it)."""
     from replicator.core.params import DEFAULT_PARAMS
+    from replicator.format.keyfile import make_keyfile
     from replicator.format.repoconfig import make_config
 
+    repo_id = hashlib.sha256(str(path).encode()).digest()
     os.makedirs(path)
     with open(os.path.join(path, "config"), "wb") as f:
-        f.write(make_config(hashlib.sha256(str(path).encode()).digest(), DEFAULT_PARAMS, 3, 0))
+        f.write(make_config(repo_id, DEFAULT_PARAMS, 3, 0))
     os.makedirs(os.path.join(path, "keys"))
     with open(os.path.join(path, "keys", "default"), "wb") as f:
-        f.write(b'{"sealed": "not a real key: the receiver never opens it"}')
+        f.write(make_keyfile(os.urandom(C.KEY_SIZE), repo_id, PASSPHRASE, C.SCRYPT_LOG2N_MIN))
+
+
+@functools.lru_cache(maxsize=8)
+def keyring(path: str):
+    """The writer's keys of the repository at ``path`` (unlocked once: scrypt is slow on purpose)."""
+    from replicator.repo.keyring import Keyring
+
+    with open(os.path.join(path, "config"), "rb") as c, open(os.path.join(path, "keys", "default"), "rb") as k:
+        return Keyring.unlock(c.read(), k.read(), PASSPHRASE, str(path))
+
+
+def put(path, name: str, ids, data) -> P.PutPack:
+    """PUT_PACK as the writer sends it: with the proof of its declaration."""
+    return P.PutPack(name, tuple(ids), keyring(str(path)).declarer.pack(name.rsplit("/", 1)[-1], b"".join(ids)), data)
+
+
+def commit(path, name: str, data: bytes, refs=()) -> P.Commit:
+    return P.Commit(name, data, keyring(str(path)).declarer.snapshot(name.rsplit("/", 1)[-1]), tuple(refs))
 
 
 class Collector:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import random
@@ -43,13 +44,22 @@ import pytest
 
 from replicator import constants as C
 from replicator.format import layout as L
-from replicator.format.idlist import decode_ids
+from replicator.format.idlist import Verifier, decode_ids
 from replicator.repo.local_sink import LocalSink
 from replicator.transport import frames as F
 from replicator.transport import protocol as P
 from replicator.transport import server as S
 from replicator.transport.frames import ProtocolError
-from tests.transport.inproc import REPO, fake_pack, fake_snapshot, lock_is_free, make_repository, run_session
+from tests.transport.inproc import (
+    REPO,
+    commit,
+    fake_pack,
+    fake_snapshot,
+    lock_is_free,
+    make_repository,
+    put,
+    run_session,
+)
 
 SEED = int(os.environ.get("FUZZ_SEED", "20240611"))
 QUICK_SESSIONS = int(os.environ.get("FUZZ_SESSIONS", "10000"))
@@ -79,6 +89,8 @@ class Repo:
         for dirpath, _dirs, files in os.walk(root):
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
             self.objects.update(fn if rel == "." else f"{rel}/{fn}" for fn in files)
+        with open(os.path.join(root, "config"), "rb") as c, open(os.path.join(root, "keys", "default"), "rb") as k:
+            self.verifier = Verifier(json.loads(c.read())["id"], bytes.fromhex(json.loads(k.read())["signing_public_key"]))
         self.id_lists: dict[str, tuple[bytes, ...]] = {}
         for name in self.objects:
             if L.IDS_RE.match(name):
@@ -104,7 +116,7 @@ def _increasing(ids: list[bytes]) -> bool:
 def model(stream: bytes, repo: Repo, perms: str) -> Expect:
     """PROTOCOL.md 3 to 6 for one session over ``stream`` (the peer's bytes, then end of stream)."""
     out = Expect(["Hello"])
-    objects, id_lists, held = set(repo.objects), dict(repo.id_lists), repo.held()
+    objects, id_lists, held, verifier = set(repo.objects), dict(repo.id_lists), repo.held(), repo.verifier
     state, opened, mode, refs = P.STATE_START, False, 0, []
     pos = 0
 
@@ -154,11 +166,27 @@ def model(stream: bytes, repo: Repo, perms: str) -> Expect:
             if msg.name not in objects:
                 return fail(P.E_NOT_FOUND)
             out.answers.append("Data")
+        elif isinstance(msg, P.GetRange):
+            if "r" not in perms:
+                return fail(P.E_NOT_ALLOWED)
+            if msg.name not in objects:
+                return fail(P.E_NOT_FOUND)
+            out.answers.append("Range")
+        elif isinstance(msg, P.Declare):
+            if not writes:
+                return fail(P.E_NOT_ALLOWED)
+            if msg.name not in objects:
+                return fail(P.E_NOT_FOUND)
+            if not (verifier.pack(L.digest_of(msg.name), b"".join(msg.ids), msg.proof) if msg.ids
+                    else verifier.snapshot(L.digest_of(msg.name), msg.proof)):
+                return fail(P.E_INTEGRITY)
+            out.answers.append("DeclareOk")
         elif isinstance(msg, P.PutPack):
             if not writes:
                 return fail(P.E_NOT_ALLOWED)
             data = bytes(msg.data)
-            if hashlib.sha256(data).hexdigest() != L.digest_of(msg.name) \
+            if not verifier.pack(L.digest_of(msg.name), b"".join(msg.ids), msg.proof) \
+                    or hashlib.sha256(data).hexdigest() != L.digest_of(msg.name) \
                     or len(data) < C.PACK_HEADER_SIZE + C.PACK_FOOTER_SIZE \
                     or data[:8] != C.PACK_MAGIC or data[-8:] != C.PACK_FOOTER_MAGIC:
                 return fail(P.E_INTEGRITY)
@@ -176,7 +204,8 @@ def model(stream: bytes, repo: Repo, perms: str) -> Expect:
             refs.extend(batch)
             if isinstance(msg, P.Commit):
                 data, all_refs, refs = msg.data, refs, []
-                if hashlib.sha256(data).hexdigest() != L.digest_of(msg.name) or not data.startswith(
+                if not verifier.snapshot(L.digest_of(msg.name), msg.proof) or \
+                        hashlib.sha256(data).hexdigest() != L.digest_of(msg.name) or not data.startswith(
                         C.SNAPSHOT_MAGIC) or len(data) < 60 or not (
                         C.FORMAT_VERSION_MIN <= int.from_bytes(data[8:10], "little") <= C.FORMAT_VERSION_MAX):
                     return fail(P.E_INTEGRITY)
@@ -208,16 +237,17 @@ class Corpus:
         # The repository starts with pack 0 and one snapshot referencing its ids.
         sink = LocalSink.open(root, writable=True, untrusted=True, role="fuzz set-up")
         try:
-            sink.put_pack(packs[0][0], packs[0][1], packs[0][2])
+            first = put(root, packs[0][0], packs[0][2], packs[0][1])
+            sink.put_pack(first.name, first.data, first.ids, first.proof)
             sname, sdata = fake_snapshot(b"initial")
-            sink.commit(sname, sdata, packs[0][2])
+            sink.commit(sname, sdata, packs[0][2], commit(root, sname, sdata).proof)
         finally:
             sink.close()
         existing = [packs[0][0], L.ids_name(L.digest_of(packs[0][0])), sname]
         return cls(packs, existing)
 
 
-def valid_session(rnd: random.Random, corpus: Corpus, tag: int) -> list[bytes]:
+def valid_session(rnd: random.Random, corpus: Corpus, tag: int, root: str) -> list[bytes]:
     """A sequence of well-formed frames, most of which a correct receiver serves without error (with
     permission); a few ask what the receiver must refuse: no common version, a missing object, missing refs."""
     frames = [P.Hello(2, 3).encode() if rnd.random() < 0.02 else P.Hello().encode()]
@@ -233,7 +263,7 @@ def valid_session(rnd: random.Random, corpus: Corpus, tag: int) -> list[bytes]:
             frames.append(P.Get("ids/" + rnd.randbytes(32).hex() if missing else rnd.choice(corpus.existing)).encode())
         elif kind == "pack":
             name, data, ids = rnd.choice(corpus.packs)
-            frames.append(P.PutPack(name, ids, data).encode())
+            frames.append(put(root, name, ids, data).encode())
             held.update(ids)
         else:
             refs = sorted(rnd.sample(sorted(held), rnd.randint(0, len(held))))
@@ -245,7 +275,7 @@ def valid_session(rnd: random.Random, corpus: Corpus, tag: int) -> list[bytes]:
                 cut = rnd.randint(1, split)
                 frames.append(P.Refs(tuple(refs[:cut])).encode())
                 refs, split = refs[cut:], split - cut
-            frames.append(P.Commit(sname, sdata, tuple(refs)).encode())
+            frames.append(commit(root, sname, sdata, refs).encode())
     if rnd.random() < 0.7:
         frames.append(P.Bye().encode())
     return frames
@@ -338,9 +368,9 @@ def _junk(rnd, frames, _other):
 MUTATIONS = [_flip, _overwrite, _truncate, _drop, _duplicate, _swap, _shuffle, _splice, _length, _type, _junk]
 
 
-def mutated_session(rnd: random.Random, corpus: Corpus, tag: int) -> tuple[bytes, list[str]]:
-    frames = valid_session(rnd, corpus, tag)
-    other = valid_session(rnd, corpus, tag + 1_000_000_000)
+def mutated_session(rnd: random.Random, corpus: Corpus, tag: int, root: str) -> tuple[bytes, list[str]]:
+    frames = valid_session(rnd, corpus, tag, root)
+    other = valid_session(rnd, corpus, tag + 1_000_000_000, root)
     ops: list[str] = []
     for _ in range(rnd.choice((0, 1, 1, 1, 2, 2, 3))):
         frames = [f for f in frames if f]
@@ -417,7 +447,7 @@ async def fuzz(root: str, seed: int, sessions: int) -> Report:
     initial = set(os.listdir(os.path.join(root, "snapshots")))
     try:
         for i in range(sessions):
-            stream, ops = mutated_session(rnd, corpus, i)
+            stream, ops = mutated_session(rnd, corpus, i, root)
             perms = rnd.choice(PERMS)
             expect = model(stream, Repo(root), perms)
             where = f"seed {seed}, session {i}, mutations {ops}, perms {perms!r}, input {stream[:300].hex()}"
@@ -510,9 +540,9 @@ def test_model_sees_what_a_broken_receiver_would_do(tmp_path):
     sname, sdata = fake_snapshot(b"behind")
     _pname, pdata = fake_pack(b"x")
     stream = P.Hello().encode() + P.Open(REPO, P.MODE_WRITE).encode() \
-        + P.PutPack("data/00/" + "00" * 32, (b"\x01" * 32,), pdata).encode() + P.Commit(sname, sdata, ()).encode()
+        + put(root, "data/00/" + "00" * 32, (b"\x01" * 32,), pdata).encode() + commit(root, sname, sdata).encode()
     expect = model(stream, Repo(root), "rw")
     assert expect.answers == ["Hello", "OpenOk", "Error"] and expect.error == P.E_INTEGRITY and expect.commits == []
-    ok = model(P.Hello().encode() + P.Open(REPO, P.MODE_WRITE).encode() + P.Commit(sname, sdata, ()).encode(),
+    ok = model(P.Hello().encode() + P.Open(REPO, P.MODE_WRITE).encode() + commit(root, sname, sdata).encode(),
                Repo(root), "rw")
     assert ok.answers == ["Hello", "OpenOk", "CommitOk"] and ok.commits == [sname]

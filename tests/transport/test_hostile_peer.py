@@ -7,25 +7,13 @@ path does commit when the peer behaves.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import struct
 
 import pytest
 
-from replicator import constants as C
 from replicator.transport import protocol as P
 from replicator.transport.frames import frame
-
-
-def _fake_pack(payload: bytes) -> tuple[str, bytes]:
-    data = C.PACK_MAGIC + b"\x01\x00\x00\x00" + bytes(32) + payload + C.PACK_FOOTER_MAGIC
-    digest = hashlib.sha256(data).hexdigest()
-    return f"data/{digest[:2]}/{digest}", data
-
-
-def _fake_snapshot(salt: bytes) -> tuple[str, bytes]:
-    data = C.SNAPSHOT_MAGIC + struct.pack("<HH", 1, 0) + salt.ljust(32, b"\0") + bytes(40)
-    return "snapshots/" + hashlib.sha256(data).hexdigest(), data
+from tests.transport.inproc import fake_pack, fake_snapshot
 
 
 async def _session(site, frames: list[bytes], key: str = "writer", hello: P.Hello | None = None) -> list:
@@ -73,6 +61,15 @@ def _error(got, code, *words):
 OPEN_W = P.Open("amiens", P.MODE_WRITE).encode()
 
 
+def _put(site, name, ids, data) -> P.PutPack:
+    """PUT_PACK with the key holder's proof: each test below is about another rule."""
+    return P.PutPack(name, ids, site.pack_proof(name, ids), data)
+
+
+def _commit(site, name, data, refs) -> P.Commit:
+    return P.Commit(name, data, site.snapshot_proof(name), refs)
+
+
 def test_no_common_version_is_error_2(site):
     """A peer speaking only versions the receiver does not: ERROR 2, as PROTOCOL.md says (0.1.0 sent ERROR 1)."""
     got = run(site, [], hello=P.Hello(P.PROTOCOL_VERSION_MAX + 1, P.PROTOCOL_VERSION_MAX + 3))
@@ -96,8 +93,8 @@ def test_big_frame_before_open_refused(site):
 
 
 def test_commit_before_open(site):
-    name, data = _fake_snapshot(b"a")
-    got = run(site, [P.Commit(name, data, ()).encode()])
+    name, data = fake_snapshot(b"a")
+    got = run(site, [_commit(site, name, data, ()).encode()])
     _error(got, P.E_PROTOCOL, "not allowed in state")
     assert site.snapshots() == []
 
@@ -124,51 +121,51 @@ def test_unknown_message_type(site):
 
 
 def test_pack_not_matching_its_name(site):
-    name, data = _fake_pack(b"x" * 100)
+    name, data = fake_pack(b"x" * 100)
     other = "data/00/" + "00" * 32
-    got = run(site, [OPEN_W, P.PutPack(other, (b"\x01" * 32,), data).encode()])
+    got = run(site, [OPEN_W, _put(site, other, (b"\x01" * 32,), data).encode()])
     _error(got, P.E_INTEGRITY, "does not match its name")
     assert not (site.repo / "data").exists() or not any((site.repo / "data").rglob("*00000000*"))
 
 
 def test_commit_with_missing_refs(site):
-    pname, pdata = _fake_pack(b"y" * 100)
-    sname, sdata = _fake_snapshot(b"b")
+    pname, pdata = fake_pack(b"y" * 100)
+    sname, sdata = fake_snapshot(b"b")
     ids = (b"\x01" * 32,)
-    got = run(site, [OPEN_W, P.PutPack(pname, ids, pdata).encode(),
-                     P.Commit(sname, sdata, (b"\x01" * 32, b"\x02" * 32)).encode()])
+    got = run(site, [OPEN_W, _put(site, pname, ids, pdata).encode(),
+                     _commit(site, sname, sdata, (b"\x01" * 32, b"\x02" * 32)).encode()])
     assert isinstance(got[1], P.OpenOk) and isinstance(got[2], P.PackOk)
     _error(got, P.E_MISSING_REFS, "1 missing chunks")
     assert site.snapshots() == []
 
 
 def test_commit_with_unsorted_refs(site):
-    sname, sdata = _fake_snapshot(b"c")
-    got = run(site, [OPEN_W, P.Commit(sname, sdata, (b"\x02" * 32, b"\x01" * 32)).encode()])
+    sname, sdata = fake_snapshot(b"c")
+    got = run(site, [OPEN_W, _commit(site, sname, sdata, (b"\x02" * 32, b"\x01" * 32)).encode()])
     _error(got, P.E_PROTOCOL, "sorted")
     assert site.snapshots() == []
 
 
 def test_commit_bytes_not_matching_name(site):
-    _sname, sdata = _fake_snapshot(b"d")
-    got = run(site, [OPEN_W, P.Commit("snapshots/" + "ab" * 32, sdata, ()).encode()])
+    _sname, sdata = fake_snapshot(b"d")
+    got = run(site, [OPEN_W, _commit(site, "snapshots/" + "ab" * 32, sdata, ()).encode()])
     _error(got, P.E_INTEGRITY, "does not match its name")
     assert site.snapshots() == []
 
 
 def test_nothing_after_a_violation_is_committed(site):
     """A good pack and COMMIT queued behind a malformed frame: the commit must not appear."""
-    pname, pdata = _fake_pack(b"z" * 100)
-    sname, sdata = _fake_snapshot(b"e")
-    got = run(site, [OPEN_W, frame(P.LIST, b"\xff"), P.PutPack(pname, (b"\x03" * 32,), pdata).encode(),
-                     P.Commit(sname, sdata, (b"\x03" * 32,)).encode()])
+    pname, pdata = fake_pack(b"z" * 100)
+    sname, sdata = fake_snapshot(b"e")
+    got = run(site, [OPEN_W, frame(P.LIST, b"\xff"), _put(site, pname, (b"\x03" * 32,), pdata).encode(),
+                     _commit(site, sname, sdata, (b"\x03" * 32,)).encode()])
     assert isinstance(got[-1], P.Error)
     assert site.snapshots() == []
 
 
 def test_read_only_key_cannot_put(site):
-    pname, pdata = _fake_pack(b"w" * 100)
-    got = run(site, [P.Open("amiens", P.MODE_READ).encode(), P.PutPack(pname, (b"\x01" * 32,), pdata).encode()],
+    pname, pdata = fake_pack(b"w" * 100)
+    got = run(site, [P.Open("amiens", P.MODE_READ).encode(), _put(site, pname, (b"\x01" * 32,), pdata).encode()],
               key="reader")
     assert isinstance(got[1], P.OpenOk)
     _error(got, P.E_NOT_ALLOWED, "not allowed")
@@ -177,15 +174,15 @@ def test_read_only_key_cannot_put(site):
 
 def test_control_well_behaved_raw_peer_commits(site):
     """The same raw path commits when every rule is kept (so the refusals above are not vacuous)."""
-    pname, pdata = _fake_pack(b"v" * 100)
-    sname, sdata = _fake_snapshot(b"f")
-    got = run(site, [OPEN_W, P.PutPack(pname, (b"\x04" * 32,), pdata).encode(),
-                     P.PutPack(pname, (b"\x04" * 32,), pdata).encode(),  # duplicate: fine
-                     P.Commit(sname, sdata, (b"\x04" * 32,)).encode()])
+    pname, pdata = fake_pack(b"v" * 100)
+    sname, sdata = fake_snapshot(b"f")
+    got = run(site, [OPEN_W, _put(site, pname, (b"\x04" * 32,), pdata).encode(),
+                     _put(site, pname, (b"\x04" * 32,), pdata).encode(),  # duplicate: fine
+                     _commit(site, sname, sdata, (b"\x04" * 32,)).encode()])
     assert [type(m) for m in got] == [P.Hello, P.OpenOk, P.PackOk, P.PackOk, P.CommitOk]
     assert site.snapshots() == [sname.split("/")[1]]
-    assert (site.repo / "ids" / pname.rsplit("/", 1)[1]).read_bytes() == b"\x04" * 32
-    assert (site.repo / "refs" / sname.split("/")[1]).read_bytes() == b"\x04" * 32
+    assert (site.repo / "ids" / pname.rsplit("/", 1)[1]).read_bytes()[72:] == b"\x04" * 32  # after the proof
+    assert (site.repo / "refs" / sname.split("/")[1]).read_bytes()[72:] == b"\x04" * 32
 
 
 @pytest.mark.parametrize("frames_", [[], [P.Bye().encode()]], ids=["eof", "bye"])
@@ -198,10 +195,10 @@ def test_clean_close_without_open(site, frames_):
 def test_read_session_of_a_writer_key_cannot_write(site, request_):
     """A key with rw that OPENs for read gets ERROR 3 for any write: the session's mode, not only the key, decides.
     REFS used to be accepted in a read session (only the key's w was checked)."""
-    pname, pdata = _fake_pack(b"m" * 100)
-    sname, sdata = _fake_snapshot(b"read mode")
-    req = {"put_pack": P.PutPack(pname, (b"\x06" * 32,), pdata), "refs": P.Refs((b"\x06" * 32,)),
-           "commit": P.Commit(sname, sdata, ())}[request_]
+    pname, pdata = fake_pack(b"m" * 100)
+    sname, sdata = fake_snapshot(b"read mode")
+    req = {"put_pack": _put(site, pname, (b"\x06" * 32,), pdata), "refs": P.Refs((b"\x06" * 32,)),
+           "commit": _commit(site, sname, sdata, ())}[request_]
     got = run(site, [P.Open("amiens", P.MODE_READ).encode(), req.encode(), P.List("snapshots/").encode()])
     assert isinstance(got[1], P.OpenOk)
     _error(got, P.E_NOT_ALLOWED, "not allowed")

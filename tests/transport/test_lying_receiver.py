@@ -17,7 +17,9 @@ import tracemalloc
 import pytest
 
 from replicator import constants as C
+from replicator.core import crypto
 from replicator.core.params import DEFAULT_PARAMS
+from replicator.format.idlist import IDS_MAGIC, Declarer, Verifier, encode_list
 from replicator.format.repoconfig import make_config
 from replicator.transport import client as CL
 from replicator.transport import frames as F
@@ -27,6 +29,8 @@ from replicator.transport.frames import ProtocolError
 from replicator.transport.url import parse_url
 
 CONFIG = make_config(b"\x42" * 32, DEFAULT_PARAMS, 3, 0)
+SIGNER = crypto.SigningKey(b"\x01" * 32)  # the writer's signing key (its public half is what trust() gets)
+DECLARER, VERIFIER = Declarer("42" * 32, SIGNER), Verifier("42" * 32, SIGNER.public_bytes())
 
 
 class _Pipe:
@@ -90,7 +94,13 @@ def lying_receiver(answer):
 
 def open_sink(monkeypatch, answer):
     monkeypatch.setattr(ssh, "connect", lying_receiver(answer))
-    return CL.RemoteSink(parse_url("ssh://rep@liar:22/amiens"), identity="-", known_hosts="-", cache_dir=None)
+    sink = CL.RemoteSink(parse_url("ssh://rep@liar:22/amiens"), identity="-", known_hosts="-", cache_dir=None)
+    try:
+        sink.trust(VERIFIER)  # what the writer does first: the lists are fetched and checked here
+    except BaseException:
+        sink.close()
+        raise
+    return sink
 
 
 def ids_name(i: int) -> str:
@@ -98,8 +108,10 @@ def ids_name(i: int) -> str:
 
 
 def honest(n_lists: int, ids_per_list: int):
-    lists = {ids_name(i): b"".join(struct.pack(">QQQQ", i, j, 0, 0) for j in range(ids_per_list))
-             for i in range(n_lists)}
+    lists = {}
+    for i in range(n_lists):
+        blob = b"".join(struct.pack(">QQQQ", i, j, 0, 0) for j in range(ids_per_list))
+        lists[ids_name(i)] = encode_list(IDS_MAGIC, blob, DECLARER.pack(ids_name(i)[4:], blob))
 
     def answer(msg):
         if isinstance(msg, P.List):
@@ -113,7 +125,8 @@ def test_control_an_honest_receiver_is_accepted(monkeypatch):
     answer, lists = honest(100, 50)
     with open_sink(monkeypatch, answer) as sink:
         assert sink.stats["id_lists_fetched"] == 100
-        assert all(sink.has(data[:32]) for data in lists.values())
+        assert all(sink.has(data[72:104]) for data in lists.values())
+        assert not sink.legacy_packs
 
 
 def test_too_many_names_refused_before_decoding(monkeypatch):
@@ -149,7 +162,7 @@ def test_id_lists_in_all_capped_per_session(monkeypatch):
     """More id-list bytes in all than MAX_REMOTE_ID_BYTES (checked on a cap of 64 KiB: 1 GiB is the real one)."""
     monkeypatch.setattr(P, "MAX_REMOTE_ID_BYTES", 64 * 1024)
     fetched = []
-    answer, _lists = honest(1000, 4)  # 1000 lists of 128 bytes: 125 KiB in all
+    answer, _lists = honest(1000, 4)  # 1000 lists of 72 + 128 bytes: 195 KiB in all
 
     def counting(msg):
         if isinstance(msg, P.Get):
@@ -159,7 +172,7 @@ def test_id_lists_in_all_capped_per_session(monkeypatch):
     with pytest.raises(ProtocolError, match="MAX_REMOTE_ID_BYTES") as exc:
         open_sink(monkeypatch, counting)
     assert "\n" not in str(exc.value)
-    assert len(fetched) <= 512 + CL.GET_BATCH, "the sender went on fetching after the cap"
+    assert len(fetched) <= 64 * 1024 // 200 + CL.GET_BATCH, "the sender went on fetching after the cap"
 
 
 def test_caps_are_the_documented_values():

@@ -29,7 +29,7 @@ def _snapshot_view(repo_path) -> tuple:
     with Repository.open(str(repo_path), PASSPHRASE.encode()) as repo:
         (snap,) = repo.snapshots()
         storage = repo.storage
-        refs = storage.get(L.refs_name(snap.id))
+        refs = list(decode_ids(storage.get(L.refs_name(snap.id)), "refs"))  # the proof differs: another snapshot
         held = set()
         for name in storage.list(L.IDS):
             held.update(decode_ids(storage.get(name), name))

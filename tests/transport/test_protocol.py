@@ -15,6 +15,7 @@ from replicator.transport.frames import ProtocolError
 A, B, Z = b"\xaa" * 32, b"\xbb" * 32, b"\x00" * 32
 PACK = "data/ab/" + "ab" * 32
 SNAP = "snapshots/" + "cd" * 32
+PROOF = bytes(range(64))  # the codec carries a proof; it does not check it (the sink does)
 
 ROUND_TRIP = [
     P.Hello(1, 1, "replicator 0.1"),
@@ -25,11 +26,16 @@ ROUND_TRIP = [
     P.Names(()),
     P.Get("snapshots/" + "00" * 32),
     P.Data(b"\x00\x01" * 100),
-    P.PutPack(PACK, (Z, A, B), b"packbytes"),
+    P.PutPack(PACK, (Z, A, B), PROOF, b"packbytes"),
     P.PackOk(PACK),
     P.Refs((A, B)),
-    P.Commit(SNAP, b"snapshot", (Z, A)),
+    P.Commit(SNAP, b"snapshot", PROOF, (Z, A)),
     P.CommitOk(SNAP),
+    P.GetRange(PACK, 2 ** 40, P.MAX_RANGE),
+    P.Range(7, b"partial"),
+    P.Declare(PACK, (Z, A), PROOF),
+    P.Declare(SNAP, (), PROOF),
+    P.DeclareOk(SNAP),
     P.Error(P.E_NOT_ALLOWED, "not allowed: écrire"),
     P.Bye(),
 ]
@@ -163,15 +169,15 @@ def test_max_commit_refs(monkeypatch):
     """The last COMMIT batch must leave room for the snapshot; REFS carries MAX_IDS_PER_FRAME."""
     snap = b"s" * 1000
     n = P.max_commit_refs(SNAP, snap)
-    assert n == (F.MAX_FRAME_SIZE - 1 - (2 + len(SNAP)) - (4 + len(snap)) - 4) // 32 < P.MAX_IDS_PER_FRAME
+    assert n == (F.MAX_FRAME_SIZE - 1 - (2 + len(SNAP)) - (4 + len(snap)) - 64 - 4) // 32 < P.MAX_IDS_PER_FRAME
     assert P.max_commit_refs(SNAP, b"") == P.MAX_IDS_PER_FRAME
     # Check the arithmetic against the encoder on a small frame limit (64 MiB of ids is too slow here).
     monkeypatch.setattr(F, "MAX_FRAME_SIZE", 4096)
     n = P.max_commit_refs(SNAP, snap)
     refs = tuple(i.to_bytes(32, "big") for i in range(n + 1))
-    assert len(P.Commit(SNAP, snap, refs[:n]).encode()) - 4 <= 4096
+    assert len(P.Commit(SNAP, snap, PROOF, refs[:n]).encode()) - 4 <= 4096
     with pytest.raises(ValueError):
-        P.Commit(SNAP, snap, refs).encode()
+        P.Commit(SNAP, snap, PROOF, refs).encode()
 
 
 # --- fewer copies on the pack path ----------------------------------------------------
@@ -179,7 +185,7 @@ BIG = bytes(range(256)) * 4096  # 1 MiB, above F.COPY_THRESHOLD
 
 
 def test_encode_parts_passes_the_pack_through():
-    msg = P.PutPack(PACK, (A, B), BIG)
+    msg = P.PutPack(PACK, (A, B), PROOF, BIG)
     parts = msg.encode_parts()
     assert any(p is BIG for p in parts), "the pack was copied"
     assert len(parts) == 2  # header + name + ids + pack length, then the pack itself
@@ -189,7 +195,7 @@ def test_encode_parts_passes_the_pack_through():
 
 def test_encode_parts_of_a_memoryview_payload():
     view = memoryview(BIG)[1:]
-    for msg in (P.PutPack(PACK, (A,), view), P.Data(view)):
+    for msg in (P.PutPack(PACK, (A,), PROOF, view), P.Data(view)):
         parts = msg.encode_parts()
         assert any(p is view for p in parts)
         assert b"".join(parts) == msg.encode() == dataclasses.replace(msg, data=bytes(view)).encode()
@@ -214,10 +220,10 @@ def test_frame_parts_joins_small_fields_around_big_ones(monkeypatch):
 
 
 def test_decode_without_copy():
-    body = P.PutPack(PACK, (A, B), BIG).encode()[5:]
+    body = P.PutPack(PACK, (A, B), PROOF, BIG).encode()[5:]
     msg = P.decode_message(P.PUT_PACK, body, copy=False)
     assert isinstance(msg.data, memoryview) and msg.data.obj is body and msg.data.readonly
-    assert msg.data == BIG and msg == P.PutPack(PACK, (A, B), BIG)
+    assert msg.data == BIG and msg == P.PutPack(PACK, (A, B), PROOF, BIG)
     assert isinstance(P.decode_message(P.PUT_PACK, body).data, bytes)  # the default copies
     data = P.decode_message(P.DATA, P.Data(BIG).encode()[5:], copy=False).data
     assert isinstance(data, memoryview) and data == BIG
@@ -233,7 +239,7 @@ def test_decode_without_copy():
 def test_read_message_without_copy():
     async def go():
         reader = asyncio.StreamReader()
-        reader.feed_data(P.PutPack(PACK, (A,), BIG).encode())
+        reader.feed_data(P.PutPack(PACK, (A,), PROOF, BIG).encode())
         reader.feed_eof()
         return await P.read_message(reader, copy=False)
 
@@ -253,7 +259,7 @@ def test_write_message_writes_the_parts():
             pass
 
     w = Writer()
-    msg = P.PutPack(PACK, (A,), BIG)
+    msg = P.PutPack(PACK, (A,), PROOF, BIG)
     assert asyncio.run(P.write_message(w, msg)) == len(msg.encode())
     assert any(p is BIG for p in w.writes) and b"".join(w.writes) == msg.encode()
 
@@ -279,7 +285,7 @@ BAD_FRAMES = [
     ("header cut", "000000", "inside a frame header"),
     ("body cut", "00000005 02 0001", "closed inside a frame"),
     ("type 0", "00000001 00", "unknown message type 0"),
-    ("type 15", "00000001 0f", "unknown message type 15"),
+    ("type 19", "00000001 13", "unknown message type 19"),
     ("type 255", "00000001 ff", "unknown message type 255"),
     ("hello cut after magic", fr(P.HELLO, b"RPLPROTO".hex()), "truncated u16"),
     ("hello ssh banner", fr(P.HELLO, b"SSH-2.0-".hex(), "0001 0001 0000"), "bad HELLO magic"),
@@ -323,7 +329,8 @@ BAD_FRAMES = [
     ("pack ids cut", fr(P.PUT_PACK, HEX_PACK, "00000002", A.hex()), "truncated id list"),
     ("pack ids descending", fr(P.PUT_PACK, HEX_PACK, F.ids([B, A]).hex(), "00000000"), "not sorted and unique"),
     ("pack ids repeated", fr(P.PUT_PACK, HEX_PACK, F.ids([A, A]).hex(), "00000000"), "not sorted and unique"),
-    ("pack without bytes", fr(P.PUT_PACK, HEX_PACK, F.ids([A]).hex()), "truncated u32"),
+    ("pack without proof", fr(P.PUT_PACK, HEX_PACK, F.ids([A]).hex()), "truncated proof"),
+    ("pack without bytes", fr(P.PUT_PACK, HEX_PACK, F.ids([A]).hex(), PROOF.hex()), "truncated u32"),
     ("pack_ok snapshot name", fr(P.PACK_OK, HEX_SNAP), "not allowed here"),
     ("refs over MAX_IDS_PER_FRAME", fr(P.REFS, f"{P.MAX_IDS_PER_FRAME + 1:08x}"),
      "id list of 2097121 entries exceeds 2097120"),
@@ -331,9 +338,18 @@ BAD_FRAMES = [
     ("commit pack name", fr(P.COMMIT, HEX_PACK, "00000000", "00000000"), "not allowed here"),
     ("commit snapshot over the cap", fr(P.COMMIT, HEX_SNAP, f"{P.MAX_SNAPSHOT_OBJECT + 1:08x}"),
      "byte string of 1049601 bytes exceeds 1049600"),
-    ("commit without refs", fr(P.COMMIT, HEX_SNAP, "00000000"), "truncated u32"),
-    ("commit refs over MAX_IDS_PER_FRAME", fr(P.COMMIT, HEX_SNAP, "00000000", f"{P.MAX_IDS_PER_FRAME + 1:08x}"),
-     "exceeds 2097120"),
+    ("commit without proof", fr(P.COMMIT, HEX_SNAP, "00000000"), "truncated proof"),
+    ("commit without refs", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex()), "truncated u32"),
+    ("commit refs over MAX_IDS_PER_FRAME",
+     fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), f"{P.MAX_IDS_PER_FRAME + 1:08x}"), "exceeds 2097120"),
+    ("get_range of an id list", fr(P.GET_RANGE, hname("ids/" + HEX64), "00" * 12), "not allowed here"),
+    ("get_range over MAX_RANGE", fr(P.GET_RANGE, HEX_PACK, "00" * 8, f"{P.MAX_RANGE + 1:08x}"), "MAX_RANGE"),
+    ("range cut", fr(P.RANGE, "00" * 7), "truncated u64"),
+    ("declare of a snapshot with ids", fr(P.DECLARE, HEX_SNAP, F.ids([A]).hex(), PROOF.hex()),
+     "of a snapshot lists ids"),
+    ("declare of a pack without ids", fr(P.DECLARE, HEX_PACK, "00000000", PROOF.hex()), "lists no ids"),
+    ("declare proof cut", fr(P.DECLARE, HEX_PACK, F.ids([A]).hex(), PROOF[:63].hex()), "truncated proof"),
+    ("declare_ok of an id list", fr(P.DECLARE_OK, hname("ids/" + HEX64)), "not allowed here"),
     ("commit_ok pack name", fr(P.COMMIT_OK, HEX_PACK), "not allowed here"),
     ("error without message", fr(P.ERROR, "0002"), "truncated u32"),
     ("error code cut", fr(P.ERROR, "00"), "truncated u16"),
@@ -383,3 +399,19 @@ def test_url_and_rate_parsing():
     for bad in ("fast", "10", "M"):
         with pytest.raises(UsageError):
             parse_rate(bad)
+
+
+def test_declare_and_get_range_refuse_what_they_cannot_be():
+    """A DECLARE of a snapshot lists no ids, of a pack at least one; a range is capped; names are whole."""
+    bad = [
+        P.F.frame(P.DECLARE, P.F.name(SNAP), P.F.ids([A]), PROOF),
+        P.F.frame(P.DECLARE, P.F.name(PACK), P.F.ids([]), PROOF),
+        P.F.frame(P.DECLARE, P.F.name(PACK), P.F.ids([B, A]), PROOF),
+        P.F.frame(P.DECLARE, P.F.name(PACK), P.F.ids([A]), PROOF[:63]),
+        P.F.frame(P.GET_RANGE, P.F.name(PACK), P.F.u64(0), P.F.u32(P.MAX_RANGE + 1)),
+        P.F.frame(P.GET_RANGE, P.F.name("ids/" + "ab" * 32), P.F.u64(0), P.F.u32(8)),
+        P.F.frame(P.PUT_PACK, P.F.name(PACK), P.F.ids([A]), PROOF[:10]),
+    ]
+    for frame in bad:
+        with pytest.raises(ProtocolError):
+            P.decode_message(frame[4], frame[5:])

@@ -31,7 +31,8 @@ VECTORS = json.loads(VECTOR_PATH.read_text())["vectors"]
 DOC = DOC_PATH.read_text()
 TYPE_NAMES = {"HELLO": P.HELLO, "OPEN": P.OPEN, "OPEN_OK": P.OPEN_OK, "LIST": P.LIST, "NAMES": P.NAMES,
               "GET": P.GET, "DATA": P.DATA, "PUT_PACK": P.PUT_PACK, "PACK_OK": P.PACK_OK, "REFS": P.REFS,
-              "COMMIT": P.COMMIT, "COMMIT_OK": P.COMMIT_OK, "ERROR": P.ERROR, "BYE": P.BYE}
+              "COMMIT": P.COMMIT, "COMMIT_OK": P.COMMIT_OK, "ERROR": P.ERROR, "BYE": P.BYE,
+              "GET_RANGE": P.GET_RANGE, "RANGE": P.RANGE, "DECLARE": P.DECLARE, "DECLARE_OK": P.DECLARE_OK}
 
 
 # --- JSON form of fields (as scripts/gen_protocol_vectors.py writes it) ----------------

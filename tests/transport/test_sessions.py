@@ -23,10 +23,12 @@ from replicator.transport import protocol as P
 from replicator.transport import server as S
 from tests.transport.inproc import (
     REPO,
+    commit,
     fake_pack,
     fake_snapshot,
     lock_is_free,
     make_repository,
+    put,
     run_session,
     snapshots,
 )
@@ -109,8 +111,8 @@ def test_commit_behind_a_refused_pack_is_not_committed(repo):
     _pname, pdata = fake_pack(b"x" * 100)
     for i in range(30):
         sname, sdata = fake_snapshot(b"race %d" % i)
-        frames = OPEN_W + P.PutPack("data/00/" + "00" * 32, (b"\x01" * 32,), pdata).encode() \
-            + P.Commit(sname, sdata, ()).encode()
+        frames = OPEN_W + put(repo, "data/00/" + "00" * 32, (b"\x01" * 32,), pdata).encode() \
+            + commit(repo, sname, sdata, ()).encode()
         out = run(run_session(repo, frames))
         assert error_code(out) == P.E_INTEGRITY
         assert snapshots(repo) == [], f"committed behind a refused request (try {i})"
@@ -121,8 +123,8 @@ def test_requests_before_a_refusal_run_and_are_answered_in_order(repo):
     pname, pdata = fake_pack(b"ok" * 50)
     s1, d1 = fake_snapshot(b"before")
     s2, d2 = fake_snapshot(b"after")
-    frames = OPEN_W + P.PutPack(pname, (b"\x05" * 32,), pdata).encode() + P.Commit(s1, d1, (b"\x05" * 32,)).encode() \
-        + P.Get(MISSING_IDS).encode() + P.Commit(s2, d2, ()).encode()
+    frames = OPEN_W + put(repo, pname, (b"\x05" * 32,), pdata).encode() + commit(repo, s1, d1, (b"\x05" * 32,)).encode() \
+        + P.Get(MISSING_IDS).encode() + commit(repo, s2, d2, ()).encode()
     out = run(run_session(repo, frames))
     assert kinds(out) == ["Hello", "OpenOk", "PackOk", "CommitOk", "Error"] and error_code(out) == P.E_NOT_FOUND
     assert snapshots(repo) == [s1.split("/")[1]]
@@ -131,7 +133,7 @@ def test_requests_before_a_refusal_run_and_are_answered_in_order(repo):
 def test_violation_after_a_commit_does_not_undo_it_and_stops_what_follows(repo):
     s1, d1 = fake_snapshot(b"one")
     s2, d2 = fake_snapshot(b"two")
-    frames = OPEN_W + P.Commit(s1, d1, ()).encode() + P.F.frame(P.LIST, b"\xff") + P.Commit(s2, d2, ()).encode()
+    frames = OPEN_W + commit(repo, s1, d1, ()).encode() + P.F.frame(P.LIST, b"\xff") + commit(repo, s2, d2, ()).encode()
     out = run(run_session(repo, frames))
     assert kinds(out) == ["Hello", "OpenOk", "CommitOk", "Error"] and error_code(out) == P.E_PROTOCOL
     assert snapshots(repo) == [s1.split("/")[1]]
@@ -145,14 +147,14 @@ def _read_session_writes(repo, *frames: bytes):
 
 def test_read_session_cannot_put_pack(repo):
     pname, pdata = fake_pack(b"r" * 100)
-    out = _read_session_writes(repo, P.PutPack(pname, (b"\x01" * 32,), pdata).encode())
+    out = _read_session_writes(repo, put(repo, pname, (b"\x01" * 32,), pdata).encode())
     assert kinds(out) == ["Hello", "OpenOk", "Error"] and error_code(out) == P.E_NOT_ALLOWED
     assert not os.path.exists(repo / "data") and not os.path.exists(repo / "ids")
 
 
 def test_read_session_cannot_commit(repo):
     sname, sdata = fake_snapshot(b"read")
-    out = _read_session_writes(repo, P.Commit(sname, sdata, ()).encode())
+    out = _read_session_writes(repo, commit(repo, sname, sdata, ()).encode())
     assert error_code(out) == P.E_NOT_ALLOWED and snapshots(repo) == []
 
 
@@ -174,14 +176,14 @@ def test_refs_accumulated_before_commit_are_capped(repo, monkeypatch):
     monkeypatch.setattr(P, "MAX_SNAPSHOT_REFS", 100)
     ids = [i.to_bytes(32, "big") for i in range(1, 102)]
     sname, sdata = fake_snapshot(b"many")
-    ok = OPEN_W + P.Refs(tuple(ids[:60])).encode() + P.Commit(sname, sdata, tuple(ids[60:100])).encode()
+    ok = OPEN_W + P.Refs(tuple(ids[:60])).encode() + commit(repo, sname, sdata, tuple(ids[60:100])).encode()
     out = run(run_session(repo, ok))
     assert error_code(out) == P.E_MISSING_REFS  # 100 refs: under the cap, refused only because they are missing
     over = OPEN_W + P.Refs(tuple(ids[:60])).encode() + P.Refs(tuple(ids[60:])).encode() \
-        + P.Commit(sname, sdata, ()).encode()
+        + commit(repo, sname, sdata, ()).encode()
     out = run(run_session(repo, over))
     assert error_code(out) == P.E_PROTOCOL and "MAX_SNAPSHOT_REFS" in out.messages[-1].message, out.messages
-    over = OPEN_W + P.Refs(tuple(ids[:60])).encode() + P.Commit(sname, sdata, tuple(ids[60:])).encode()
+    over = OPEN_W + P.Refs(tuple(ids[:60])).encode() + commit(repo, sname, sdata, tuple(ids[60:])).encode()
     out = run(run_session(repo, over))
     assert error_code(out) == P.E_PROTOCOL and "MAX_SNAPSHOT_REFS" in out.messages[-1].message, out.messages
 
@@ -212,7 +214,7 @@ def test_big_frame_after_a_refused_open_is_not_read(repo, perms):
 def test_big_frame_pipelined_behind_open_waits_for_the_open(repo):
     """Frames behind an OPEN are read with the small limit until the OPEN has succeeded, then the big one."""
     pname, pdata = fake_pack(b"p" * (S.SMALL_FRAME + 10))
-    out = run(run_session(repo, OPEN_W + P.PutPack(pname, (b"\x07" * 32,), pdata).encode()))
+    out = run(run_session(repo, OPEN_W + put(repo, pname, (b"\x07" * 32,), pdata).encode()))
     assert kinds(out) == ["Hello", "OpenOk", "PackOk"]
 
 
@@ -316,7 +318,7 @@ def test_client_gone_mid_transfer(site, when):
     from replicator.transport.ssh import connect
 
     pname, pdata = fake_pack(os.urandom(4 << 20))
-    frame = P.PutPack(pname, (b"\x09" * 32,), pdata).encode()
+    frame = P.PutPack(pname, (b"\x09" * 32,), site.pack_proof(pname, (b"\x09" * 32,)), pdata).encode()
     site.pin()
     if when == "while-answered":
         assert isinstance(asyncio.run(_raw(site, [OPEN_W], [frame]))[-1], P.PackOk)
