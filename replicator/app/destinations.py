@@ -52,3 +52,31 @@ def open_destination(target: str, passphrase: bytes, *, cache_dir: str, identity
     except BaseException:
         sink.close()
         raise
+
+
+def open_remote_repository(target: str, passphrase: bytes, *, cache_dir: str, identity: str | None,
+                           known_hosts: str | None, accept_host_key: str | None = None) -> Repository:
+    """A read-only Repository of the other site over one protocol session (transport/remote_storage.py),
+    with its index cached in ``cache_dir``: restore, verify, diff and snapshots read it as a local one.
+
+    :raises UsageError: no identity or known_hosts.
+    """
+    import os
+
+    from replicator.transport import protocol as P
+    from replicator.transport.client import RemoteSink
+    from replicator.transport.remote_storage import RemoteStorage
+
+    if not identity or not known_hosts:
+        raise UsageError("an ssh:// repository needs an identity (--identity FILE) and known hosts (--known-hosts FILE)")
+    sink = RemoteSink(parse_url(target), identity=identity, known_hosts=known_hosts, accept_host_key=accept_host_key,
+                      mode=P.MODE_READ)
+    storage = RemoteStorage(sink)
+    try:
+        keyring = Keyring.unlock(*sink.describe(), passphrase, sink.location)
+        index_dir = os.path.join(cache_dir, keyring.id)
+        os.makedirs(index_dir, exist_ok=True)
+        return Repository(storage, keyring, exclusive=False, index_path=os.path.join(index_dir, "remote-index.sqlite"))
+    except BaseException:
+        storage.close()
+        raise

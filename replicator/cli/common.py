@@ -115,8 +115,20 @@ def open_repository(args, *, exclusive: bool = False):
     """``Repository.open`` of ``args.repo`` with the passphrase the options name; its warnings (an index
     cache rebuilt, an upgrade that could not finish) are printed at once."""
     from replicator.repo.repository import Repository
+    from replicator.transport.url import is_remote
 
-    repo = Repository.open(args.repo, read_passphrase(args), exclusive=exclusive)
+    if is_remote(args.repo):
+        if exclusive:
+            raise UsageError(f"'{args.command}' over ssh:// is not supported yet: run it at the site that holds the "
+                             f"repository (reading commands work over ssh://)")
+        from replicator.app.destinations import open_remote_repository
+
+        repo = open_remote_repository(args.repo, read_passphrase(args), cache_dir=cache_dir(args),
+                                      identity=getattr(args, "identity", None),
+                                      known_hosts=getattr(args, "known_hosts", None),
+                                      accept_host_key=getattr(args, "accept_host_key", None))
+    else:
+        repo = Repository.open(args.repo, read_passphrase(args), exclusive=exclusive)
     for message in repo.warnings:
         warn(message)
     return repo

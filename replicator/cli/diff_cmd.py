@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from replicator import constants as C
-from replicator.cli.common import emit, open_repository, printable, warn_damaged
+from replicator.cli.common import add_ssh_options, emit, open_repository, printable, warn_damaged
 from replicator.repo.merkle import diff_trees
 
 
@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("repo", metavar="REPO")
     p.add_argument("old", metavar="OLD", help="snapshot id or unique prefix")
     p.add_argument("new", metavar="NEW", help="snapshot id or unique prefix")
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME: read the other site's repository)")
     add_common(p)
     p.set_defaults(func=run)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from replicator import constants as C
 from replicator.cli.common import (
     add_audit_option,
+    add_ssh_options,
     audit,
     emit,
     human_bytes,
@@ -42,6 +43,7 @@ def register(sub) -> None:
                    help="also restore setuid/setgid bits and file capabilities (security.capability); "
                         "without it such files are restored without them, each named in a warning")
     add_audit_option(p)
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME: read the other site's repository)")
     add_common(p)
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 
 from replicator import constants as C
-from replicator.cli.common import emit, human_bytes, open_repository, printable, warn_damaged
+from replicator.cli.common import add_ssh_options, emit, human_bytes, open_repository, printable, warn_damaged
 from replicator.repo.retention import effective_times
 
 
@@ -18,6 +18,7 @@ def register(sub) -> None:
                        "is marked '!' (that clock was wrong).  Damaged snapshot objects are named on stderr "
                        "and skipped (exit code 1).")
     p.add_argument("repo", metavar="REPO")
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME: read the other site's repository)")
     add_common(p)
     p.set_defaults(func=run)
 

@@ -23,14 +23,14 @@ def register(sub) -> None:
                        "snapshots of one source with the same generation, and a snapshot whose parent is not the "
                        "generation before it (a fork); generations missing because forget removed them are "
                        "listed as notes, not damage.  A pack found damaged is quarantined: the next sync sends its "
-                       "chunks again.  REPO may be ssh://USER@HOST:PORT/NAME with --read-data-subset: the primary "
+                       "chunks again.  REPO may be ssh://USER@HOST:PORT/NAME (structure, --data or --read-data-subset): the primary "
                        "reads a sample of what the secondary holds and checks it with the key.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--data", action="store_true", help="read and check every byte of every pack")
     p.add_argument("--read-data-subset", metavar="N|P%",
                    help="read N packs, or P percent of them, chosen at random, and check their bytes, tables, "
                         "every chunk's keyed id, and that the id list the repository deduplicates with is exact")
-    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME, with --read-data-subset)", host_key=False)
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME: the primary checks its secondary)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -42,23 +42,27 @@ def run(args) -> int:
             subset = parse_subset(args.read_data_subset)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if is_remote(args.repo):
-        if subset is None:
-            raise UsageError("over ssh:// this release checks with --read-data-subset only (a sample of the packs)")
+    remote = is_remote(args.repo)
+    if remote and subset is not None and not args.data:
         return _remote_subset(args, subset)
     with open_repository(args) as repo:
         total = sum(repo.index.packs().values()) if args.data else None
         with progress_bar(args, "verify", total) as progress:
             report = verify(repo, data=args.data, progress=progress)
         sample = None
-        if subset is not None:
+        if subset is not None and not remote:
             with LocalSink.open(repo.location, writable=False, untrusted=True) as sink:
                 sample = verify_subset(repo.keyring, sink, share=subset[0], count=subset[1])
             report.problems.extend(sample.problems)
         location = repo.location
-    report.quarantined, note = quarantine_damaged(location, report.damaged_packs, "verify --data")
-    if note:
-        report.notes.append(note)
+    if remote:
+        if report.damaged_packs:
+            report.notes.append("damaged packs at the other site are quarantined there by 'replicator serve "
+                                "--verify-only' (or a verify run at that site)")
+    else:
+        report.quarantined, note = quarantine_damaged(location, report.damaged_packs, "verify --data")
+        if note:
+            report.notes.append(note)
     what = "structure and data" if args.data else "structure (use --data to read every byte)"
     lines = [f"checked {what}: {report.snapshots} snapshots, {report.trees} trees, {report.files} files, "
              f"{report.chunks_referenced} chunk references"]

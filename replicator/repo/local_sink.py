@@ -37,6 +37,7 @@ from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.keyfile import parse_keyfile
 from replicator.format.repoconfig import parse_config
+from replicator.repo.tables import ranges_reader
 from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
 
@@ -163,12 +164,10 @@ class LocalSink:
 
     def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> builtins.list[tuple[int, bytes]]:
         """For each (pack name, offset, length): (the pack's size, those bytes, fewer at its end)."""
-        out = []
-        for name, offset, length in wanted:
+        for name, _offset, _length in wanted:
             if not L.is_pack(name):
                 raise ValueError(f"ranges are read from packs only, not {name!r}")
-            out.append((self.storage.size(name), self.storage.get(name, offset, length)))
-        return out
+        return ranges_reader(self.storage)(wanted)
 
     def trust(self, verifier: I.Verifier) -> None:
         """Nothing to do: the lists on this disk were checked when they were stored."""

@@ -37,31 +37,20 @@ from replicator.errors import (
 from replicator.format import keyfile as K
 from replicator.format import layout as L
 from replicator.format.entry import KIND_DIR, Entry
-from replicator.format.pack import BlobEntry, open_blob, open_table, pack_key, parse_header, table_range
+from replicator.format.pack import open_blob, pack_key, parse_header
 from replicator.format.repoconfig import make_config
 from replicator.format.snapshot import Snapshot, open_snapshot
 from replicator.format.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.keyring import Keyring
 from replicator.repo.lineage import LineageMemory
 from replicator.repo.local_sink import LOCK_FILE, LocalSink, open_storage
+from replicator.repo.tables import TABLE_BATCH, ranges_reader, read_tables
 from replicator.repo.writer import Writer
 from replicator.store.index import Index
 from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
 
 INDEX_FILE = "index.sqlite"
-
-
-def read_table_from(storage, name: str, encrypt_key: bytes) -> list[BlobEntry]:
-    """The table of a stored pack, read by ranges (header, footer, table): never the whole pack.
-
-    :raises IntegrityError: :raises UnsupportedVersion: :raises ObjectNotFound:
-    """
-    size = storage.size(name)
-    salt = parse_header(storage.get(name, 0, C.PACK_HEADER_SIZE), name)
-    start, length = table_range(size, storage.get(name, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE),
-                                name)
-    return open_table(salt, storage.get(name, start, length), start, name, encrypt_key)
 
 
 def generation_order(snaps: list[Snapshot]) -> list[Snapshot]:
@@ -134,7 +123,9 @@ class SnapshotListing:
 class Repository:
     """An open, unlocked repository.  Use as a context manager."""
 
-    def __init__(self, storage: LocalStorage, keyring: Keyring, *, exclusive: bool) -> None:
+    def __init__(self, storage, keyring: Keyring, *, exclusive: bool, index_path: str | None = None) -> None:
+        """``storage``: a LocalStorage, or any read-only Storage (over SSH) with ``index_path`` for the index
+        cache (the index of a local repository lives in its directory)."""
         self.storage = storage
         self.location = storage.location
         self.keyring = keyring
@@ -161,7 +152,7 @@ class Repository:
                 except Locked as exc:
                     raise RepositoryLocked(self.location, exc.holder) from None
                 storage.clean_temporaries()
-            self._index = Index(os.path.join(storage.root, INDEX_FILE), self.id)
+            self._index = Index(index_path or os.path.join(storage.root, INDEX_FILE), self.id)
             if self._index.rebuilt_because:  # a damaged or empty cache, set aside: the packs are indexed again
                 self.warnings.append(self._index.rebuilt_because)
             self.catch_up()
@@ -260,18 +251,20 @@ class Repository:
         added = dropped = 0
         # Intact packs first; a quarantined (damaged) pack only fills in blobs no intact pack holds, so
         # the copies a sync stored again are the ones read, and what is still intact in it stays readable.
-        for name in sorted(stored - known.keys(), key=lambda n: (n in quarantined, n)):
-            try:
-                entries = read_table_from(self.storage, name, self.keys.encrypt)
-            except (IntegrityError, UnsupportedVersion) as exc:
-                # Not indexed, so nothing can reference it through this index:
-                # leave it out and let verify report it; the rest stays usable.
-                self.damaged_packs[name] = str(exc)
-                continue
-            except ObjectNotFound:
-                continue  # deleted since the listing (prune elsewhere)
-            self.index.add_pack(name, self.storage.size(name), entries, replace=name not in quarantined)
-            added += 1
+        todo = sorted(stored - known.keys(), key=lambda n: (n in quarantined, n))
+        get_ranges = ranges_reader(self.storage)
+        for i in range(0, len(todo), TABLE_BATCH):
+            batch = todo[i : i + TABLE_BATCH]
+            for name, (size, entries) in zip(batch, read_tables(get_ranges, batch, self.keys.encrypt)):
+                if isinstance(entries, ObjectNotFound):
+                    continue  # deleted since the listing (prune elsewhere)
+                if isinstance(entries, ReplicatorError):
+                    # Not indexed, so nothing can reference it through this index:
+                    # leave it out and let verify report it; the rest stays usable.
+                    self.damaged_packs[name] = str(entries)
+                    continue
+                self.index.add_pack(name, size, entries, replace=name not in quarantined)
+                added += 1
         for name in known.keys() - stored:
             self.index.remove_pack(name)
             dropped += 1

@@ -30,22 +30,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from replicator import constants as C
-from replicator.errors import IntegrityError, ObjectNotFound, ReplicatorError, UnsupportedVersion
+from replicator.errors import IntegrityError, ReplicatorError, UnsupportedVersion
 from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.entry import KIND_DIR, KIND_FILE
-from replicator.format.pack import BlobEntry, open_table, parse_header, table_range
 from replicator.format.snapshot import open_snapshot
 from replicator.repo.keyring import Keyring
 from replicator.repo.local_sink import LocalSink
-from replicator.repo.repository import read_table_from
+from replicator.repo.tables import TABLE_BATCH, read_table_from, read_tables
 
 if TYPE_CHECKING:
     from replicator.repo.repository import Repository
 
 DECLARATIONS_META = "declarations"  # index note: every list of this repository carries its proof
-TABLE_BATCH = 64  # packs whose tables are read at once (three pipelined rounds of ranged reads)
 
 
 @dataclass
@@ -126,31 +123,6 @@ def upgrade(repo: Repository) -> UpgradeReport:
     return report
 
 
-def read_tables(sink, names: list[str], encrypt_key: bytes) -> list[list[BlobEntry] | ReplicatorError]:
-    """The authenticated tables of ``names`` read through ``sink.get_ranges``: header, footer, then table,
-    each round pipelined; an unreadable pack gives its error in its place."""
-    heads = sink.get_ranges([(n, 0, C.PACK_HEADER_SIZE) for n in names])
-    feet = sink.get_ranges([(n, max(0, size - C.PACK_FOOTER_SIZE), C.PACK_FOOTER_SIZE)
-                            for n, (size, _head) in zip(names, heads)])
-    found: list[list[BlobEntry] | ReplicatorError] = []
-    located: dict[int, tuple[bytes, int, int]] = {}  # position -> (salt, table offset, table length)
-    for i, (name, (size, head), (_size, foot)) in enumerate(zip(names, heads, feet)):
-        try:
-            located[i] = (parse_header(head, name), *table_range(size, foot, name))
-            found.append([])
-        except (IntegrityError, UnsupportedVersion) as exc:
-            found.append(exc)
-    todo = sorted(located)
-    tables = sink.get_ranges([(names[i], located[i][1], located[i][2]) for i in todo])
-    for i, (_size, sealed) in zip(todo, tables):
-        salt, start, _length = located[i]
-        try:
-            found[i] = open_table(salt, sealed, start, names[i], encrypt_key)
-        except (IntegrityError, UnsupportedVersion) as exc:
-            found[i] = exc
-    return found
-
-
 def sign_declarations(keyring: Keyring, sink, snapshot_digests, report: UpgradeReport) -> UpgradeReport:
     """Give a proof to every id list in ``sink.legacy_packs`` (from the pack's own table) and to the refs
     of every snapshot in ``snapshot_digests`` that opens with the key.  Works through any sink."""
@@ -160,11 +132,11 @@ def sign_declarations(keyring: Keyring, sink, snapshot_digests, report: UpgradeR
         digests = legacy[i : i + TABLE_BATCH]
         names = [L.pack_name(d) for d in digests]
         try:
-            tables = read_tables(sink, names, keyring.keys.encrypt)
-        except ObjectNotFound as exc:
+            tables = read_tables(sink.get_ranges, names, keyring.keys.encrypt)
+        except ReplicatorError as exc:  # the session failed (a remote refused a read): nothing more now
             report.problems.append(f"{exc}; run again")
-            continue
-        for digest, name, table in zip(digests, names, tables):
+            break
+        for digest, name, (_size, table) in zip(digests, names, tables):
             if isinstance(table, ReplicatorError):
                 report.problems.append(f"{table}; its id list is left unsigned (verify reports the pack)")
                 continue
