@@ -13,15 +13,22 @@ from replicator.sync.options import SyncOptions
 
 
 def register(sub) -> None:
-    from replicator.cli import add_common
-
     p = sub.add_parser("sync", help="store SRC as a new snapshot in REPO", description=
                        "Walk SRC and commit it as a new snapshot.  Only chunks the repository lacks are stored; "
                        "unchanged files are not read again.  Files that cannot be read are reported and skipped "
                        "(exit code 1); the snapshot is committed last, so an interrupted sync loses nothing.")
+    add_sync_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_sync_arguments(p, *, name_required: bool = False) -> None:
+    """The arguments of ``sync`` (also those of ``promote``, which is a sync that takes a source over)."""
+    from replicator.cli import add_common
+
     p.add_argument("src", metavar="SRC")
     p.add_argument("repo", metavar="REPO")
-    p.add_argument("--name", help="source name (default: HOSTNAME:SRC)")
+    p.add_argument("--name", required=name_required,
+                   help="source name (default: HOSTNAME:SRC; give the same name at both sites, e.g. 'hospitals')")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="skip paths matching GLOB (relative path or base name); repeatable")
     p.add_argument("--cache-dir", metavar="DIR",
@@ -48,7 +55,6 @@ def register(sub) -> None:
                      help=f"packs in flight before waiting for acknowledgements, 1 to {C.MAX_STREAMS} (default 4)")
     ssh.add_argument("--bwlimit", metavar="RATE", help="cap upload bytes per second, e.g. 20M (k, M, G = 1024^n)")
     add_common(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -23,8 +23,8 @@ def register(sub) -> None:
                        "snapshots of one source with the same generation, and a snapshot whose parent is not the "
                        "generation before it (a fork); generations missing because forget removed them are "
                        "listed as notes, not damage.  A pack found damaged is quarantined: the next sync sends its "
-                       "chunks again.  REPO may be ssh://USER@HOST:PORT/NAME (structure, --data or --read-data-subset): the primary "
-                       "reads a sample of what the secondary holds and checks it with the key.")
+                       "chunks again.  REPO may be ssh://USER@HOST:PORT/NAME: the primary checks its secondary "
+                       "through the protocol, with the key (structure, --data, or a sample with --read-data-subset).")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--data", action="store_true", help="read and check every byte of every pack")
     p.add_argument("--read-data-subset", metavar="N|P%",

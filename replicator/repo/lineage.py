@@ -7,10 +7,15 @@ generation, or continue from an older tree as if nothing happened.  The
 writer remembers, per destination repository and source, the generation and
 id of the last snapshot it committed there (one small JSON file per
 destination, in the sender's cache directory), and before numbering the next
-one checks that the destination's latest snapshot of that source is that one,
-or a descendant of it (its parent chain leads back to it).  After the commit
-it reads the destination's listing back and checks the new snapshot is there
-and is the latest.
+one checks that the destination's latest snapshot of that source is that one.
+A descendant committed by another writer is refused too: another site took
+over writing the source (a failover), and this one must not commit its
+stale tree on top; the operator fails back and takes the role back with an
+explicit reset (docs/OPERATIONS.md "Failover and failback").  The snapshot
+about to be committed is remembered first (``expect``), so a crash between the
+commit and ``record`` does not pass our own commit off as another writer's.
+After the commit the writer reads the destination's listing back and checks
+the new snapshot is there and is the latest.
 
 Must never: decide from the destination's word alone that history is fine
 when this site remembers otherwise; the operator resets it explicitly.
@@ -34,6 +39,7 @@ LINEAGE_VERSION = 1
 class Committed:
     generation: int
     id: str
+    pending: str | None = None  # the snapshot this site was committing there when it last wrote this
 
 
 class LineageMemory:
@@ -47,7 +53,7 @@ class LineageMemory:
             with open(path, "rb") as f:
                 doc = json.loads(f.read())
             if doc.get("version") == LINEAGE_VERSION:
-                self._heads = {src: Committed(int(v["generation"]), str(v["id"]))
+                self._heads = {src: Committed(int(v["generation"]), str(v["id"]), v.get("pending"))
                                for src, v in doc["sources"].items()}
         except FileNotFoundError:
             pass
@@ -71,6 +77,8 @@ class LineageMemory:
             raise HistoryDiverged(self.location, f"its latest snapshot of {source} is generation "
                                   f"{latest.generation} ({latest.short_id}), older than generation "
                                   f"{head.generation} ({head.id[:16]}) that this site committed there")
+        if latest.id in (head.id, head.pending):
+            return  # ours (the pending one: committed, then a crash before it was recorded)
         by_id = {s.id: s for s in snapshots}
         node: Snapshot | None = latest
         while node is not None and node.generation > head.generation:
@@ -79,6 +87,18 @@ class LineageMemory:
             raise HistoryDiverged(self.location, f"its latest snapshot of {source}, generation "
                                   f"{latest.generation} ({latest.short_id}), does not descend from generation "
                                   f"{head.generation} ({head.id[:16]}) that this site committed there (a fork)")
+        raise HistoryDiverged(self.location, f"generation {latest.generation} ({latest.short_id}) of {source} was "
+                              f"committed there by {latest.hostname} after generation {head.generation} that this "
+                              f"site committed: another site writes {source} now (a failover?), and this site "
+                              f"must not commit over it; fail back first (docs/OPERATIONS.md 'Failover and "
+                              f"failback')")
+
+    def expect(self, source: str, snapshot_id: str) -> None:
+        """Remember, before committing it, the snapshot about to be committed (durable when it returns)."""
+        head = self._heads.get(source)
+        if head is not None:
+            self._heads[source] = Committed(head.generation, head.id, snapshot_id)
+            self._save()
 
     def record(self, snap: Snapshot) -> None:
         """Remember ``snap`` as the head of its source (durable when it returns)."""
@@ -92,7 +112,8 @@ class LineageMemory:
 
     def _save(self) -> None:
         doc = {"version": LINEAGE_VERSION, "destination": self.location,
-               "sources": {s: {"generation": c.generation, "id": c.id} for s, c in sorted(self._heads.items())}}
+               "sources": {s: {"generation": c.generation, "id": c.id, **({"pending": c.pending} if c.pending else {})}
+                           for s, c in sorted(self._heads.items())}}
         atomic.replace(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
 

@@ -183,6 +183,8 @@ class Writer:
             parent=latest.id if latest else None)
         name, data = seal_snapshot(snap, self.keyring.keys.encrypt, self.keyring.signer)
         self._refs.add(tree_id)
+        if self.lineage is not None:
+            self.lineage.expect(source, name.rsplit("/", 1)[-1])
         self.sink.commit(name, data, sorted(self._refs), self._declarer.snapshot(name.rsplit("/", 1)[-1]))
         self._refs = set()
         committed = open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)

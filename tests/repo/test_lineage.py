@@ -6,6 +6,7 @@ Each case here ended in exit 0 on release 0.1.0 (the next sync reused the genera
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -67,23 +68,45 @@ def test_all_snapshots_of_the_source_gone_is_refused(repo_path, tmp_path):
         commit(repo_path, tmp_path, b"two")
 
 
-def test_a_fork_is_refused_and_a_descendant_is_accepted(repo_path, tmp_path):
+def test_a_descendant_committed_by_another_site_fences_this_one(repo_path, tmp_path):
+    """After a failover the other site continues the lineage properly; this site, back up with its stale
+    tree (its daemon restarts at boot), must not commit on top until the operator says so."""
     commit(repo_path, tmp_path, b"one")
     second = commit(repo_path, tmp_path, b"two")
-    # Another writer (no memory of ours) continues the lineage properly: generation 3, parent = ours.
-    third = commit(repo_path, tmp_path / "other-site", b"three")
+    third = commit(repo_path, tmp_path / "other-site", b"three")  # the promoted site: generation 3, parent = ours
     assert third.parent == second.id
-    fourth = commit(repo_path, tmp_path, b"four")  # ours: 3 descends from 2, accepted
-    assert fourth.generation == 4 and fourth.parent == third.id
-    # Now the destination's history is replaced: gen 4 and 3 gone, another gen 2.. chain grown from gen 1.
-    _delete_snapshot(repo_path, fourth.id)
-    _delete_snapshot(repo_path, third.id)
+    before = sorted(os.listdir(repo_path / "snapshots"))
+    with pytest.raises(HistoryDiverged) as info:
+        commit(repo_path, tmp_path, b"stale")
+    msg = str(info.value)
+    assert "another site writes ward now" in msg and f"generation 3 ({third.short_id})" in msg
+    assert socket.gethostname() in msg and "Failover and failback" in msg and "\n" not in msg
+    assert sorted(os.listdir(repo_path / "snapshots")) == before
+    with Repository.open(str(repo_path), PW) as repo:  # the explicit take-over (sync --reset-lineage)
+        LineageMemory(lineage_path(str(tmp_path), repo.id, repo.location), repo.location).forget("ward")
+    assert commit(repo_path, tmp_path, b"four").generation == 4
+    with pytest.raises(HistoryDiverged, match="another site writes ward now"):  # now the other site is fenced
+        commit(repo_path, tmp_path / "other-site", b"late")
+
+
+def test_our_commit_not_recorded_before_a_crash_is_still_ours(repo_path, tmp_path, monkeypatch):
+    commit(repo_path, tmp_path, b"one")
+    monkeypatch.setattr(LineageMemory, "record", lambda self, snap: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        commit(repo_path, tmp_path, b"two")  # committed at the destination, not recorded here
+    monkeypatch.undo()
+    assert commit(repo_path, tmp_path, b"three").generation == 3
+
+
+def test_a_fork_is_refused(repo_path, tmp_path):
+    commit(repo_path, tmp_path, b"one")
+    second = commit(repo_path, tmp_path, b"two")
+    # The destination's history is replaced: our gen 2 gone, another chain grown from gen 1.
     _delete_snapshot(repo_path, second.id)
     other = tmp_path / "impostor"
     commit(repo_path, other, b"x")  # generation 2 on top of generation 1
     commit(repo_path, other, b"y")  # generation 3
-    commit(repo_path, other, b"z")  # generation 4: same generation as our head, not ours
-    with pytest.raises(HistoryDiverged, match="does not descend from generation 4"):
+    with pytest.raises(HistoryDiverged, match="does not descend from generation 2"):
         commit(repo_path, tmp_path, b"five")
 
 
