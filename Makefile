@@ -6,7 +6,7 @@ PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 EXT_SRC := $(wildcard ext/*.pyx ext/*.h ext/*.c)
 
-.PHONY: all venv build test demo bench lint clean
+.PHONY: all venv build test demo bench lint clean drill
 
 all: build
 
@@ -33,6 +33,10 @@ test: build lint
 
 demo: build
 	$(PYTHON) scripts/demo.py
+
+# The failover runbook end to end on this machine (docs/OPERATIONS.md "Failover and failback"): prints RPO and RTO.
+drill: build
+	$(PYTHON) scripts/drill.py
 
 bench: build
 	mkdir -p bench-out
