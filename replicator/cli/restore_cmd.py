@@ -39,6 +39,10 @@ def register(sub) -> None:
     p.add_argument("--source", metavar="NAME", help="with no --snapshot: the highest generation of this source "
                                                     "(needed when the repository holds several sources)")
     p.add_argument("--path", metavar="SUBPATH", help="restore only this file or directory (path inside the snapshot)")
+    p.add_argument("--delta", action="store_true",
+                   help="TARGET already holds an older copy (failback): keep files whose size and modification "
+                        "time match, rebuild the others from the chunks their current version already holds, and "
+                        "fetch only the rest (files not in the snapshot are left in place)")
     p.add_argument("--restore-privileges", action="store_true",
                    help="also restore setuid/setgid bits and file capabilities (security.capability); "
                         "without it such files are restored without them, each named in a warning")
@@ -65,6 +69,7 @@ def select(entries: Iterator[Entry], subpath: str | None) -> Iterator[Entry]:
 
 
 def run(args) -> int:
+    from replicator.restore.seeds import Seeds
     from replicator.restore.writer import restore
 
     subpath = (args.path or "").strip("/") or None
@@ -86,18 +91,26 @@ def run(args) -> int:
             for chunk_id in entry.chunks:
                 yield repo.read_blob(chunk_id)
 
+        seeds = Seeds(repo, args.target) if args.delta else None
         with progress_bar(args, "restore", total) as progress:
-            report = restore(args.target, wanted, read_file, on_progress=progress, fsync_each=False,
-                             restore_privileges=args.restore_privileges)
+            report = restore(args.target, wanted, seeds.read_file if seeds else read_file, on_progress=progress,
+                             fsync_each=False, restore_privileges=args.restore_privileges,
+                             keep_unchanged=args.delta)
     summary = {"snapshot": snap.id, "target": args.target, "files": report.files, "dirs": report.dirs,
                "symlinks": report.symlinks, "hardlinks": report.hardlinks, "bytes": report.bytes,
                "errors": [{"path": p, "message": m} for p, m in report.errors],
                "refused": [{"path": p, "message": m} for p, m in report.refused],
                "warnings": [{"path": p, "message": m} for p, m in report.warnings],
-               "damaged_snapshots": damaged}
+               "damaged_snapshots": damaged, "kept": report.kept}
+    if seeds is not None:
+        summary.update(chunks_fetched=seeds.chunks_fetched, chunks_seeded=seeds.chunks_seeded,
+                       bytes_seeded=seeds.bytes_seeded)
     lines = [f"restored snapshot {snap.short_id} ({printable(snap.source)} #{snap.generation}) to "
              f"{printable(args.target)}: {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, "
              f"{human_bytes(report.bytes)}"]
+    if seeds is not None:
+        lines.append(f"  delta: {report.kept} files unchanged and kept; {seeds.chunks_seeded} chunks taken from the "
+                     f"files already there ({human_bytes(seeds.bytes_seeded)}), {seeds.chunks_fetched} fetched")
     lines += [f"  refused: {printable(p)}: {printable(m)}" for p, m in report.refused]
     lines += [f"  error: {printable(p)}: {printable(m)}" for p, m in report.errors]
     lines += [f"  warning: {printable(p)}: {printable(m)}" for p, m in report.warnings]
