@@ -75,6 +75,29 @@ def test_ssh_next_day(benchmark, ssh_site):
                 bytes_new=s["bytes_new"])
 
 
+def _restore(args: list[str], target, env) -> float:
+    shutil.rmtree(target, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = run_cli("restore", *args[:1], str(target), *args[1:], "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    return time.perf_counter() - t0
+
+
+@pytest.mark.benchmark(group="e2e-ssh")
+def test_restore_over_ssh_beside_a_local_restore(benchmark, ssh_site, tmp_path):
+    """Restore the latest snapshot from ssh:// on loopback (pipelined ranged reads, index cached at the reader)
+    and from the repository's own directory, in the same run; ratio = remote / local wall time."""
+    site, _work = ssh_site
+    env = {"REPLICATOR_CACHE_DIR": str(site.tmp / "restore-cache")}
+    remote = [site.url(), "--identity", str(site.keys["writer"]), "--known-hosts", str(site.known_hosts)]
+    _restore(remote, tmp_path / "warm", env)  # the first remote read builds the index cache; not measured
+    local_wall = _restore([str(site.repo)], tmp_path / "local", env)
+    out = {}
+    benchmark.pedantic(lambda: out.update(wall=_restore(remote, tmp_path / "remote", env)), rounds=1, iterations=1)
+    benchmark.extra_info.update(remote_wall_s=round(out["wall"], 3), local_wall_s=round(local_wall, 3),
+                                ratio_remote_to_local=round(out["wall"] / local_wall, 2))
+
+
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """A private OpenSSH server on a free loopback port, root login by key only."""

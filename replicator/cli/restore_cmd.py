@@ -88,8 +88,7 @@ def run(args) -> int:
         total = sum(e.size for e in wanted if not e.link_to)
 
         def read_file(entry: Entry) -> Iterator[bytes]:
-            for chunk_id in entry.chunks:
-                yield repo.read_blob(chunk_id)
+            return repo.read_blobs(entry.chunks)
 
         seeds = Seeds(repo, args.target) if args.delta else None
         with progress_bar(args, "restore", total) as progress:
