@@ -14,6 +14,10 @@ With ``--mirror NAME=DIR`` (either serving form) the receiver also keeps DIR
 identical to the latest snapshot of repository NAME (restore/mirror.py), updated
 in a background thread after each commit.  That needs the passphrase
 (``--passphrase-file``): the secondary then holds plaintext (docs/SECURITY.md).
+A DIR that is not empty and not already a mirror is refused (one log line; serving
+goes on) unless ``--mirror-adopt NAME``; files changed or created in DIR by someone
+else are kept and logged, until ``--mirror-discard-local NAME``; SIGTERM stops a
+running update between two files.
 """
 from __future__ import annotations
 
@@ -57,6 +61,12 @@ def register(sub) -> None:
     p.add_argument("--mirror-source", action="append", default=[], metavar="NAME=SOURCE",
                    help="which source of repository NAME its mirror follows (default: the source it already "
                         "mirrors, else the newest snapshot's)")
+    p.add_argument("--mirror-adopt", action="append", default=[], metavar="NAME",
+                   help="let the mirror of repository NAME take over a non-empty directory that is not a mirror yet "
+                        "(an earlier copy: what differs from the snapshot is replaced or removed); repeatable")
+    p.add_argument("--mirror-discard-local", action="append", default=[], metavar="NAME",
+                   help="at the first update of the mirror of repository NAME, overwrite and remove the local "
+                        "changes it kept (the directory then equals the snapshot); repeatable")
     p.add_argument("--passphrase-file", metavar="FILE",
                    help="with --mirror: read the passphrase from FILE (else $REPLICATOR_PASSPHRASE)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -77,6 +87,14 @@ def _repos(args) -> dict[str, str]:
 def _setup_logging(args) -> None:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s replicator serve: %(levelname)s %(message)s")
+
+
+def _names(items: list[str], option: str, targets: dict[str, str]) -> set[str]:
+    """Repository names given to a per-mirror flag; each must have a --mirror."""
+    for name in items:
+        if name not in targets:
+            raise UsageError(f"{option} {name!r}: no --mirror {name}=DIR")
+    return set(items)
 
 
 def _pairs(items: list[str], option: str, repos: dict[str, str]) -> dict[str, str]:
@@ -101,6 +119,8 @@ class _Mirrors:
         sources = _pairs(args.mirror_source, "--mirror-source", repos)
         if set(sources) - set(targets):
             raise UsageError("--mirror-source for a repository without --mirror")
+        adopt = _names(getattr(args, "mirror_adopt", []), "--mirror-adopt", targets)
+        discard = _names(getattr(args, "mirror_discard_local", []), "--mirror-discard-local", targets)
         if not targets:
             return
         from replicator.cli.common import read_passphrase
@@ -113,7 +133,8 @@ class _Mirrors:
                 repo = Repository.open(repos[name], passphrase)
                 self._repos.append(repo)
                 self.workers[name] = MirrorWorker(repo, os.path.abspath(target), source=sources.get(name),
-                                                  on_done=self._logger(name, os.path.abspath(target)))
+                                                  on_done=self._logger(name, os.path.abspath(target)),
+                                                  adopt=name in adopt, discard_local=name in discard)
         except BaseException:
             self.close()
             raise
@@ -127,17 +148,30 @@ class _Mirrors:
                 log.error("mirror %s -> %s failed (retried at the next commit): %s", name, target, error)
             elif report is None:
                 log.debug("mirror %s -> %s: no snapshot yet", name, target)
+            elif report.stopped:
+                log.info("mirror %s -> %s: update to snapshot %s stopped (every file whole); the next update "
+                         "finishes it", name, target, report.snapshot[:16])
             elif not report.ok:
                 log.error("mirror %s -> %s: %d paths not updated (retried at the next commit); first: %s: %s",
                           name, target, len(report.errors), *report.errors[0])
             elif report.mode != "unchanged":
                 log.info("mirror %s -> %s: snapshot %s (%s): %d files written, %d paths removed", name, target,
                          report.snapshot[:16], report.mode, report.files, report.removed)
+            if report is not None and report.kept_local_changes:
+                kept = report.kept_local_changes
+                log.warning("mirror %s -> %s: %d local changes kept, not overwritten or removed (first: %s); "
+                            "commit them (sync them from this site) or discard them (restart serve once with "
+                            "--mirror-discard-local %s)", name, target, len(kept), kept[0], name)
 
         return done
 
     def start(self) -> None:
-        for worker in self.workers.values():
+        log = logging.getLogger("replicator.serve")
+        for name, worker in self.workers.items():
+            if worker.refused is not None:
+                log.error("mirror %s refused, it will do nothing (serving goes on): %s; to hand it to the mirror "
+                          "start serve with --mirror-adopt %s", name, worker.refused, name)
+                continue
             worker.request()  # catch up with what was committed while no mirror ran
 
     def on_commit(self, repo_name: str, _snapshot: str) -> None:
@@ -146,6 +180,9 @@ class _Mirrors:
             worker.request()
 
     def close(self) -> None:
+        """Stop every running update first (each ends between two files), then wait for them."""
+        for worker in self.workers.values():
+            worker.stop()
         for worker in self.workers.values():
             worker.close()
         for repo in self._repos:
@@ -176,7 +213,7 @@ def run(args) -> int:
         asyncio.run(_listen(host.strip("[]") or "0.0.0.0", int(port), repos, args, mirrors.on_commit))
         return 0
     finally:
-        mirrors.close()  # waits for a running mirror update: it is crash-safe, but a finished one is tidier
+        mirrors.close()  # stops a running mirror update between two files, within a moment
 
 
 async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=None) -> None:

@@ -172,6 +172,8 @@ class Writer:
             # generation is unknown, so say so.  verify reports it too.
             self.warnings.append(f"{problem} (ignored when numbering this snapshot)")
         latest = max((s for s in every if s.source == source), key=lambda s: s.generation, default=None)
+        if latest is None:
+            self._warn_new_lineage(source, every)
         if self.lineage is not None:
             self.lineage.check(source, latest, every)
         snap = Snapshot(
@@ -192,6 +194,17 @@ class Writer:
         if self.lineage is not None:
             self.lineage.record(committed)
         return committed
+
+    def _warn_new_lineage(self, source: str, every: list[Snapshot]) -> None:
+        """A first snapshot of ``source`` where this host already wrote others: likely the same data under a
+        second name (the daemon's default name is not the one a one-shot sync was given), which the mirror,
+        retention and the lineage check would then each follow separately."""
+        host = socket.gethostname()
+        mine = sorted({s.source for s in every if s.hostname == host and s.source != source})
+        if mine:
+            self.warnings.append(f"{source!r} starts a new lineage at {self.location}, which already holds "
+                                 f"snapshots from this host under {', '.join(map(repr, mine))}: if this is the "
+                                 f"same data, sync it under that name (--name / source_name) instead")
 
     def _read_back(self, snap: Snapshot, data: bytes, before: set[str]) -> None:
         """The destination now lists ``snap``, holds its exact bytes, and no other snapshot of its source

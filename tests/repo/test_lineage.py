@@ -144,3 +144,15 @@ def test_unreadable_memory_refuses_instead_of_forgetting(repo_path, tmp_path):
         f.write("{not json")
     with pytest.raises(HistoryDiverged, match="unreadable"):
         commit(repo_path, tmp_path, b"two")
+
+
+def test_a_second_name_for_the_same_host_is_warned_about(repo_path, tmp_path):
+    """The daemon's default source name differs from the one a one-shot sync was given: say so at the first
+    snapshot under the new name (the mirror would silently stop following)."""
+    with Repository.open(str(repo_path), PW, exclusive=True) as repo:
+        memory = LineageMemory(lineage_path(str(tmp_path), repo.id, repo.location), repo.location)
+        for source, expect in (("hospitals", False), ("hospitals", False), ("tls01:/data", True)):
+            with Writer(repo.keyring, LocalSink(repo.storage), lineage=memory) as w:
+                root = w.store_tree([])
+                w.commit_snapshot(source, root, {"files": 0})
+                assert any("starts a new lineage" in m and "'hospitals'" in m for m in w.warnings) == expect
