@@ -319,3 +319,50 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             spot_check_interval=get_num(t, "spot_check_interval", i, 86400.0, 60)))
     return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
                         log_format=log_format, audit_log=audit, jobs=tuple(jobs))
+
+
+def _file_problem(path: str, directory: bool = False) -> str | None:
+    """What is wrong with a file (or directory) the daemon will need, or None."""
+    try:
+        if directory:
+            with os.scandir(path):
+                pass
+        else:
+            with open(path, "rb") as f:
+                if not f.read(1):
+                    return f"{path} is empty"
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except NotADirectoryError:
+        return f"{path} is not a directory"
+    except IsADirectoryError:
+        return f"{path} is a directory, not a file"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+def check_files(cfg: DaemonConfig, *, sources: bool = True) -> list[str]:
+    """Every job's source directory, identity, known_hosts and passphrase file that is missing,
+    unreadable or empty, one ``FILE:LINE: job[N].KEY: what`` per problem, all at once.
+
+    Only ``daemon --check`` and the daemon's start call this: parsing alone never looks at these
+    files (other commands and tests load configurations naming paths of another machine).
+    ``sources=False`` (the daemon's start): a source not there yet (a volume mounted late at
+    boot) fails only its own job, at each run, instead of keeping every job down."""
+    try:
+        with open(cfg.path, "rb") as f:
+            loc = _Locator(f.read().decode("utf-8", errors="replace"))
+    except OSError:
+        loc = _Locator("")
+    problems = []
+    for i, job in enumerate(cfg.jobs):
+        for key, path, directory in (("source", job.source, True), ("identity", job.identity, False),
+                                     ("known_hosts", job.known_hosts, False),
+                                     ("passphrase_file", job.passphrase_file, False)):
+            if key == "source" and not sources:
+                continue
+            problem = _file_problem(path, directory) if path else None
+            if problem is not None:
+                problems.append(f"{cfg.path}:{loc.line(key, i)}: job[{i}].{key}: {problem}")
+    return problems

@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
         reset_warnings()
         rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone: BrokenPipeError here, not at the interpreter's exit
         return C.EXIT_WARNING if rc == C.EXIT_OK and warnings_printed() else rc
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            return _os_error(exc)  # a socket or a child's pipe: an error like any other
+        return _quiet_sigpipe_exit()
     except ReplicatorError as exc:
         print(f"replicator: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -59,15 +64,47 @@ def main(argv: list[str] | None = None) -> int:
         print("replicator: interrupted; everything committed before is intact", file=sys.stderr)
         return C.EXIT_INTERRUPTED
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"replicator: error: {DiskFull(exc.filename or 'a file')}", file=sys.stderr)
-            return C.EXIT_STORAGE
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"replicator: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return C.EXIT_STORAGE
+        return _os_error(exc)
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("REPLICATOR_DEBUG"):
             raise
         print(f"replicator: internal error: {type(exc).__name__}: {exc} "
               "(a bug; rerun with REPLICATOR_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return C.EXIT_INTERNAL
+
+
+def _os_error(exc: OSError) -> int:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        print(f"replicator: error: {DiskFull(exc.filename or 'a file')}", file=sys.stderr)
+        return C.EXIT_STORAGE
+    where = f"{exc.filename}: " if exc.filename else ""
+    print(f"replicator: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    return C.EXIT_STORAGE
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe or socket whose reader has gone (``replicator diff ... | head``)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR (reader gone) and POLLHUP are always reported
+        return any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _quiet_sigpipe_exit() -> int:
+    """The reader of stdout has gone: stop without a word, as coreutils do (they die of SIGPIPE,
+    which a shell shows as 141).  Python ignores SIGPIPE, so exit 128 + SIGPIPE instead; stdout
+    now points at /dev/null, so the interpreter's flush at exit finds nowhere to fail."""
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return 128 + signal.SIGPIPE

@@ -1,68 +1,108 @@
-"""replicator status [--config FILE]: what the daemon is doing, from its status file."""
+"""replicator status [--config FILE]: what the daemon is doing, from its status file; a monitoring check.
+
+The first line is a Nagios/Icinga plugin summary (``REPLICATOR OK - ...``) and the exit code follows
+the plugin conventions: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the judgement is app/status.py's
+``evaluate``).  Then one paragraph per job.
+"""
 from __future__ import annotations
 
 import time
 
-from replicator import constants as C
 from replicator.app.config import DEFAULT_CONFIG
-from replicator.cli.common import emit
-from replicator.errors import UsageError
+from replicator.app.status import STALE_AFTER, Check, ago
+from replicator.cli.common import emit, printable
+from replicator.errors import ReplicatorError
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def register(sub) -> None:
     from replicator.cli import add_common
 
-    p = sub.add_parser("status", help="show the daemon's jobs: state, last success, lag, last error", description=
+    p = sub.add_parser("status", help="show the daemon's jobs: state, last success, lag, last error; a monitoring "
+                                      "check", description=
                        "Read the status file the daemon keeps in its state directory (STATE_DIR/status.json) "
-                       "and show each job.  Exit code 3 when there is no status file.")
+                       "and show each job, after a one-line summary.  Exit code as a Nagios/Icinga check: "
+                       "0 OK (the daemon runs and every job's last sync committed); 1 WARNING (a job has not "
+                       "committed yet, or its last success is older than --max-age); 2 CRITICAL (the daemon is "
+                       "not running or its status file is stale, a job's last sync failed, its source is "
+                       "refused, or a spot check found damage); 3 UNKNOWN (no status file, or unreadable).")
     p.add_argument("--config", metavar="FILE", default=DEFAULT_CONFIG, help=f"configuration (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", metavar="DIR", help="read STATE_DIR/status.json directly (no configuration needed)")
+    p.add_argument("--stale-after", metavar="SECONDS", type=_seconds, default=STALE_AFTER,
+                   help=f"CRITICAL when the status file is older than this (default {STALE_AFTER:g}; the daemon "
+                        "rewrites it every 2 s)")
+    p.add_argument("--max-age", metavar="SECONDS", type=_seconds, default=None,
+                   help="WARNING when a job's last success is older than this (default: no limit)")
     add_common(p, passphrase=False)
     p.set_defaults(func=run)
 
 
 def _ago(t: float | None, now: float) -> str:
-    if t is None:
-        return "never"
-    d = max(0.0, now - t)
-    if d < 120:
-        return f"{d:.0f} s ago"
-    if d < 7200:
-        return f"{d / 60:.0f} min ago"
-    return f"{d / 3600:.1f} h ago"
+    return "never" if not isinstance(t, (int, float)) else f"{ago(now - t)} ago"
+
+
+def _lines(doc: dict, now: float, running: bool) -> list[str]:
+    daemon = f"running, pid {doc.get('pid')}" if running else "not running"
+    lines = [f"daemon {daemon}; status updated {_ago(doc.get('updated'), now)}"]
+    for name, j in sorted(doc.get("jobs", {}).items()):
+        lines.append(f"{name}: {j.get('state')}  {printable(str(j.get('source')))} -> "
+                     f"{printable(str(j.get('destination')))}")
+        snap = str(j.get("last_snapshot") or "")[:16]
+        lag = "n/a (nothing committed yet)" if j.get("last_success") is None else \
+            f"{float(j.get('lag_seconds') or 0):.1f} s"
+        lines.append(f"  last success {_ago(j.get('last_success'), now)}"
+                     + (f" (snapshot {snap}, generation {j.get('last_generation')})" if snap else "")
+                     + f"; lag {lag}")
+        if j.get("last_error"):
+            lines.append(f"  last error {_ago(j.get('last_error_time'), now)}: {printable(str(j['last_error']))}")
+    return lines
 
 
 def run(args) -> int:
-    from replicator.app.status import pid_alive, read_status, status_path
+    from replicator.app.status import evaluate, pid_alive, read_status, status_path, unknown
 
-    if args.state_dir:
-        state_dir = args.state_dir
-    else:
-        from replicator.app.config import load_config
-
-        state_dir = load_config(args.config, env={"REPLICATOR_PASSPHRASE": "-"}).state_dir
     try:
+        if args.state_dir:
+            state_dir = args.state_dir
+        else:
+            from replicator.app.config import load_config
+
+            state_dir = load_config(args.config, env={"REPLICATOR_PASSPHRASE": "-"}).state_dir
+        path = status_path(state_dir)
         doc = read_status(state_dir)
+    except ReplicatorError as exc:  # the configuration
+        return _report(args, unknown(str(exc)), {"running": False, "jobs": {}}, [])
     except ValueError as exc:
-        raise UsageError(f"{status_path(state_dir)} is not valid JSON: {exc}") from None
+        return _report(args, unknown(f"{path} is not valid JSON: {exc}"), {"running": False, "jobs": {}}, [])
+    except OSError as exc:
+        return _report(args, unknown(f"cannot read {path}: {exc.strerror or exc}"), {"running": False, "jobs": {}},
+                       [])
     if doc is None:
-        emit(args, {"running": False, "jobs": {}}, [f"no status file at {status_path(state_dir)}: "
-                                                     "the daemon has not run with this state directory"])
-        return C.EXIT_REPOSITORY
+        return _report(args, unknown(f"no status file at {path}: the daemon has not run with this state directory"),
+                       {"running": False, "jobs": {}}, [])
     now = time.time()
-    running = bool(doc.get("pid")) and pid_alive(int(doc["pid"])) and \
+    check = evaluate(doc, now, stale_after=args.stale_after, max_age=args.max_age)
+    if check.code == 3:  # malformed jobs: the details cannot be shown either
+        return _report(args, check, {"running": False, "jobs": {}}, [])
+    pid = doc.get("pid")
+    running = isinstance(pid, int) and pid_alive(pid) and \
         any(j.get("state") != "stopped" for j in doc.get("jobs", {}).values())
     doc["running"] = running
-    daemon = f"running, pid {doc.get('pid')}" if running else "not running"
-    lines = [f"daemon {daemon}; "
-             f"status updated {_ago(doc.get('updated'), now)}"]
-    for name, j in sorted(doc.get("jobs", {}).items()):
-        lines.append(f"{name}: {j.get('state')}  {j.get('source')} -> {j.get('destination')}")
-        snap = (j.get("last_snapshot") or "")[:16]
-        lines.append(f"  last success {_ago(j.get('last_success'), now)}"
-                     + (f" (snapshot {snap}, generation {j.get('last_generation')})" if snap else "")
-                     + f"; lag {j.get('lag_seconds', 0):.1f} s")
-        if j.get("last_error"):
-            lines.append(f"  last error {_ago(j.get('last_error_time'), now)}: {j['last_error']}")
-    emit(args, doc, lines)
-    return C.EXIT_OK
+    return _report(args, check, doc, _lines(doc, now, running))
+
+
+def _report(args, check: Check, doc: dict, lines: list[str]) -> int:
+    doc["check"] = check.as_dict()
+    emit(args, doc, [printable(check.summary), *lines])
+    return check.code

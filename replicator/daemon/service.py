@@ -467,7 +467,7 @@ class Service:
         runner = JobRunner(job, self, previous)
         self.runners[job.name] = runner
         if self.metrics is not None:
-            self.metrics.watch_lag(job.name, runner.lag)
+            self.metrics.watch_job(job.name, runner.lag, lambda: runner.info)
             self.metrics.refused(job.name, None)
         runner.start()
         self.log.info(f"job {job.name}: {job.source} -> {job.destination} "

@@ -142,9 +142,13 @@ def test_missing_passphrase_and_file(tmp_path):
 
 def test_check_option(tmp_path):
     p = tmp_path / "r.toml"
-    p.write_text(JOB)
+    p.write_text(JOB.replace("/srv/data", str(tmp_path)))
     r = run_cli("daemon", "--config", str(p), "--check")
-    assert r.returncode == 0 and "1 jobs: j" in r.stdout
+    assert r.returncode == 0 and "1 jobs: j" in r.stdout, r.stderr
+    p.write_text(JOB)  # /srv/data does not exist here: parsing alone accepts it, --check does not
+    assert load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"}).jobs[0].source == "/srv/data"
+    r = run_cli("daemon", "--config", str(p), "--check")
+    assert r.returncode == 2 and r.stderr == f"replicator: error: {p}:3: job[0].source: /srv/data does not exist\n"
 
 
 def test_packaged_example_is_valid():

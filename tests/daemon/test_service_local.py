@@ -154,10 +154,13 @@ def test_prometheus_metrics_are_served(tmp_path, daemons):
         except OSError:
             return ""
 
-    wait_for(lambda: 'replicator_syncs_total{job="local"} 1.0' in scrape(), what="metrics after the first sync")
+    wait_for(lambda: 'replicator_syncs_total{replicator_job="local"} 1.0' in scrape(),
+             what="metrics after the first sync")
     text = scrape()
     for name in ("replicator_bytes_read_total", "replicator_chunks_new_total", "replicator_sync_duration_seconds",
                  "replicator_last_success_timestamp_seconds", "replicator_replication_lag_seconds"):
         assert f'{name}' in text, name
-    assert 'replicator_bytes_read_total{job="local"} 5000.0' in text
+    assert 'replicator_bytes_read_total{replicator_job="local"} 5000.0' in text
+    assert 'replicator_build_info{python="' in text
+    wait_for(lambda: 'replicator_job_state{replicator_job="local",state="idle"} 1.0' in scrape(), what="state idle")
     assert d.stop() == 0

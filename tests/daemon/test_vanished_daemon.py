@@ -43,7 +43,7 @@ def test_vanished_source_fails_the_job_with_the_reason_and_the_metric(tmp_path, 
     # the marker is missing from the start: refused, never committed
     job = wait_for(lambda: (j := _job(state, "marked")).get("state") == "failed" and j, what="marked job failed")
     assert job["refused"] == "marker" and ".stfolder" in job["last_error"]
-    assert 'replicator_source_refused{job="marked",reason="marker"} 1.0' in _scrape(port)
+    assert 'replicator_source_refused{reason="marker",replicator_job="marked"} 1.0' in _scrape(port)
     assert snapshots(repo2) == []
 
     # the volume "unmounts": an empty directory where the files were
@@ -51,10 +51,13 @@ def test_vanished_source_fails_the_job_with_the_reason_and_the_metric(tmp_path, 
         os.unlink(src / name)
     job = wait_for(lambda: (j := _job(state, "local")).get("state") == "failed" and j, what="job failed")
     assert job["refused"] == "empty" and "is empty" in job["last_error"] and "4 files" in job["last_error"]
-    text = wait_for(lambda: (t := _scrape(port)) and 'reason="empty"} 1.0' in t and t, what="refusal metric")
-    assert 'replicator_source_refused{job="local",reason="empty"} 1.0' in text
-    assert 'replicator_source_refused{job="local",reason="shrunk"} 0.0' in text
-    assert 'replicator_sync_errors_total{job="local",kind="permanent"}' in text
+    text = wait_for(lambda: (t := _scrape(port)) and 'reason="empty",replicator_job="local"} 1.0' in t and t,
+                    what="refusal metric")
+    assert 'replicator_job_state{replicator_job="local",state="refused"} 1.0' in text
+    assert 'replicator_job_state{replicator_job="local",state="failed"} 0.0' in text
+    assert 'replicator_source_refused{reason="empty",replicator_job="local"} 1.0' in text
+    assert 'replicator_source_refused{reason="shrunk",replicator_job="local"} 0.0' in text
+    assert 'replicator_sync_errors_total{kind="permanent",replicator_job="local"}' in text
     assert "retrying in" not in d.text()  # no backoff as for a transient failure
     assert "source refused (empty)" in d.text() and "--confirm-source" in d.text()
     held = snapshots(repo)
@@ -71,8 +74,9 @@ def test_vanished_source_fails_the_job_with_the_reason_and_the_metric(tmp_path, 
     assert snapshots(repo)[len(held)]["files"] == 4
     job = wait_for(lambda: (j := _job(state, "local")).get("state") == "idle" and j, what="job idle")
     assert job["refused"] is None
-    text = wait_for(lambda: (t := _scrape(port)) and 'job="local",reason="empty"} 0.0' in t and t, what="metric 0")
-    assert 'replicator_source_refused{job="marked",reason="marker"} 0.0' in text
+    text = wait_for(lambda: (t := _scrape(port)) and 'reason="empty",replicator_job="local"} 0.0' in t and t,
+                    what="metric 0")
+    assert 'replicator_source_refused{reason="marker",replicator_job="marked"} 0.0' in text
     assert d.stop() == 0
 
 
