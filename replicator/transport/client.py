@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicator.format import layout as L
-from replicator.format.idlist import Verifier, decode_ids
+from replicator.format.idlist import IDS_MAGIC, Verifier, decode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
 from replicator.transport import protocol as P
@@ -328,10 +328,12 @@ class RemoteSink:
                 path = os.path.join(cache, fn)
                 if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
                     with open(path, "rb") as f:
-                        lists[fn] = f.read()
-                    self.session.count_id_lists(len(lists[fn]))
-                else:
-                    os.unlink(path)  # the receiver no longer lists it (or it is not an id list we would fetch)
+                        data = f.read()
+                    if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
+                        lists[fn] = data
+                        self.session.count_id_lists(len(data))
+                        continue
+                os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
         missing = [digests[d] for d in digests if d not in lists]
         for name, data in self.get_many(missing):
             digest = L.digest_of(name)

@@ -172,3 +172,25 @@ def test_proofs_are_bound_to_the_repository_and_the_object(tmp_path):
     assert not kr.verifier.pack("ab" * 32, b"\x02" * 32, proof)
     assert not Verifier(hashlib.sha256(b"other").hexdigest(), kr.public_key).pack("ab" * 32, ids, proof)
     assert not kr.verifier.snapshot("ab" * 32, proof)  # a pack's proof is no snapshot's
+
+
+def test_a_senders_cache_from_0_2_does_not_pass_for_verified(site, tmp_path):
+    """The sender cached the secondary's lists before proofs existed: those entries are fetched again and
+    checked, so the lists at the secondary are signed (not trusted from the cache and left unsigned)."""
+    cache = tmp_path / "cache"
+    env = {"REPLICATOR_CACHE_DIR": str(cache)}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "scan.dcm").write_bytes(random.Random(6).randbytes(300_000))
+    site.pin()
+    for _ in range(2):  # the second sync fetches the secondary's list and caches it
+        assert run_cli(*site.sync_args(src), env=env).returncode == 0
+    _downgrade_to_0_2(site.repo)
+    cached = list(cache.glob("*/remote-ids/*"))
+    assert cached
+    for path in cached:  # what a 0.2 sender had cached: the lists as they were, without proof
+        path.write_bytes(path.read_bytes()[HEADER_SIZE:])
+    (src / "new.txt").write_text("x\n")
+    r = run_cli(*site.sync_args(src), env=env)
+    assert "signed 1 id list(s) written before 0.3" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert _proofs(site.repo)[0] >= 2  # the old list signed, and the new pack's
