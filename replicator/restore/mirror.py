@@ -60,7 +60,7 @@ from replicator.format.snapshot import Snapshot
 from replicator.repo.merkle import ADDED, MODIFIED, REMOVED, diff_trees
 from replicator.repo.repository import Repository
 from replicator.restore.mirror_guard import Guard, Records, guard_writes, name_strays, record
-from replicator.restore.writer import TMP_PREFIX, restore, validate_relpath
+from replicator.restore.writer import TMP_PREFIX, quick_same, restore, validate_relpath
 from replicator.store import atomic
 
 STATE_VERSION = 1
@@ -213,10 +213,8 @@ def _plan_diff(repo: Repository, bases: list[bytes], new: bytes, recheck: set[st
 
 
 def _quick_same(st: os.stat_result, e: Entry) -> bool:
-    if e.kind == KIND_FILE and not e.link_to:
-        return (stat.S_ISREG(st.st_mode) and st.st_size == e.size and st.st_mtime_ns == e.mtime_ns
-                and stat.S_IMODE(st.st_mode) == e.mode & 0o7777)
-    return False
+    """A plain file already as the snapshot has it (hard links and symlinks are always written again)."""
+    return e.kind == KIND_FILE and not e.link_to and quick_same(st, e)
 
 
 def _plan_full(repo: Repository, new: bytes, target: str) -> _Plan:

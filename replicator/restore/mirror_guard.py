@@ -30,8 +30,8 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterable
 
-from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
-from replicator.restore.writer import TMP_PREFIX
+from replicator.format.entry import KIND_DIR, Entry
+from replicator.restore.writer import TMP_PREFIX, quick_same
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -92,14 +92,6 @@ class Records:
         self._db.close()
 
 
-def _matches(st: os.stat_result, e: Entry) -> bool:
-    """Whether what is on disk is ``e`` by the quick check (a hard link too); never True for a directory."""
-    if e.kind == KIND_FILE:
-        return (stat.S_ISREG(st.st_mode) and st.st_size == e.size and st.st_mtime_ns == e.mtime_ns
-                and stat.S_IMODE(st.st_mode) == e.mode & 0o7777)
-    if e.kind == KIND_SYMLINK:
-        return stat.S_ISLNK(st.st_mode) and st.st_size == len(os.fsencode(e.target)) and st.st_mtime_ns == e.mtime_ns
-    return False
 
 
 # --- the guard -------------------------------------------------------------------------
@@ -171,9 +163,9 @@ class Guard:
             return True
         if self.records.get(path) == signature(st):
             return True
-        if entry is not None and _matches(st, entry):
+        if entry is not None and quick_same(st, entry):
             return True
-        return any(old is not None and _matches(st, old) for old in self.pending(path))
+        return any(old is not None and quick_same(st, old) for old in self.pending(path))
 
     def keep(self, path: str, st: os.stat_result) -> bool:
         """For remove_tree: True (and the path is named) when the non-directory at ``path`` must stay."""
@@ -252,10 +244,10 @@ def record(records: Records, root_fd: int, entries: list[Entry], kept: set[str])
             st = look(e.path)
             if st is None:
                 records.forget(e.path)
-            elif _matches(st, e):
+            elif quick_same(st, e):
                 records.put(e.path, signature(st))
         for e in entries:  # a new hard link changed its target's ctime
-            if e.link_to and e.link_to not in kept and (st := look(e.link_to)) is not None and _matches(st, e):
+            if e.link_to and e.link_to not in kept and (st := look(e.link_to)) is not None and quick_same(st, e):
                 records.put(e.link_to, signature(st))
     finally:
         look.close()

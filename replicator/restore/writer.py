@@ -176,7 +176,7 @@ def restore(
         half-written file).  A one-shot restore passes False and syncs the file
         system once at the end, which is many times faster for small files.
     :param keep_unchanged: leave a regular file already at the entry's path, with the entry's size and
-        modification time, as it is (the quick check of ``restore --delta``; counted in ``kept``).
+        modification time and mode, as it is (``quick_same``: ``restore --delta``; counted in ``kept``).
     :returns: a :class:`RestoreReport`; nothing is raised for a single entry.
         If ``target`` itself cannot be created or opened, the report holds that
         one error (with ``target`` as its path) and nothing else is done.
@@ -414,10 +414,9 @@ class _Restorer:
     @staticmethod
     def _unchanged(pfd: int, name: str, entry: Entry) -> bool:
         try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            return quick_same(os.stat(name, dir_fd=pfd, follow_symlinks=False), entry)
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
 
     def _tmp_name(self) -> str:
         return TMP_PREFIX + secrets.token_hex(8)
@@ -604,6 +603,17 @@ class _Restorer:
             self.report.warnings.append((entry.path, f"{what}: {_strerror(exc)}"))
         else:
             raise _Failed(f"{what}: {_strerror(exc)}") from exc
+
+
+def quick_same(st: os.stat_result, e: Entry) -> bool:
+    """rsync's quick check: what is on disk (``lstat``) is entry ``e`` by kind, size and modification time,
+    and for a file its mode too; never True for a directory.  Used by ``restore --delta`` and the mirror."""
+    if e.kind == KIND_FILE:
+        return (stat.S_ISREG(st.st_mode) and st.st_size == e.size and st.st_mtime_ns == e.mtime_ns
+                and stat.S_IMODE(st.st_mode) == e.mode & 0o7777)
+    if e.kind == KIND_SYMLINK:
+        return stat.S_ISLNK(st.st_mode) and st.st_size == len(os.fsencode(e.target)) and st.st_mtime_ns == e.mtime_ns
+    return False
 
 
 def _identity(fd: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import random
 
 from tests.conftest import run_cli
@@ -37,10 +38,12 @@ def test_delta_restore_fetches_only_what_changed(tmp_path):
     assert r.returncode == 0, r.stderr
     day = json.loads(r.stdout)["chunks_new"]
 
+    os.chmod(target / "records" / "r03.hl7", 0o600)  # same size and time, another mode: not "unchanged"
     r = run_cli("restore", str(repo), str(target), "--delta", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     done = json.loads(r.stdout)
-    assert done["kept"] == 29  # every record but the changed and the new one
+    assert done["kept"] == 28  # every record but the changed, the new and the re-moded one
+    assert (target / "records" / "r03.hl7").stat().st_mode == (src / "records" / "r03.hl7").stat().st_mode
     assert done["chunks_fetched"] <= day  # no more than the day's new chunks
     assert done["chunks_seeded"] >= 10  # the rest of the image came from its old version
     cmp = filecmp.dircmp(src, target)

@@ -9,7 +9,6 @@ import pytest
 
 from replicator.constants import EXIT_WARNING
 from replicator.core.chunker import Chunker
-from replicator.core.params import ChunkerParams
 from replicator.errors import UsageError
 from replicator.repo.repository import Repository
 from replicator.sync import engine
@@ -18,23 +17,9 @@ from replicator.sync.options import SyncOptions
 from replicator.sync.pipeline import INLINE_MAX, ChunkEvent, ChunkResult, Pipeline
 from replicator.sync.state import StateCache, state_path
 from tests.conftest import run_cli
+from tests.sync.conftest import SMALL
 
-SMALL = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
 DAMAGED = "snapshots/" + "0" * 64  # a snapshot object that does not open
-
-
-@pytest.fixture
-def repo(tmp_path):
-    r = Repository.init(str(tmp_path / "repo"), b"pw", log2n=14, params=SMALL)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def src(tmp_path):
-    s = tmp_path / "src"
-    s.mkdir()
-    return s
 
 
 def run(repo, src, options: SyncOptions | str = "s", **kw) -> SyncReport:

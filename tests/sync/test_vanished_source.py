@@ -19,27 +19,9 @@ from pathlib import Path
 import pytest
 
 from replicator import constants as C
-from replicator.core.params import ChunkerParams
 from replicator.errors import SourceVanished, UsageError
-from replicator.repo.repository import Repository
 from replicator.sync.engine import SyncRun
 from replicator.sync.options import SyncOptions
-
-SMALL = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
-
-
-@pytest.fixture
-def repo(tmp_path):
-    r = Repository.init(str(tmp_path / "repo"), b"pw", log2n=14, params=SMALL)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def src(tmp_path):
-    s = tmp_path / "src"
-    s.mkdir()
-    return s
 
 
 def fill(src, n: int, sub: str = "") -> None:

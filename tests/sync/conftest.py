@@ -1,0 +1,23 @@
+"""Fixtures of the sync tests: a fresh repository with small chunks, and an empty source directory."""
+from __future__ import annotations
+
+import pytest
+
+from replicator.core.params import ChunkerParams
+from replicator.repo.repository import Repository
+
+SMALL = ChunkerParams(min_size=4096, avg_size=16384, max_size=65536)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = Repository.init(str(tmp_path / "repo"), b"pw", log2n=14, params=SMALL)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def src(tmp_path):
+    s = tmp_path / "src"
+    s.mkdir()
+    return s
