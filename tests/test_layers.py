@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicator"
 BASE = 0
 RANK = {"_ext": 1, "core": 2, "format": 3, "store": 4, "repo": 5, "sync": 6, "restore": 6, "transport": 6,
         "app": 7, "daemon": 8, "cli": 8}
-TOP_LEVEL = {"__init__": BASE, "constants": BASE, "errors": BASE, "__main__": 9}
+TOP_LEVEL = {"__init__": BASE, "constants": BASE, "errors": BASE, "times": BASE, "__main__": 9}
 # `replicator daemon` starts the service: the one module of the daemon the CLI may import.
 DAEMON_PUBLIC = {"replicator.daemon.service"}
 
