@@ -1,2 +1,2 @@
 """replicator: secure two-site replication engine."""
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -102,6 +102,16 @@ class HistoryDiverged(ReplicatorError):
     exit_code = C.EXIT_DIVERGED
 
 
+class Fenced(HistoryDiverged):
+    """{}: {}; nothing committed"""
+
+
+class LineageConflict(HistoryDiverged):
+    """{}: {}; nothing committed (the next sync reads the new history and checks it again)"""
+
+    retryable = True
+
+
 class MissingChunks(IntegrityError):
     """snapshot {} references {} missing chunks; not committed"""
 

@@ -182,12 +182,20 @@ class Drill:
         fenced = refused.returncode == 8 and "another site writes" in refused.stderr
         self.say("Toulouse's stale sync refused (exit 8)" if fenced else
                  f"Toulouse's stale sync was NOT refused: exit {refused.returncode}")
+        # Even with its cache lost (a reinstall): Amiens's repository holds the fence itself.
+        amnesic = self.cli(*self.ssh("sync", str(self.toulouse), self.url(), "--name", NAME, "-q"), check=False,
+                           cache="toulouse-reinstalled")
+        fenced_at_receiver = amnesic.returncode == 8 and "took over writing" in amnesic.stderr
+        self.say("Toulouse's stale sync with a lost cache refused by Amiens (exit 8)" if fenced_at_receiver else
+                 f"Toulouse's stale sync with a lost cache was NOT refused: exit {amnesic.returncode}")
+        fenced = fenced and fenced_at_receiver
 
         # Failback: fetch what Amiens holds, swap it in, take the role back.
         fresh = self.toulouse.with_name("data.new")
         self.cli(*self.ssh("restore", self.url(), str(fresh), "-q"))
         self.toulouse.rename(self.toulouse.with_name("data.old"))
         fresh.rename(self.toulouse)
+        self.cli("handback", str(self.amiens_repo), "--name", NAME, "-q", cache="amiens")
         self.cli(*self.ssh("sync", str(self.toulouse), self.url(), "--name", NAME, "--reset-lineage", "-q"))
         back = self.cli("sync", str(self.live), str(self.amiens_repo), "--name", NAME, "-q", cache="amiens",
                         check=False)

@@ -50,10 +50,11 @@ ID_AA, ID_BB, ID_CC = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 PACK = "data/ab/" + "ab" * 32
 SNAP = "snapshots/" + "cd" * 32
 IDS_1, IDS_2 = "ids/" + "11" * 32, "ids/" + "22" * 32
+TAG = bytes(range(16))  # a source tag (format/head.py)
 PROOF = bytes(range(64))  # a declaration proof's 64 bytes (not a valid signature: the codec does not check it)
 
 MESSAGES = [
-    P.Hello(2, 2, "replicator"),
+    P.Hello(3, 3, "replicator"),
     P.Open("amiens", P.MODE_WRITE),
     P.OpenOk(b"CONFIG", b"KEYFILE"),
     P.List("ids/"),
@@ -64,7 +65,8 @@ MESSAGES = [
     P.PutPack(PACK, (ID_AA, ID_BB), PROOF, b"PACK"),
     P.PackOk(PACK),
     P.Refs((ID_AA, ID_BB)),
-    P.Commit(SNAP, b"SNAP", PROOF, (ID_CC,)),  # after the REFS batch above: its refs are greater
+    P.Commit(SNAP, b"SNAP", PROOF, TAG, None, (ID_CC,)),  # after the REFS batch above: its refs are greater
+    P.Commit(SNAP, b"SNAP", PROOF, TAG, "dd" * 32, ()),  # a parent; every ref went in REFS batches
     P.CommitOk(SNAP),
     P.GetRange(PACK, 1 << 32, 4096),
     P.Range(1 << 24, b"TABLE"),
@@ -78,7 +80,7 @@ MESSAGES = [
 
 # --- JSON form of fields -----------------------------------------------------------
 def field_to_json(annotation: str, value):
-    if annotation in ("int", "str"):
+    if annotation in ("int", "str", "str | None"):
         return value
     if annotation in ("bytes", "bytes | memoryview"):
         return bytes(value).hex()
@@ -153,7 +155,9 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
     if isinstance(msg, P.Refs):
         return _ids("ids", msg.ids)
     if isinstance(msg, P.Commit):
-        return _name("name", msg.name) + _bytes("data", msg.data) + [("proof", msg.proof)] + _ids("refs", msg.refs)
+        parent = bytes.fromhex(msg.parent) if msg.parent else bytes(32)  # 32 zero bytes: no parent
+        return (_name("name", msg.name) + _bytes("data", msg.data) + [("proof", msg.proof), ("tag", msg.tag),
+                ("parent", parent)] + _ids("refs", msg.refs))
     if isinstance(msg, P.GetRange):
         return _name("name", msg.name) + _u64("offset", msg.offset) + _u32("length", msg.length)
     if isinstance(msg, P.Range):

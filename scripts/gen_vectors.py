@@ -94,6 +94,7 @@ PURPOSES = {
     "encrypt": "encrypt",
     "sign": "sign_seed",
     "prefilter": "prefilter",
+    "source-tag": "source_tag",
 }
 
 

@@ -16,7 +16,8 @@ from replicator import constants as C
 from replicator.errors import DiskFull, ReplicatorError
 
 COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd", "diff_cmd", "serve_cmd",
-            "daemon_cmd", "status_cmd", "audit_cmd", "forget_cmd", "prune_cmd", "upgrade_cmd", "promote_cmd")
+            "daemon_cmd", "status_cmd", "audit_cmd", "forget_cmd", "prune_cmd", "upgrade_cmd", "promote_cmd",
+            "handback_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

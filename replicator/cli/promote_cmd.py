@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from replicator.cli import sync_cmd
-from replicator.cli.common import open_repository
+from replicator.cli.common import audit, open_repository
 from replicator.errors import UsageError
+from replicator.format.head import SIDE_LOCAL
+from replicator.repo.lineage import fence_source
 from replicator.transport.url import is_remote
 
 
@@ -12,8 +14,9 @@ def register(sub) -> None:
                        "Commit SRC (at the secondary: its live mirror, with what applications wrote there) as "
                        "the next generation of SOURCE in REPO, the repository of this site, and make this site "
                        "its writer: from then on the other site's syncs of SOURCE are refused (exit 8, naming "
-                       "this host), even after its daemon restarts, until it has failed back and takes the role "
-                       "back explicitly (sync --reset-lineage).  See docs/OPERATIONS.md 'Failover and failback'.")
+                       "this host), even after its daemon restarts or its cache is lost: REPO itself records the "
+                       "fence, and refuses every commit of SOURCE that does not come from this site until "
+                       "'replicator handback' here.  See docs/OPERATIONS.md 'Failover and failback'.")
     sync_cmd.add_sync_arguments(p, name_required=True)
     p.set_defaults(func=run)
 
@@ -27,6 +30,9 @@ def run(args) -> int:
         sources = sorted({s.source for s in listing.snapshots}) or ["none"]
         raise UsageError(f"{args.repo} holds no snapshot of {args.name!r}: nothing to take over "
                          f"(its sources: {', '.join(sources)})")
+    with open_repository(args, exclusive=True) as repo:  # the fence first: the old primary is refused at once
+        fence_source(repo, args.name, SIDE_LOCAL, "promote")
+    audit(args, {"event": "promote", "repository": args.repo, "source": args.name})
     args.reset_lineage = True  # taking the lineage over is the point: accept its history as it is here
     code = sync_cmd.run(args)
     if not args.quiet and not args.json:

@@ -22,6 +22,7 @@ PURPOSE_GEAR = b"gear"
 PURPOSE_ENCRYPT = b"encrypt"
 PURPOSE_SIGN = b"sign"
 PURPOSE_PREFILTER = b"prefilter"
+PURPOSE_SOURCE_TAG = b"source-tag"  # the clear tag naming a source at the receiver (heads/), since 0.4
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class KeySet:
     encrypt: bytes
     sign_seed: bytes
     prefilter: bytes
+    source_tag: bytes
 
     @classmethod
     def derive(cls, master: bytes, repo_id: bytes) -> KeySet:
@@ -47,6 +49,7 @@ class KeySet:
             encrypt=sub(PURPOSE_ENCRYPT),
             sign_seed=sub(PURPOSE_SIGN),
             prefilter=sub(PURPOSE_PREFILTER),
+            source_tag=sub(PURPOSE_SOURCE_TAG),
         )
 
 

@@ -25,12 +25,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from replicator.core.ids import IdHasher
 from replicator.errors import HistoryDiverged
+from replicator.format.head import TAG_SIZE, Claim, Fence
 from replicator.format.snapshot import Snapshot
 from replicator.store import atomic
+from replicator.times import rfc3339
 
 LINEAGE_VERSION = 1
 
@@ -125,3 +129,23 @@ def lineage_path(cache_dir: str, repo_id: str, location: str) -> str:
     """
     where = hashlib.sha256(location.encode()).hexdigest()[:16]
     return os.path.join(cache_dir, repo_id, f"lineage-{where}.json")
+
+
+def source_tag(tag_key: bytes, source: str) -> bytes:
+    """The clear tag that names ``source`` at a key-less receiver (``heads/<tag>``): a keyed hash, so the
+    receiver can tell sources apart without learning their names."""
+    return IdHasher(tag_key)(b"source\0" + source.encode("utf-8", "surrogateescape"))[:TAG_SIZE]
+
+
+def fence_source(repo, source: str, side: str, reason: str) -> None:
+    """``promote`` (``side`` = local: this site writes ``source``) or ``handback`` (remote: the other site
+    does) on ``repo``, a local Repository opened exclusively."""
+    from replicator.repo.local_sink import set_fence
+
+    set_fence(repo.storage, source_tag(repo.keyring.keys.source_tag, source),
+              Fence(side, socket.gethostname(), rfc3339(), reason))
+
+
+def claim_for(tag_key: bytes, source: str, parent: str | None) -> Claim:
+    """What a commit of ``source`` continuing ``parent`` (a snapshot digest, None for the first) says."""
+    return Claim(source_tag(tag_key, source), parent)

@@ -16,7 +16,9 @@ damaged), read once at open, plus what this session stores.  So a writer
 sends again every chunk a damaged pack held, and a commit naming a chunk that
 only a damaged pack holds is refused: the damage heals at the next sync.  Write order: pack, then its id list
 (a crash between leaves a pack without a list: harmless, it is sent again);
-refs, then the snapshot (the snapshot's appearance is the commit point).
+refs, then the source's head, then the snapshot (the snapshot's appearance is the commit point).  Each
+commit's claim (its source's tag and parent) is checked against that head first: a parent that is not the
+head is refused (compare-and-swap), as is a commit from the side a ``promote`` fenced (format/head.py).
 
 Must never: decrypt, hold a key, advertise an id of a pack that is gone, or
 write a snapshot whose refs are not all held or a declaration that does not verify.
@@ -32,7 +34,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
-from replicator.errors import IntegrityError, MissingChunks, ObjectNotFound, ReadOnly, RepositoryNotFound
+from replicator.errors import Fenced, IntegrityError, LineageConflict, MissingChunks, ObjectNotFound, ReadOnly, RepositoryNotFound
+from replicator.format import head as H
 from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.keyfile import parse_keyfile
@@ -78,6 +81,20 @@ def open_storage(path: str) -> tuple[LocalStorage, dict]:
     except ObjectNotFound:
         raise RepositoryNotFound(path) from None
     return storage, parse_config(data, path)
+
+
+def set_fence(storage, tag: bytes, fence: H.Fence | None) -> H.Head:
+    """``promote`` (its side may write the source, the other is refused) or ``handback`` (the reverse):
+    rewrite the head of the source tagged ``tag`` with ``fence``, keeping its snapshot.  The caller holds
+    the repository's lock.  Durable when it returns; a damaged head is replaced (the operator's act)."""
+    name = L.head_name(tag)
+    try:
+        head: H.Head | None = H.decode_head(storage.get(name), name)
+    except (ObjectNotFound, ValueError):
+        head = None
+    new = H.Head(head.snapshot if head else None, head.previous if head else None, fence)
+    storage.put(name, new.encode(), overwrite=True)
+    return new
 
 
 class LocalSink:
@@ -263,11 +280,15 @@ class LocalSink:
         self._load_held()  # another pack may hold some of the same ids: recount from the lists
         return True
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None:
-        """Store the snapshot's signed refs, then the snapshot (the commit point).
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: H.Claim) -> None:
+        """Check the claim against this source's head, store the snapshot's signed refs, the new head, then
+        the snapshot (the commit point).
 
+        :param claim: the source's tag and the snapshot this one continues (format/head.py).
         :raises IntegrityError: not the named object, or ``proof`` is not a key holder's.
         :raises MissingChunks: a ref is not held.
+        :raises Fenced: the source is fenced against this side (``promote``/``handback``).
+        :raises LineageConflict: the claimed parent is not the source's head here (compare-and-swap).
         """
         self._need_write("committing snapshots")
         digest = L.digest_of(name)
@@ -280,15 +301,53 @@ class LocalSink:
                                 not C.FORMAT_VERSION_MIN <= int.from_bytes(data[8:10], "little")
                                 <= C.FORMAT_VERSION_MAX):
             raise IntegrityError(f"snapshot {digest[:16]} is not a snapshot of a supported version")
+        head = self.head(claim.tag)
+        self._check_claim(head, claim, digest)
         if self._held_stale:  # a declaration replaced a list this session: recount before checking
             self._load_held()
         missing = sum(1 for r in refs if r not in self._held)
         if missing:
             raise MissingChunks(digest[:16], missing)
-        # refs first, the snapshot last: its appearance is the commit point.
+        # refs, then the head, the snapshot last: its appearance is the commit point.  A head naming a
+        # snapshot that never appeared (a crash here) accepts any parent next time (format/head.py).
         self._store_once(L.refs_name(digest), I.encode_list(I.REFS_MAGIC, I.encode_ids(refs), proof))
+        self.storage.put(L.head_name(claim.tag), H.after_commit(head, digest).encode(), overwrite=True)
         self._store_once(name, data)
         self.stats["commits"] += 1
+
+    @property
+    def side(self) -> str:
+        """Who commits through this sink: a sender over ``serve`` (untrusted), or this host itself."""
+        return H.SIDE_REMOTE if self._untrusted else H.SIDE_LOCAL
+
+    def head(self, tag: bytes) -> H.Head | None:
+        """This source's head here, None when none was written.  :raises IntegrityError: unreadable."""
+        name = L.head_name(tag)
+        try:
+            return H.decode_head(self.storage.get(name), name)
+        except ObjectNotFound:
+            return None
+        except ValueError as exc:
+            # A damaged head must not open the gate: refuse until it is repaired (handback/promote rewrite it).
+            raise IntegrityError(f"{exc}; commits of this source are refused until 'replicator promote' or "
+                                 f"'replicator handback' rewrites it") from None
+
+    def _check_claim(self, head: H.Head | None, claim: H.Claim, digest: str) -> None:
+        present = head is not None and head.snapshot is not None and self._intact_snapshot(head.snapshot)
+        refusal = H.check_commit(head, claim, self.side, present, digest)
+        if refusal is None:
+            return
+        if refusal.kind == "fenced":
+            raise Fenced(self.location, refusal.message)
+        raise LineageConflict(self.location, refusal.message)
+
+    def _intact_snapshot(self, digest: str) -> bool:
+        """Whether snapshot ``digest`` is stored and still hashes to its name (a rotted head is no head: the
+        writer could not read it either, and numbers its commit above it)."""
+        try:
+            return hashlib.sha256(self.storage.get(L.snapshot_name(digest))).hexdigest() == digest
+        except ObjectNotFound:
+            return False
 
     def legacy_snapshots(self) -> builtins.list[str]:
         """Digests of snapshots whose refs object has no proof (written before 0.3): 8 bytes read per snapshot."""

@@ -37,9 +37,12 @@ Obligations of every implementation:
 * ``declare_pack(name, ids, proof)`` and ``declare_snapshot(name, proof)``:
   a proof for an object already stored (the upgrade of lists written without
   one); answered by ``flush``.
-* ``commit(name, data, refs, proof)``: the commit point; ``proof`` is the key
-  holder's proof of the snapshot, refused (IntegrityError) unless it verifies.  Stores ``refs/<h>`` (the
-  ids the snapshot references) and then the snapshot object ``snapshots/<h>``,
+* ``commit(name, data, refs, proof, claim)``: the commit point; ``proof`` is the key
+  holder's proof of the snapshot, refused (IntegrityError) unless it verifies.  ``claim``
+  (format/head.py) names the source's tag and the snapshot this one continues: refused
+  (LineageConflict) unless that parent is the source's head at the sink, and (Fenced) when a
+  ``promote`` fenced the source against the side committing.  Stores ``refs/<h>`` (the
+  ids the snapshot references), the source's head, and then the snapshot object ``snapshots/<h>``,
   durable when it returns; refuses (MissingChunks) when any ref is not held,
   and (IntegrityError) when ``data`` does not hash to the name.  Never writes
   a snapshot without its refs.
@@ -51,6 +54,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
+from replicator.format.head import Claim
 from replicator.format.idlist import Verifier
 
 
@@ -80,6 +84,6 @@ class Sink(Protocol):
 
     def get_many(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]: ...
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None: ...
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None: ...
 
     def close(self) -> None: ...

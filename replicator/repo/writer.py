@@ -36,7 +36,7 @@ from replicator.format.pack import BlobEntry, PackWriter
 from replicator.format.snapshot import Snapshot, open_snapshot, seal_snapshot
 from replicator.format.tree import TreeItem, encode_tree
 from replicator.repo.keyring import Keyring
-from replicator.repo.lineage import LineageMemory
+from replicator.repo.lineage import LineageMemory, claim_for
 from replicator.repo.sink import Sink
 
 PACKS_WAITING = 2  # sealed packs queued for the sink at most (memory bound: 2 x 16 MiB)
@@ -187,7 +187,8 @@ class Writer:
         self._refs.add(tree_id)
         if self.lineage is not None:
             self.lineage.expect(source, name.rsplit("/", 1)[-1])
-        self.sink.commit(name, data, sorted(self._refs), self._declarer.snapshot(name.rsplit("/", 1)[-1]))
+        self.sink.commit(name, data, sorted(self._refs), self._declarer.snapshot(name.rsplit("/", 1)[-1]),
+                         claim_for(self.keyring.keys.source_tag, source, latest.id if latest else None))
         self._refs = set()
         committed = open_snapshot(name, data, self.keyring.keys.encrypt, self.keyring.public_key, self.id)
         self._read_back(committed, data, set(listed))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicator.format import layout as L
+from replicator.format.head import Claim
 from replicator.format.idlist import IDS_MAGIC, Verifier, decode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
@@ -417,14 +418,14 @@ class RemoteSink:
             yield from zip(batch, self._io.run(fetch(batch)))
         self._update_stats()
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes) -> None:
+    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None:
         refs = list(refs)
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
         while len(refs) > last:
             batch = min(P.MAX_IDS_PER_FRAME, len(refs) - last)
             self._io.run(self.session.send(P.Refs(tuple(refs[:batch])), None))
             refs = refs[batch:]
-        self._call(P.Commit(name, data, proof, tuple(refs)), P.COMMIT_OK)
+        self._call(P.Commit(name, data, proof, claim.tag, claim.parent, tuple(refs)), P.COMMIT_OK)
         self._update_stats()
 
     # --- lifecycle -------------------------------------------------------------------

@@ -24,15 +24,18 @@ from typing import ClassVar
 from replicator import constants as C
 from replicator.errors import ReplicatorError
 from replicator.format import layout as L
+from replicator.format.head import TAG_SIZE
 from replicator.format.idlist import PROOF_SIZE
 from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
 PROTOCOL_MAGIC = b"RPLPROTO"
+# Version 3 (release 0.4): COMMIT carries its lineage claim (source tag, parent), checked by the receiver.
 # Version 2 (release 0.3): PUT_PACK and COMMIT carry declaration proofs; GET_RANGE and DECLARE are new.
-# Version 1 is refused: its writes carried no proof that a key holder made them.
-PROTOCOL_VERSION_MIN = 2
-PROTOCOL_VERSION_MAX = 2
+# Versions 1 and 2 are refused: a version 2 commit names no parent, so the receiver could not refuse a
+# stale writer's commit (and version 1's writes carried no proof that a key holder made them).
+PROTOCOL_VERSION_MIN = 3
+PROTOCOL_VERSION_MAX = 3
 SUBSYSTEM = "replicator"  # SSH subsystem name; the OpenSSH ForceCommand alternative is "replicator serve --stdio"
 
 # Limits (PROTOCOL.md 3 and 4; tests/transport/test_protocol_vectors.py checks the doc quotes these values).
@@ -62,10 +65,12 @@ GET_RANGE, RANGE, DECLARE, DECLARE_OK = range(15, 19)
 # ERROR codes (u16).  RemoteError maps each to the exit code the client reports.
 E_PROTOCOL, E_VERSION, E_NOT_ALLOWED, E_NO_REPOSITORY, E_INTEGRITY, E_MISSING_REFS, E_STORAGE, E_LOCKED, \
     E_INTERNAL, E_NOT_FOUND = range(1, 11)
+E_FENCED, E_DIVERGED = 11, 12  # version 3: COMMIT refused by the source's fence, or its parent is not the head
 ERROR_NAMES = {E_PROTOCOL: "protocol violation", E_VERSION: "no common protocol version",
                E_NOT_ALLOWED: "not allowed", E_NO_REPOSITORY: "no such repository", E_INTEGRITY: "integrity",
                E_MISSING_REFS: "missing chunks", E_STORAGE: "storage", E_LOCKED: "locked",
-               E_INTERNAL: "internal error", E_NOT_FOUND: "not found"}
+               E_INTERNAL: "internal error", E_NOT_FOUND: "not found", E_FENCED: "fenced",
+               E_DIVERGED: "history diverged"}
 
 # Whole-name patterns: \Z, not $ (which also matches before a trailing newline).
 # Object names are the repository's (format/layout.py): one spelling for the disk and the wire.
@@ -90,6 +95,9 @@ class RemoteError(ReplicatorError):
             self.retryable = True
         elif code == E_LOCKED:
             self.retryable = True
+        elif code in (E_FENCED, E_DIVERGED):
+            self.exit_code = C.EXIT_DIVERGED
+            self.retryable = code == E_DIVERGED  # a race: the next run reads the new history
 
 
 class TransportError(ReplicatorError):
@@ -269,10 +277,14 @@ class PutPack(Message):
         return cls(name, tuple(ids), d.get_fixed(PROOF_SIZE, "proof"), d.get_blob(copy=d.copy_payloads))
 
 
+def _fixed(value: bytes, size: int, what: str) -> bytes:
+    if len(value) != size:
+        raise ValueError(f"a {what} is {size} bytes")
+    return value
+
+
 def _proof(proof: bytes) -> bytes:
-    if len(proof) != PROOF_SIZE:
-        raise ValueError("a declaration proof is 64 bytes")
-    return proof
+    return _fixed(proof, PROOF_SIZE, "declaration proof")
 
 
 def _pack_name(d: F.Decoder) -> str:
@@ -325,27 +337,33 @@ class Commit(Message):
     name: str
     data: bytes
     proof: bytes  # the key holder's proof that it made this snapshot object (64 bytes)
+    tag: bytes  # version 3: the source's tag (16 bytes, format/head.py)
+    parent: str | None  # version 3: the snapshot this one continues (32 bytes on the wire, zeros for none)
     refs: tuple[bytes, ...]  # the last batch (after any REFS batches); at most max_commit_refs(name, data)
 
     def encode_parts(self) -> list[F.Buffer]:
+        parent = bytes.fromhex(self.parent) if self.parent else bytes(C.ID_SIZE)
         return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), _proof(self.proof),
-                             F.ids(list(self.refs)))
+                             _fixed(self.tag, TAG_SIZE, "tag"), parent, F.ids(list(self.refs)))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> Commit:
         name = check_object_name(d.get_name(), SNAPSHOT_NAME_RE)
         data = bytes(d.get_blob(MAX_SNAPSHOT_OBJECT))
         proof = d.get_fixed(PROOF_SIZE, "proof")
-        return cls(name, data, proof, tuple(d.get_ids(MAX_IDS_PER_FRAME)))
+        tag = d.get_fixed(TAG_SIZE, "tag")
+        parent = d.get_fixed(C.ID_SIZE, "parent")
+        return cls(name, data, proof, tag, parent.hex() if any(parent) else None,
+                   tuple(d.get_ids(MAX_IDS_PER_FRAME)))
 
 
 def max_commit_refs(name: str, data: bytes | memoryview) -> int:
     """How many refs fit in a COMMIT frame with this snapshot (the rest go first in REFS batches).
 
     The frame limit binds before MAX_IDS_PER_FRAME as soon as the snapshot is
-    more than ~1 KiB: length = 1 + (2 + len(name)) + (4 + len(data)) + 64 + (4 + 32 x refs).
+    more than ~1 KiB: length = 1 + (2 + len(name)) + (4 + len(data)) + 64 + 16 + 32 + (4 + 32 x refs).
     """
-    fixed = 1 + len(F.name(name)) + 4 + len(data) + PROOF_SIZE + 4
+    fixed = 1 + len(F.name(name)) + 4 + len(data) + PROOF_SIZE + TAG_SIZE + C.ID_SIZE + 4
     return max(0, min(MAX_IDS_PER_FRAME, (F.MAX_FRAME_SIZE - fixed) // C.ID_SIZE))
 
 

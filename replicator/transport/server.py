@@ -30,13 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.errors import (
+    Fenced,
     IntegrityError,
+    LineageConflict,
     MissingChunks,
     ObjectNotFound,
     ReplicatorError,
     RepositoryLocked,
     StorageError,
 )
+from replicator.format.head import Claim
 from replicator.repo.local_sink import LocalSink
 from replicator.store.lock import Locked
 from replicator.transport import protocol as P
@@ -73,6 +76,10 @@ _SKIPPED = object()  # a request behind a failure: never executed, never answere
 
 def _error_code(exc: ReplicatorError) -> int:
     """The ERROR code for a refusal the sink raised."""
+    if isinstance(exc, Fenced):
+        return P.E_FENCED
+    if isinstance(exc, LineageConflict):
+        return P.E_DIVERGED
     if isinstance(exc, MissingChunks):
         return P.E_MISSING_REFS
     if isinstance(exc, IntegrityError):
@@ -391,7 +398,7 @@ class ServerSession:
         self._need_write_session("committing snapshots")
         self._check_refs(msg.refs, "COMMIT refs")
         refs, self._refs = self._refs + list(msg.refs), []
-        self.sink.commit(msg.name, msg.data, refs, msg.proof)
+        self.sink.commit(msg.name, msg.data, refs, msg.proof, Claim(msg.tag, msg.parent))
         self.commits += 1
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
         if self._on_commit is not None:

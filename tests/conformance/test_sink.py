@@ -18,6 +18,7 @@ from replicator.errors import ReplicatorError
 from replicator.format import keyfile as K
 from replicator.format import layout as L
 from replicator.format.entry import KIND_FILE, Entry
+from replicator.format.head import Claim
 from replicator.format.idlist import decode_ids
 from replicator.format.pack import PackWriter
 from replicator.format.repoconfig import make_config
@@ -135,7 +136,7 @@ def test_commit_stores_refs_then_the_snapshot(sink):
     sink.put_pack(name, data, ids, proof)
     sink.flush()
     sname, sdata, sproof = make_snapshot(kr)
-    sink.commit(sname, sdata, ids, sproof)
+    sink.commit(sname, sdata, ids, sproof, Claim(os.urandom(16), None))
     assert sink.list(L.SNAPSHOTS) == [sname]
     assert dict(sink.get_many([sname]))[sname] == sdata
 
@@ -144,7 +145,7 @@ def test_commit_with_a_ref_not_held_is_refused_and_nothing_is_committed(sink, tm
     kr = keyring_of(sink)
     sname, sdata, sproof = make_snapshot(kr)
     with pytest.raises(ReplicatorError) as info:
-        sink.commit(sname, sdata, [b"\x01" * 32], sproof)
+        sink.commit(sname, sdata, [b"\x01" * 32], sproof, Claim(os.urandom(16), None))
     assert info.value.exit_code == C.EXIT_INTEGRITY and "missing chunks" in str(info.value)
 
 
@@ -200,7 +201,7 @@ def test_a_snapshot_not_made_by_the_key_holder_is_refused(sink):
     junk = b"RPLSNAP\x00\x01\x00\x00\x00" + os.urandom(100)  # shaped like a snapshot, made without the key
     jname = L.snapshot_name(hashlib.sha256(junk).hexdigest())
     with pytest.raises(ReplicatorError) as info:
-        sink.commit(jname, junk, ids, stranger().declarer.snapshot(L.digest_of(jname)))
+        sink.commit(jname, junk, ids, stranger().declarer.snapshot(L.digest_of(jname)), Claim(os.urandom(16), None))
     assert info.value.exit_code == C.EXIT_INTEGRITY and "not made by a key holder" in str(info.value)
 
 

@@ -139,11 +139,11 @@ def test_keyset_deterministic_and_per_repository():
     assert a == K.KeySet.derive(MASTER, REPO)
     b = K.KeySet.derive(MASTER, bytes(32))
     c = K.KeySet.derive(bytes(32), REPO)
-    for field in ("chunk_id", "tree_id", "gear", "encrypt", "sign_seed", "prefilter"):
+    for field in ("chunk_id", "tree_id", "gear", "encrypt", "sign_seed", "prefilter", "source_tag"):
         assert getattr(a, field) != getattr(b, field)
         assert getattr(a, field) != getattr(c, field)
 
 
 def test_purpose_strings_unique():
     purposes = [v for k, v in vars(K).items() if k.startswith("PURPOSE_")]
-    assert len(purposes) == len(set(purposes)) == 6
+    assert len(purposes) == len(set(purposes)) == 7

@@ -43,6 +43,7 @@ PURPOSE_ATTRS = {
     "encrypt": "encrypt",
     "sign": "sign_seed",
     "prefilter": "prefilter",
+    "source-tag": "source_tag",
 }
 
 

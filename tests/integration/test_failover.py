@@ -53,11 +53,25 @@ def test_failover_fences_the_old_primary_and_failback_hands_the_role_back(site, 
     assert "another site writes hospitals now" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert site.snapshots() == before
 
-    # Failback: Toulouse fetches what Amiens holds, then takes the role back explicitly.
+    # Its cache is lost too (a reinstall): the receiver itself refuses, naming the host that took over.
+    lost = tmp_path / "toulouse-new-cache"
+    r = run_cli(*_ssh(site, "sync", str(toulouse), site.url(), "--name", NAME, "--cache-dir", str(lost)))
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert "took over writing this source ('replicator promote'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and site.snapshots() == before, r.stderr
+
+    # Failback: Toulouse fetches what Amiens holds.  Taking the role back before Amiens hands it back: refused.
     back = tmp_path / "toulouse-failback"
     r = run_cli(*_ssh(site, "restore", site.url(), str(back), "-q"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (back / "admission-during-outage.hl7").exists()
+    r = run_cli(*_ssh(site, "sync", str(back), site.url(), "--name", NAME, "--reset-lineage"))
+    assert r.returncode == 8 and "replicator handback" in r.stderr, r.stdout + r.stderr
+    assert site.snapshots() == before
+
+    # Amiens hands the role back; Toulouse takes it explicitly.
+    r = run_cli("handback", str(site.repo), "--name", NAME)
+    assert r.returncode == 0 and "handed back" in r.stdout, r.stdout + r.stderr
     r = run_cli(*_ssh(site, "sync", str(back), site.url(), "--name", NAME, "--reset-lineage"))
     assert r.returncode == 0, r.stdout + r.stderr
 

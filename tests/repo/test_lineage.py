@@ -125,8 +125,8 @@ def test_reset_accepts_the_destination_history(repo_path, tmp_path):
 class DroppingSink(LocalSink):
     """A secondary that acknowledges a commit and does not keep it."""
 
-    def commit(self, name, data, refs, proof):
-        super().commit(name, data, refs, proof)
+    def commit(self, name, data, refs, proof, claim):
+        super().commit(name, data, refs, proof, claim)
         self.storage.delete(name)
 
 

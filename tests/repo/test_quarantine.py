@@ -2,11 +2,14 @@
 are not listed to a writer, block a commit that names them, and a writer re-sending the pack restores it."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from replicator import constants as C
 from replicator.errors import MissingChunks, ReadOnly
 from replicator.format import layout as L
+from replicator.format.head import Claim
 from replicator.repo.local_sink import LocalSink
 from replicator.repo.repository import Repository
 from tests.conformance.test_sink import keyring_of, make_pack, make_snapshot
@@ -34,7 +37,7 @@ def test_quarantined_ids_are_not_held_listed_or_committable(path):
         assert sink.list(L.IDS) == [L.ids_name(L.digest_of(other))]
         sname, sdata, sproof = make_snapshot(kr)
         with pytest.raises(MissingChunks):
-            sink.commit(sname, sdata, ids, sproof)
+            sink.commit(sname, sdata, ids, sproof, Claim(os.urandom(16), None))
         assert sink.list(L.SNAPSHOTS) == []
     with LocalSink.open(str(path), writable=False, untrusted=True) as again:  # the quarantine is durable
         assert again.quarantined == {L.digest_of(name)} and not any(again.has(i) for i in ids)

@@ -68,7 +68,8 @@ def put(path, name: str, ids, data) -> P.PutPack:
 
 
 def commit(path, name: str, data: bytes, refs=()) -> P.Commit:
-    return P.Commit(name, data, keyring(str(path)).declarer.snapshot(name.rsplit("/", 1)[-1]), tuple(refs))
+    return P.Commit(name, data, keyring(str(path)).declarer.snapshot(name.rsplit("/", 1)[-1]), os.urandom(16), None,
+                    tuple(refs))  # a new source each time: the lineage checks have their own tests
 
 
 class Collector:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sqlite3
 
@@ -69,7 +70,8 @@ def test_a_junk_snapshot_cannot_be_committed_and_restore_still_works(site, tmp_p
     before = site.snapshots()
     sname, sdata = fake_snapshot(b"junk")
     held = tuple(sorted(_held_ids(site))[:1])
-    got = run(site, [OPEN_W, P.Commit(sname, sdata, stranger().declarer.snapshot(L.digest_of(sname)), held).encode()])
+    forged = P.Commit(sname, sdata, stranger().declarer.snapshot(L.digest_of(sname)), os.urandom(16), None, held)
+    got = run(site, [OPEN_W, forged.encode()])
     _error(got, P.E_INTEGRITY, "not made by a key holder")
     assert site.snapshots() == before
     out = tmp_path / "out"

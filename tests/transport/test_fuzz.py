@@ -44,6 +44,7 @@ import pytest
 
 from replicator import constants as C
 from replicator.format import layout as L
+from replicator.format.head import Claim
 from replicator.format.idlist import Verifier, decode_ids
 from replicator.repo.local_sink import LocalSink
 from replicator.transport import frames as F
@@ -240,7 +241,7 @@ class Corpus:
             first = put(root, packs[0][0], packs[0][2], packs[0][1])
             sink.put_pack(first.name, first.data, first.ids, first.proof)
             sname, sdata = fake_snapshot(b"initial")
-            sink.commit(sname, sdata, packs[0][2], commit(root, sname, sdata).proof)
+            sink.commit(sname, sdata, packs[0][2], commit(root, sname, sdata).proof, Claim(os.urandom(16), None))
         finally:
             sink.close()
         existing = [packs[0][0], L.ids_name(L.digest_of(packs[0][0])), sname]

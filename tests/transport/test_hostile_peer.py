@@ -7,6 +7,7 @@ path does commit when the peer behaves.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 
 import pytest
@@ -67,7 +68,7 @@ def _put(site, name, ids, data) -> P.PutPack:
 
 
 def _commit(site, name, data, refs) -> P.Commit:
-    return P.Commit(name, data, site.snapshot_proof(name), refs)
+    return P.Commit(name, data, site.snapshot_proof(name), os.urandom(16), None, refs)  # a new source each time
 
 
 def test_no_common_version_is_error_2(site):

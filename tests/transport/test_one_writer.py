@@ -47,7 +47,7 @@ def test_local_and_remote_syncs_write_the_same_objects(site, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("sync", str(src), str(local), "--name", "s")
     assert r.returncode == 0, r.stderr
-    assert kinds(local) == kinds(site.repo) == {"config", "keys", "data", "ids", "snapshots", "refs"}
+    assert kinds(local) == kinds(site.repo) == {"config", "keys", "data", "ids", "snapshots", "refs", "heads"}
     assert _snapshot_view(local) == _snapshot_view(site.repo)
     for repo in (local, site.repo):
         r = run_cli("serve", "--verify-only", "--repo", f"x={repo}")

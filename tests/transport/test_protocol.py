@@ -15,6 +15,7 @@ from replicator.transport.frames import ProtocolError
 A, B, Z = b"\xaa" * 32, b"\xbb" * 32, b"\x00" * 32
 PACK = "data/ab/" + "ab" * 32
 SNAP = "snapshots/" + "cd" * 32
+TAG = b"\x07" * 16
 PROOF = bytes(range(64))  # the codec carries a proof; it does not check it (the sink does)
 
 ROUND_TRIP = [
@@ -29,7 +30,8 @@ ROUND_TRIP = [
     P.PutPack(PACK, (Z, A, B), PROOF, b"packbytes"),
     P.PackOk(PACK),
     P.Refs((A, B)),
-    P.Commit(SNAP, b"snapshot", PROOF, (Z, A)),
+    P.Commit(SNAP, b"snapshot", PROOF, b"\x07" * 16, None, (Z, A)),
+    P.Commit(SNAP, b"snapshot", PROOF, b"\x07" * 16, "ab" * 32, ()),
     P.CommitOk(SNAP),
     P.GetRange(PACK, 2 ** 40, P.MAX_RANGE),
     P.Range(7, b"partial"),
@@ -169,15 +171,15 @@ def test_max_commit_refs(monkeypatch):
     """The last COMMIT batch must leave room for the snapshot; REFS carries MAX_IDS_PER_FRAME."""
     snap = b"s" * 1000
     n = P.max_commit_refs(SNAP, snap)
-    assert n == (F.MAX_FRAME_SIZE - 1 - (2 + len(SNAP)) - (4 + len(snap)) - 64 - 4) // 32 < P.MAX_IDS_PER_FRAME
+    assert n == (F.MAX_FRAME_SIZE - 1 - (2 + len(SNAP)) - (4 + len(snap)) - 64 - 16 - 32 - 4) // 32 < P.MAX_IDS_PER_FRAME
     assert P.max_commit_refs(SNAP, b"") == P.MAX_IDS_PER_FRAME
     # Check the arithmetic against the encoder on a small frame limit (64 MiB of ids is too slow here).
     monkeypatch.setattr(F, "MAX_FRAME_SIZE", 4096)
     n = P.max_commit_refs(SNAP, snap)
     refs = tuple(i.to_bytes(32, "big") for i in range(n + 1))
-    assert len(P.Commit(SNAP, snap, PROOF, refs[:n]).encode()) - 4 <= 4096
+    assert len(P.Commit(SNAP, snap, PROOF, TAG, None, refs[:n]).encode()) - 4 <= 4096
     with pytest.raises(ValueError):
-        P.Commit(SNAP, snap, PROOF, refs).encode()
+        P.Commit(SNAP, snap, PROOF, TAG, None, refs).encode()
 
 
 # --- fewer copies on the pack path ----------------------------------------------------
@@ -339,9 +341,14 @@ BAD_FRAMES = [
     ("commit snapshot over the cap", fr(P.COMMIT, HEX_SNAP, f"{P.MAX_SNAPSHOT_OBJECT + 1:08x}"),
      "byte string of 1049601 bytes exceeds 1049600"),
     ("commit without proof", fr(P.COMMIT, HEX_SNAP, "00000000"), "truncated proof"),
-    ("commit without refs", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex()), "truncated u32"),
+    ("commit without tag", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex()), "truncated tag"),
+    ("commit without parent", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), "07" * 16), "truncated parent"),
+    ("commit with half a parent", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), "07" * 16, "ab" * 16),
+     "truncated parent"),
+    ("commit without refs", fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), "07" * 16, "00" * 32), "truncated u32"),
     ("commit refs over MAX_IDS_PER_FRAME",
-     fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), f"{P.MAX_IDS_PER_FRAME + 1:08x}"), "exceeds 2097120"),
+     fr(P.COMMIT, HEX_SNAP, "00000000", PROOF.hex(), "07" * 16, "00" * 32, f"{P.MAX_IDS_PER_FRAME + 1:08x}"),
+     "exceeds 2097120"),
     ("get_range of an id list", fr(P.GET_RANGE, hname("ids/" + HEX64), "00" * 12), "not allowed here"),
     ("get_range over MAX_RANGE", fr(P.GET_RANGE, HEX_PACK, "00" * 8, f"{P.MAX_RANGE + 1:08x}"), "MAX_RANGE"),
     ("range cut", fr(P.RANGE, "00" * 7), "truncated u64"),

@@ -40,6 +40,7 @@ TYPE_NAMES = {"HELLO": P.HELLO, "OPEN": P.OPEN, "OPEN_OK": P.OPEN_OK, "LIST": P.
 JSON_FORMS = {
     "int": (int, int),
     "str": (str, str),
+    "str | None": (lambda v: v, lambda v: v),
     "bytes": (bytes.fromhex, lambda v: bytes(v).hex()),
     "bytes | memoryview": (bytes.fromhex, lambda v: bytes(v).hex()),
     "tuple[bytes, ...]": (lambda v: tuple(bytes.fromhex(x) for x in v), lambda v: [bytes(x).hex() for x in v]),
