@@ -1,19 +1,23 @@
 """The failover drill (docs/OPERATIONS.md "Failover and failback"), end to end on one machine.
 
-Two sites on loopback: Amiens runs ``replicator serve`` with a live mirror; Toulouse writes and syncs
-to it.  Toulouse dies mid-sync (kill -9), Amiens is promoted and serves its live copy read-write,
-applications write there, Toulouse comes back and its sync is refused, fails back (restore from
-ssh://, then takes the role back), Amiens is refused in turn, and at the end both sites must hold
+Two sites, each in its own network namespace joined by a veth pair shaped like a WAN link (``tc tbf``)
+when the machine allows it (root and ``ip netns``), else both on loopback.  Amiens runs ``replicator
+serve`` with a live mirror; Toulouse writes and syncs to it.  Toulouse dies mid-sync (kill -9), Amiens
+is promoted and serves its live copy read-write, applications write there, Toulouse comes back and
+its sync is refused (also with its cache lost), fails back (restore from ssh://), Amiens hands the
+role back and Toulouse takes it, Amiens is refused in turn, and at the end both sites must hold
 the same tree with every write that reached Amiens.  Prints the measured RPO (writes made at
 Toulouse that had not reached Amiens when it died, and how old the oldest of them was) and RTO
 (from Toulouse's death to Amiens promoted, serving the data read-write).
 
 Usage::
 
-    python scripts/drill.py [--quick] [--json] [--keep DIR]
+    python scripts/drill.py [--quick] [--json] [--keep DIR] [--network auto|netns|loopback]
 
-Everything lives in a temporary directory and every process it starts is stopped; traffic stays on
-127.0.0.1.  ``--quick`` is the size the test suite runs (tests/integration/test_drill.py).
+Everything lives in a temporary directory and every process it starts is stopped; the namespaces it
+creates are deleted.  Traffic stays on 127.0.0.1 or on the private veth link between the two
+namespaces (10.231.7.0/30), which no other interface reaches.  ``--quick`` is the size the test
+suite runs (tests/integration/test_drill.py).
 """
 from __future__ import annotations
 
@@ -42,10 +46,65 @@ PASSPHRASE = "drill passphrase, not for production"
 NAME = "hospitals"
 
 
+class Sites:
+    """Where each site's processes run: two network namespaces with a veth link, or plain loopback."""
+
+    SUBNET = "10.231.7"
+    WAN_RATE = "200mbit"  # tbf on both ends: a dedicated inter-datacenter link, scaled to this machine
+
+    def __init__(self, network: str) -> None:
+        self.kind = "loopback"
+        self.amiens_addr = self.toulouse_addr = "127.0.0.1"
+        self._ns = (f"rpl-drill-t{os.getpid()}", f"rpl-drill-a{os.getpid()}")
+        if network == "loopback":
+            return
+        problem = self._set_up()
+        if problem is None:
+            self.kind = "netns"
+            self.toulouse_addr, self.amiens_addr = f"{self.SUBNET}.1", f"{self.SUBNET}.2"
+        elif network == "netns":
+            raise SystemExit(f"drill: cannot create network namespaces: {problem}")
+        else:
+            print(f"drill: network namespaces unavailable ({problem}); both sites on loopback", file=sys.stderr)
+
+    def _set_up(self) -> str | None:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            return "needs root and iproute2"
+        t, a = self._ns
+        vt, va = f"vt{os.getpid()}"[:15], f"va{os.getpid()}"[:15]
+        steps = [["ip", "netns", "add", t], ["ip", "netns", "add", a],
+                 ["ip", "link", "add", vt, "type", "veth", "peer", "name", va],
+                 ["ip", "link", "set", vt, "netns", t], ["ip", "link", "set", va, "netns", a],
+                 ["ip", "-n", t, "addr", "add", f"{self.SUBNET}.1/30", "dev", vt],
+                 ["ip", "-n", a, "addr", "add", f"{self.SUBNET}.2/30", "dev", va],
+                 ["ip", "-n", t, "link", "set", vt, "up"], ["ip", "-n", a, "link", "set", va, "up"],
+                 ["ip", "-n", t, "link", "set", "lo", "up"], ["ip", "-n", a, "link", "set", "lo", "up"]]
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                self.clean_up()
+                return f"{' '.join(cmd)}: {r.stderr.strip()}"
+        for ns, dev in ((t, vt), (a, va)):  # shaping is a nicety: a kernel without tbf still runs the drill
+            subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                            self.WAN_RATE, "burst", "256kb", "latency", "50ms"], capture_output=True)
+        return None
+
+    def at(self, site: str) -> list[str]:
+        """The prefix that runs a command at ``site`` ("toulouse" or "amiens")."""
+        if self.kind == "loopback":
+            return []
+        return ["ip", "netns", "exec", self._ns[0] if site == "toulouse" else self._ns[1]]
+
+    def clean_up(self) -> None:
+        for ns in self._ns:  # deleting a namespace deletes its end of the veth pair, and so the pair
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 class Drill:
-    def __init__(self, work: Path, quick: bool) -> None:
+    def __init__(self, work: Path, quick: bool, sites: Sites | None = None) -> None:
         self.work = work
         self.quick = quick
+        self.sites = sites or Sites("loopback")
         self.env = {**os.environ, "REPLICATOR_PASSPHRASE": PASSPHRASE}
         self.toulouse = work / "toulouse" / "data"
         self.amiens_repo = work / "amiens" / "repo"
@@ -57,7 +116,8 @@ class Drill:
     # --- plumbing ---------------------------------------------------------------------------
     def cli(self, *args: str, cache: str = "toulouse", check: bool = True, **kw) -> subprocess.CompletedProcess:
         env = {**self.env, "REPLICATOR_CACHE_DIR": str(self.work / cache / "cache")}
-        r = subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True, text=True, env=env,
+        where = self.sites.at("amiens" if cache.startswith("amiens") else "toulouse")
+        r = subprocess.run([*where, sys.executable, "-m", "replicator", *args], capture_output=True, text=True, env=env,
                            cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300, **kw)
         if check and r.returncode != 0:
             raise SystemExit(f"drill: replicator {args[0]} failed ({r.returncode}): {r.stderr.strip()}")
@@ -68,7 +128,7 @@ class Drill:
                 str(self.work / "toulouse" / "known_hosts")]
 
     def url(self) -> str:
-        return f"ssh://replicator@127.0.0.1:{self.port}/{NAME}"
+        return f"ssh://replicator@{self.sites.amiens_addr}:{self.port}/{NAME}"
 
     def say(self, text: str) -> None:
         self.steps.append(text)
@@ -76,19 +136,24 @@ class Drill:
     def start_serve(self) -> None:
         log = open(self.work / "amiens" / "serve.log", "ab")
         self.serve = subprocess.Popen(
-            [sys.executable, "-m", "replicator", "serve", "--listen", f"127.0.0.1:{self.port}", "--repo",
+            [*self.sites.at("amiens"), sys.executable, "-m", "replicator", "serve", "--listen",
+             f"{self.sites.amiens_addr}:{self.port}", "--repo",
              f"{NAME}={self.amiens_repo}", "--host-key", str(self.work / "amiens" / "host_key"),
              "--authorized-keys", str(self.work / "amiens" / "authorized_keys"), "--mirror", f"{NAME}={self.live}"],
             cwd=ROOT, env={**self.env, "REPLICATOR_CACHE_DIR": str(self.work / "amiens" / "cache")},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("drill: replicator serve did not start")
+        # Reached from Toulouse's side, as the syncs will reach it.
+        probe = ("import socket, sys, time\n"
+                 "deadline = time.monotonic() + 20\n"
+                 "while time.monotonic() < deadline:\n"
+                 "    try:\n"
+                 f"        socket.create_connection(({self.sites.amiens_addr!r}, {self.port}), 0.2).close()\n"
+                 "        sys.exit(0)\n"
+                 "    except OSError:\n"
+                 "        time.sleep(0.05)\n"
+                 "sys.exit(1)\n")
+        if subprocess.run([*self.sites.at("toulouse"), sys.executable, "-c", probe]).returncode != 0:
+            raise SystemExit("drill: replicator serve did not start")
 
     def stop_serve(self) -> None:
         if self.serve is not None and self.serve.poll() is None:
@@ -113,7 +178,8 @@ class Drill:
         generate_key(str(self.work / "amiens" / "host_key"), "amiens")
         (self.work / "amiens" / "authorized_keys").write_text(f'replicator-repos="{NAME}:rw" {pub.strip()}\n')
         host_pub = (self.work / "amiens" / "host_key.pub").read_text().split()
-        (self.work / "toulouse" / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        (self.work / "toulouse" / "known_hosts").write_text(
+            f"[{self.sites.amiens_addr}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
         self.start_serve()
 
     def period_one(self) -> tuple[dict[str, float], float]:
@@ -137,8 +203,8 @@ class Drill:
         # One more sync, killed while it uploads: the site goes dark.
         (self.toulouse / "imaging" / "mri.dcm").write_bytes(os.urandom((2 if self.quick else 32) << 20))
         env = {**self.env, "REPLICATOR_CACHE_DIR": str(self.work / "toulouse" / "cache")}
-        dying = subprocess.Popen([sys.executable, "-m", "replicator", *self.ssh("sync", str(self.toulouse), self.url(),
-                                                                                    "--name", NAME, "-q")],
+        sync = self.ssh("sync", str(self.toulouse), self.url(), "--name", NAME, "-q")
+        dying = subprocess.Popen([*self.sites.at("toulouse"), sys.executable, "-m", "replicator", *sync],
                                  cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         time.sleep(0.5 if self.quick else 1.5)
@@ -209,7 +275,7 @@ class Drill:
             all((self.toulouse / f"admission-a-{i:04d}.hl7").exists() for i in range(5))
         return {"rpo_writes_lost": len(lost), "rpo_seconds": round(rpo_seconds, 2), "rto_seconds": round(rto_seconds, 2),
                 "old_primary_fenced": fenced, "secondary_fenced_after_failback": amiens_fenced,
-                "sites_identical": identical, "every_write_kept": every_write, "network": "loopback",
+                "sites_identical": identical, "every_write_kept": every_write, "network": self.sites.kind,
                 "steps": self.steps, "ok": fenced and amiens_fenced and identical and every_write}
 
 
@@ -232,13 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small corpus (what the test suite runs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and leave it (default: a temporary directory)")
+    parser.add_argument("--network", choices=("auto", "netns", "loopback"), default="auto",
+                        help="each site in its own network namespace (netns; auto: when the machine allows it)")
     args = parser.parse_args(argv)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="replicator-drill-"))
-    drill = Drill(work, args.quick)
+    sites = Sites(args.network)
+    drill = Drill(work, args.quick, sites)
     try:
         result = drill.run()
     finally:
         drill.stop_serve()
+        sites.clean_up()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -246,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for step in result["steps"]:
             print(f"  {step}")
+        print(f"network: {result['network']}")
         print(f"RPO: {result['rpo_writes_lost']} application writes not at Amiens when Toulouse died "
               f"(the oldest {result['rpo_seconds']} s old); RTO: {result['rto_seconds']} s to Amiens serving "
               f"read-write; sites identical: {result['sites_identical']}; drill {'passed' if result['ok'] else 'FAILED'}")
