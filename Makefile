@@ -44,5 +44,20 @@ bench: build
 	$(PYTHON) scripts/bench_report.py bench-out/bench.json > bench-out/bench.md
 	cat bench-out/bench.md
 
+# Offline installation (docs/OPERATIONS.md "Installing"): dist/replicator-*.whl with the compiled extension, man
+# page and completions, and dist/wheelhouse/ with it and every runtime dependency as a binary wheel for this
+# Python.  Needs the package index once, for the dependencies.  Then: pip install --no-index --find-links
+# dist/wheelhouse replicator
+.PHONY: wheel man completion
+wheel: $(STAMP)
+	$(PYTHON) scripts/build_wheelhouse.py
+
+# Generated from the live argument parser into build/share/ (installed by the wheel under PREFIX/share).
+man: $(STAMP)
+	$(PYTHON) scripts/gen_share.py --only man
+
+completion: $(STAMP)
+	$(PYTHON) scripts/gen_share.py --only completion
+
 clean:
 	rm -rf build $(VENV) replicator/_ext/*.so ext/*.c demo-out bench-out

@@ -60,6 +60,15 @@ SCRYPT_P = 1
 SCRYPT_LOG2N_DEFAULT = 17
 SCRYPT_LOG2N_MIN = 14
 SCRYPT_LOG2N_MAX = 22
+# At most this many key slots (keys/<name>) are written, and tried at an unlock: each try is one scrypt
+# run, so a wrong passphrase costs at most KEY_SLOTS_MAX of them (16 x 0.3 s at the default work factor).
+KEY_SLOTS_MAX = 16
+KEY_INFO_MAX = 256  # longest "created_by" / "changed_by" a key slot carries (informational, clear)
+PASSPHRASE_COMMAND_TIMEOUT = 60.0  # seconds a --passphrase-command may take before it counts as failed
+
+# What the key-less prune (repo/local_sink.py) counts; in this order, PRUNE_OK's u64 fields (docs/PROTOCOL.md).
+PRUNE_COUNTERS = ("snapshots", "packs_total", "packs_deleted", "bytes_deleted", "id_lists_deleted", "refs_deleted",
+                  "packs_kept_unlisted")
 
 # --- exit codes (docs/OPERATIONS.md) ------------------------------------------
 EXIT_OK = 0
@@ -72,6 +81,9 @@ EXIT_STORAGE = 6  # I/O error: disk full, permission denied on the repository
 EXIT_TRANSPORT = 7  # the other site: connection failed or dropped, host key refused, protocol violation
 EXIT_DIVERGED = 8  # the destination's history is not what this site committed there: older, missing or forked
 EXIT_SOURCE = 9  # the source looks vanished or replaced (empty, shrunk, other filesystem, no marker); not committed
+# A listening address another process holds (serve --listen): not a usage error (2), which systemd units
+# do not restart (RestartPreventExitStatus=2), because the holder may be the instance still stopping.
+EXIT_ADDRESS_IN_USE = 10
 EXIT_INTERNAL = 70  # a bug: please report it with the REPLICATOR_DEBUG=1 traceback
 EXIT_INTERRUPTED = 130
 
@@ -81,6 +93,15 @@ EXIT_INTERRUPTED = 130
 # of its files at once, while deletions by people and applications on clinical data come a few at a
 # time between two syncs; a purge of more than half a tree is a planned act an operator can confirm.
 DEFAULT_MAX_SHRINK = 0.5
+
+# --- what a sync leaves out (sync/select.py; docs/OPERATIONS.md "Choosing what is synced") -------
+# The Cache Directory Tagging Specification (https://bford.info/cachedir/): a directory holding a
+# regular file CACHEDIR.TAG that starts with these 43 bytes is a cache.  restic, borg and GNU tar
+# check the same signature, so a stray file of that name never hides data.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+# An exclude file is a short list typed by people; a larger one is a wrong path (a log, an image).
+MAX_EXCLUDE_FILE_BYTES = 1 << 20
 
 # --- compression (core/compress.py, format/repoconfig.py) -----------------------------------------
 # zstd accepts more (negative "fast" levels, 20-22 "ultra"), but ultra levels need up to 128 MiB of

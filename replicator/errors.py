@@ -116,6 +116,13 @@ class MissingChunks(IntegrityError):
     """snapshot {} references {} missing chunks; not committed"""
 
 
+class AddressInUse(ReplicatorError):
+    """cannot listen on {}: address already in use (another replicator serve, or another program, listens there)"""
+
+    exit_code = C.EXIT_ADDRESS_IN_USE
+    retryable = True
+
+
 class ReadOnly(RepositoryError):
     """repository {}: {} needs a write session (opened read-only)"""
 

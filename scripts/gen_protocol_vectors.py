@@ -73,6 +73,10 @@ MESSAGES = [
     P.Declare(PACK, (ID_AA, ID_BB), PROOF),
     P.Declare(SNAP, (), PROOF),
     P.DeclareOk(PACK),
+    P.Forget(SNAP, PROOF),
+    P.ForgetOk(SNAP),
+    P.Prune(P.PRUNE_DRY_RUN),
+    P.PruneOk((2, 10, 3, 50_331_648, 4, 1, 0)),
     P.Error(P.E_VERSION, "no common protocol version"),
     P.Bye(),
 ]
@@ -86,7 +90,7 @@ def field_to_json(annotation: str, value):
         return bytes(value).hex()
     if annotation == "tuple[bytes, ...]":
         return [bytes(v).hex() for v in value]
-    if annotation == "tuple[str, ...]":
+    if annotation in ("tuple[str, ...]", "tuple[int, ...]"):
         return list(value)
     raise TypeError(f"no JSON form for a field of type {annotation}")
 
@@ -146,7 +150,7 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
         return _name("prefix", msg.prefix)
     if isinstance(msg, P.Names):
         return _names("names", msg.names)
-    if isinstance(msg, (P.Get, P.PackOk, P.CommitOk, P.DeclareOk)):
+    if isinstance(msg, (P.Get, P.PackOk, P.CommitOk, P.DeclareOk, P.ForgetOk)):
         return _name("name", msg.name)
     if isinstance(msg, P.Data):
         return _bytes("data", msg.data)
@@ -164,6 +168,12 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
         return _u64("size", msg.size) + _bytes("data", msg.data)
     if isinstance(msg, P.Declare):
         return _name("name", msg.name) + _ids("ids", msg.ids) + [("proof", msg.proof)]
+    if isinstance(msg, P.Forget):
+        return _name("name", msg.name) + [("proof", msg.proof)]
+    if isinstance(msg, P.Prune):
+        return _u8("flags", msg.flags)
+    if isinstance(msg, P.PruneOk):
+        return [piece for label, v in zip(P.PRUNE_COUNTERS, msg.counters) for piece in _u64(label, v)]
     if isinstance(msg, P.Error):
         return _u16("code", msg.code) + _bytes("message", msg.message.encode("utf-8"))
     if isinstance(msg, P.Bye):
@@ -179,7 +189,8 @@ def layout(msg) -> list[tuple[str, bytes]]:
 
 TYPE_NAMES = {getattr(P, n): n for n in ("HELLO", "OPEN", "OPEN_OK", "LIST", "NAMES", "GET", "DATA", "PUT_PACK",
                                          "PACK_OK", "REFS", "COMMIT", "COMMIT_OK", "ERROR", "BYE", "GET_RANGE",
-                                         "RANGE", "DECLARE", "DECLARE_OK")}
+                                         "RANGE", "DECLARE", "DECLARE_OK", "FORGET", "FORGET_OK", "PRUNE",
+                                         "PRUNE_OK")}
 
 
 def vector(msg) -> dict:

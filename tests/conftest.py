@@ -23,7 +23,8 @@ PASSPHRASE = "correct horse battery staple"
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch, tmp_path_factory):
     for name in list(os.environ):
-        if name.startswith("REPLICATOR_"):
+        # A systemd credential or notify socket of the machine running the suite must not leak in either.
+        if name.startswith("REPLICATOR_") or name in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("REPLICATOR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 

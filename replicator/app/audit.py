@@ -3,7 +3,8 @@
 Owns the audit file format, shared by the daemon (one line per committed
 snapshot) and, later, by the restore and prune commands: call
 ``append_audit(path, record)``; ``verify_audit(path)`` checks the chain.
-Depends on nothing but the standard library, so any command may use it.
+Depends on nothing but the standard library and replicator/times.py (its ``time``
+field is RFC 3339 UTC), so any command may use it.
 
 Format (docs/OPERATIONS.md "Audit log"): UTF-8, one JSON object per line,
 keys sorted, no spaces.  Every line has ``"prev"``: the SHA-256 (hex) of the
@@ -22,8 +23,9 @@ import fcntl
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
+
+from replicator.times import rfc3339
 
 GENESIS = "0" * 64
 _TAIL = 1 << 16  # an audit line is far shorter than this
@@ -53,7 +55,7 @@ def append_audit(path: str, record: dict) -> str:
         behind except on a crash mid-write, which verify reports as the last line.
     """
     doc = dict(record)
-    doc.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    doc.setdefault("time", rfc3339())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:

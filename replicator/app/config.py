@@ -16,6 +16,7 @@ import math
 import os
 import re
 import socket
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from replicator.app.passphrase import PASSPHRASE_ENV
-from replicator.constants import DEFAULT_MAX_SHRINK, MAX_STREAMS
+from replicator.app.passphrase import PASSPHRASE_ENV, credential_path, split_command
+from replicator.constants import DEFAULT_MAX_SHRINK, MAX_EXCLUDE_FILE_BYTES, MAX_STREAMS
 from replicator.errors import UsageError
 from replicator.repo.subset import parse_subset
-from replicator.sync.options import check_marker_name
+from replicator.sync.options import SyncOptions, check_marker_name
+from replicator.sync.select import check_tag_name, parse_exclude_file
 from replicator.transport.url import is_remote, parse_rate, parse_url
 
 DEFAULT_CONFIG = "/etc/replicator/replicator.toml"
@@ -44,8 +46,10 @@ _UNIT = {"s": 1, "m": 60, "h": 3600}
 
 GLOBAL_KEYS = {"state_dir", "metrics_listen", "log_format", "audit_log", "job"}
 JOB_KEYS = {"name", "source", "source_name", "destination", "excludes", "mode", "bwlimit", "identity",
-            "known_hosts", "passphrase_file", "cache_dir", "debounce", "max_delay", "rescan_interval",
-            "streams", "workers", "max_shrink", "require_marker", "spot_check", "spot_check_interval"}
+            "known_hosts", "passphrase_file", "passphrase_command", "cache_dir", "debounce", "max_delay",
+            "rescan_interval",
+            "streams", "workers", "max_shrink", "require_marker", "spot_check", "spot_check_interval",
+            "exclude_files", "exclude_if_present", "one_file_system"}
 
 
 class ConfigError(UsageError):
@@ -61,11 +65,15 @@ class JobConfig:
     destination: str  # a local repository path or ssh://USER@HOST:PORT/NAME
     source_name: str  # the source name recorded in snapshots
     excludes: tuple[str, ...] = ()
+    exclude_files: tuple[str, ...] = ()  # absolute paths, read at each sync (read_exclude_file)
+    exclude_if_present: tuple[str, ...] = ()  # a directory holding one of these names is left out
+    one_file_system: bool = False  # do not enter other filesystems below the source
     interval: float | None = None  # None: continuous (watch + rescan); else seconds between syncs
     bwlimit: int | None = None  # bytes per second (ssh only)
     identity: str | None = None
     known_hosts: str | None = None
-    passphrase_file: str | None = None  # else $REPLICATOR_PASSPHRASE
+    passphrase_file: str | None = None  # else passphrase_command, $REPLICATOR_PASSPHRASE, the systemd credential
+    passphrase_command: str | None = None  # run without a shell (app/passphrase.py); its stdout is the passphrase
     cache_dir: str | None = None  # else STATE_DIR/cache
     debounce: float = 2.0  # seconds of quiet after a change before syncing
     max_delay: float = 10.0  # ... but never wait longer than this after the first change
@@ -260,6 +268,20 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
         excludes = t.get("excludes", [])
         if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
             fail("excludes", "must be a list of glob strings", i)
+        exclude_files = t.get("exclude_files", [])
+        if not isinstance(exclude_files, list) or not all(isinstance(e, str) and e for e in exclude_files):
+            fail("exclude_files", "must be a list of file paths (one pattern a line in each)", i)
+        tags = t.get("exclude_if_present", [])
+        if not isinstance(tags, list):
+            fail("exclude_if_present", "must be a list of file names", i)
+        for tag in tags:
+            try:
+                check_tag_name(tag)
+            except UsageError as exc:
+                fail("exclude_if_present", str(exc).removeprefix("sync: --exclude-if-present needs "), i)
+        one_fs = t.get("one_file_system", False)
+        if type(one_fs) is not bool:
+            fail("one_file_system", f"must be true or false, not {one_fs!r}", i)
         try:
             interval = parse_mode(get_str(t, "mode", i, "continuous"))
         except ValueError as exc:
@@ -280,8 +302,18 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
                 fail(None, "an ssh:// destination needs known_hosts = FILE (pin the host key first with "
                            "'replicator sync ... --accept-host-key')", i, label=f"job[{i}].known_hosts")
         passphrase_file = get_str(t, "passphrase_file", i)
-        if passphrase_file is None and not environ.get(PASSPHRASE_ENV):
-            fail(None, "no passphrase: set passphrase_file (or $REPLICATOR_PASSPHRASE)", i,
+        passphrase_command = get_str(t, "passphrase_command", i)
+        if passphrase_command is not None:
+            if not passphrase_command.strip():
+                fail("passphrase_command", "must not be empty", i)
+            try:
+                split_command(passphrase_command)
+            except UsageError as exc:
+                fail("passphrase_command", str(exc), i)
+        if (passphrase_file is None and passphrase_command is None and not environ.get(PASSPHRASE_ENV)
+                and credential_path(environ) is None):
+            fail(None, "no passphrase: set passphrase_file or passphrase_command (or $REPLICATOR_PASSPHRASE, or "
+                       "the systemd credential replicator-passphrase in $CREDENTIALS_DIRECTORY)", i,
                  label=f"job[{i}].passphrase_file")
         streams = get_int(t, "streams", i, 4, 1, MAX_STREAMS)
         workers = t.get("workers")
@@ -309,9 +341,12 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             name=name, source=source, destination=dest,
             source_name=get_str(t, "source_name", i, f"{socket.gethostname()}:{source}"),
             excludes=tuple(excludes), interval=interval, bwlimit=bwlimit,
+            exclude_files=tuple(os.path.abspath(e) for e in exclude_files), exclude_if_present=tuple(tags),
+            one_file_system=one_fs,
             identity=os.path.abspath(identity) if identity else None,
             known_hosts=os.path.abspath(known_hosts) if known_hosts else None,
             passphrase_file=os.path.abspath(passphrase_file) if passphrase_file else None,
+            passphrase_command=passphrase_command,
             cache_dir=os.path.abspath(cache) if cache else None,
             debounce=debounce, max_delay=max_delay,
             rescan_interval=get_num(t, "rescan_interval", i, 600.0, 1), streams=streams, workers=workers,
@@ -319,6 +354,54 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             spot_check_interval=get_num(t, "spot_check_interval", i, 86400.0, 60)))
     return DaemonConfig(path=os.path.abspath(path), state_dir=state_dir, metrics_listen=metrics,
                         log_format=log_format, audit_log=audit, jobs=tuple(jobs))
+
+
+def read_exclude_file(path: str) -> tuple[str, ...]:
+    """The patterns of the exclude file at ``path`` (``sync --exclude-file``, a job's ``exclude_files``;
+    syntax in sync/select.py ``parse_exclude_file``), names as the file system's bytes decode.
+
+    :raises UsageError: ``exclude file PATH: what is wrong`` (missing, not a regular file, unreadable,
+        larger than MAX_EXCLUDE_FILE_BYTES, NUL bytes in it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # NONBLOCK: a FIFO never blocks
+    except FileNotFoundError:
+        raise UsageError(f"exclude file {path}: does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"exclude file {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"exclude file {path}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"exclude file {path}: is not a regular file")
+        chunks = []
+        size = 0
+        while size <= MAX_EXCLUDE_FILE_BYTES and (piece := os.read(fd, 1 << 16)):
+            chunks.append(piece)
+            size += len(piece)
+    except OSError as exc:
+        raise UsageError(f"exclude file {path}: cannot read it: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_EXCLUDE_FILE_BYTES:
+        raise UsageError(f"exclude file {path}: is larger than {MAX_EXCLUDE_FILE_BYTES >> 10} KiB "
+                         "(one pattern a line is expected)")
+    return parse_exclude_file(b"".join(chunks).decode("utf-8", "surrogateescape"), path)
+
+
+def job_sync_options(job: JobConfig, cache_dir: str) -> SyncOptions:
+    """What one sync of ``job`` does, as ``replicator sync`` would be told it; the job's exclude files
+    are read now (an edit counts from the next sync on, without a reload).
+
+    :raises UsageError: an exclude file that cannot be read (``read_exclude_file``).
+    """
+    patterns = list(job.excludes)
+    for path in job.exclude_files:
+        patterns.extend(read_exclude_file(path))
+    return SyncOptions(job.source_name, excludes=tuple(patterns), cache_dir=cache_dir, workers=job.workers,
+                       max_shrink=job.max_shrink, require_marker=job.require_marker,
+                       exclude_if_present=job.exclude_if_present, one_file_system=job.one_file_system)
 
 
 def _file_problem(path: str, directory: bool = False) -> str | None:
@@ -344,7 +427,8 @@ def _file_problem(path: str, directory: bool = False) -> str | None:
 
 def check_files(cfg: DaemonConfig, *, sources: bool = True) -> list[str]:
     """Every job's source directory, identity, known_hosts and passphrase file that is missing,
-    unreadable or empty, one ``FILE:LINE: job[N].KEY: what`` per problem, all at once.
+    unreadable or empty, and every exclude file that ``read_exclude_file`` refuses, one
+    ``FILE:LINE: job[N].KEY: what`` per problem, all at once.
 
     Only ``daemon --check`` and the daemon's start call this: parsing alone never looks at these
     files (other commands and tests load configurations naming paths of another machine).
@@ -365,4 +449,9 @@ def check_files(cfg: DaemonConfig, *, sources: bool = True) -> list[str]:
             problem = _file_problem(path, directory) if path else None
             if problem is not None:
                 problems.append(f"{cfg.path}:{loc.line(key, i)}: job[{i}].{key}: {problem}")
+        for path in job.exclude_files:
+            try:
+                read_exclude_file(path)
+            except UsageError as exc:
+                problems.append(f"{cfg.path}:{loc.line('exclude_files', i)}: job[{i}].exclude_files: {exc}")
     return problems

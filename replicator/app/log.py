@@ -1,7 +1,8 @@
 """Logging for long-running commands: one line per event on stderr.
 
 Owns: the handler and formats (``text`` for a terminal or journald,
-``json`` for journald/ELK: one JSON object per line) and ``JobLogger``, a
+``json`` for journald/ELK: one JSON object per line; the time of both is
+RFC 3339 UTC, replicator/times.py) and ``JobLogger``, a
 context adapter that stamps every record with the job it concerns (asyncssh
 SSHLogger style), so ``grep job=hospitals`` or a JSON filter finds a job's
 whole history.  Extra fields passed as ``extra={"fields": {...}}`` become
@@ -14,15 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
+from collections.abc import Iterable
+
+from replicator.times import rfc3339
 
 LOGGER = "replicator"
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        parts = [stamp, record.levelname.lower()]
+        parts = [rfc3339(record.created), record.levelname.lower()]
         job = getattr(record, "job", None)
         if job:
             parts.append(f"job={job}")
@@ -37,7 +39,7 @@ class _TextFormatter(logging.Formatter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+        doc = {"time": rfc3339(record.created), "level": record.levelname.lower(), "logger": record.name,
                "message": record.getMessage()}
         job = getattr(record, "job", None)
         if job:
@@ -48,16 +50,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, sort_keys=True)
 
 
-def setup_logging(fmt: str = "text", level: int = logging.INFO) -> logging.Logger:
-    """Send the ``replicator`` logger to stderr in ``fmt`` (text or json); idempotent."""
+def setup_logging(fmt: str = "text", level: int = logging.INFO, also: Iterable[str] = ()) -> logging.Logger:
+    """Send the ``replicator`` logger to stderr in ``fmt`` (text or json); idempotent.
+
+    :param also: other loggers (a library's, e.g. ``asyncssh``) sent to the same handler, at their own level.
+    """
     logger = logging.getLogger(LOGGER)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
-    logger.addHandler(handler)
+    for name in (LOGGER, *also):
+        each = logging.getLogger(name)
+        for h in list(each.handlers):
+            each.removeHandler(h)
+        each.addHandler(handler)
+        each.propagate = False
     logger.setLevel(level)
-    logger.propagate = False
     return logger
 
 

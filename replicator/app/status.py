@@ -2,7 +2,8 @@
 
 Owns the file name and format: ``STATE_DIR/status.json``, one JSON object
 ``{"pid", "updated", "config", "jobs": {NAME: {...}}}`` replaced atomically
-(store/atomic.py) so a reader never sees half of it; and what the file says to a
+(store/atomic.py) so a reader never sees half of it; every time in it is Unix
+seconds, each with its RFC 3339 twin ``NAME_iso`` (replicator/times.py); and what the file says to a
 monitoring system (``evaluate``: OK, WARNING, CRITICAL, UNKNOWN as Nagios/Icinga
 plugins exit), which ``replicator status`` prints and exits with.
 """
@@ -14,17 +15,50 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replicator.store import atomic
+from replicator.times import rfc3339
 
 STATUS_NAME = "status.json"
+TIME_FIELDS = ("started", "updated")  # Unix seconds in the document, each with a NAME_iso twin
+JOB_TIME_FIELDS = ("last_success", "last_error_time", "next_retry", "spot_check_time")  # the same, per job
 
 
 def status_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATUS_NAME)
 
 
+def iso(value) -> str | None:
+    """The RFC 3339 text of a Unix time read from a status file; None for anything else."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return rfc3339(value)
+    except (OverflowError, OSError, ValueError):  # not a time a date can show (a damaged file)
+        return None
+
+
+def with_times(doc: dict) -> dict:
+    """``doc`` with the RFC 3339 twin ``NAME_iso`` of every time it holds (None for a time not set).
+
+    Idempotent, so ``replicator status --json`` also completes a file an older daemon wrote."""
+    def stamp(d: dict, names: tuple[str, ...]) -> None:
+        for name in names:
+            if name in d:
+                d[f"{name}_iso"] = iso(d[name])
+
+    out = dict(doc)
+    stamp(out, TIME_FIELDS)
+    jobs = out.get("jobs")
+    if isinstance(jobs, dict):
+        out["jobs"] = {n: dict(j) if isinstance(j, dict) else j for n, j in jobs.items()}
+        for j in out["jobs"].values():
+            if isinstance(j, dict):
+                stamp(j, JOB_TIME_FIELDS)
+    return out
+
+
 def write_status(state_dir: str, doc: dict) -> None:
-    """Replace the status file atomically (store/atomic.py).  :raises OSError:"""
-    data = (json.dumps(doc, sort_keys=True, indent=1, default=str) + "\n").encode()
+    """Replace the status file atomically (store/atomic.py), times with their RFC 3339 twins.  :raises OSError:"""
+    data = (json.dumps(with_times(doc), sort_keys=True, indent=1, default=str) + "\n").encode()
     atomic.replace(status_path(state_dir), data, mode=0o644)
 
 

@@ -17,7 +17,7 @@ from replicator.errors import DiskFull, ReplicatorError
 
 COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd", "diff_cmd", "serve_cmd",
             "daemon_cmd", "status_cmd", "audit_cmd", "forget_cmd", "prune_cmd", "upgrade_cmd", "promote_cmd",
-            "handback_cmd")
+            "handback_cmd", "key_cmd", "completion_cmd", "ls_cmd", "find_cmd", "cat_cmd", "stats_cmd", "mount_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,19 +27,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="replicator",
         description="Secure two-site replication: chunk, deduplicate, compress, encrypt, snapshot, verify.",
         epilog="Exit codes: 0 ok, 1 warnings, 2 usage, 3 repository, 4 passphrase, 5 integrity, 6 storage, "
-               "7 transport, 8 history diverged, 9 source refused, 70 internal error, 130 interrupted.",
+               "7 transport, 8 history diverged, 9 source refused, 10 address in use (serve --listen), 70 internal "
+               "error, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"replicator {__version__}")
+    parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"replicator.cli.{name}").register(sub)
     return parser
 
 
+def _version_text() -> str:
+    """``replicator 0.4.0 (repository format 1, protocol 3)``: what this build reads, writes and speaks."""
+    from replicator.transport.protocol import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
+
+    def span(lo: int, hi: int) -> str:
+        return str(lo) if lo == hi else f"{lo} to {hi}"
+
+    return (f"replicator {__version__} (repository format {span(C.FORMAT_VERSION_MIN, C.FORMAT_VERSION_MAX)}, "
+            f"protocol {span(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX)})")
+
+
 def add_common(p: argparse.ArgumentParser, *, passphrase: bool = True) -> None:
     if passphrase:
         p.add_argument("--passphrase-file", metavar="FILE",
-                       help="read the passphrase from FILE (else $REPLICATOR_PASSPHRASE, else a prompt)")
+                       help="read the passphrase from FILE (else --passphrase-command, $REPLICATOR_PASSPHRASE, "
+                            "the systemd credential replicator-passphrase, a prompt)")
+        p.add_argument("--passphrase-command", metavar="CMD",
+                       help="run CMD (split like a shell would, run without one) and use what it prints, "
+                            "one trailing newline removed")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 

@@ -9,21 +9,30 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from replicator.app.passphrase import PASSPHRASE_ENV, passphrase_from
+from replicator.app.passphrase import passphrase_from
 from replicator.errors import UsageError
 
 CACHE_ENV = "REPLICATOR_CACHE_DIR"
 
 
-def read_passphrase(args, *, confirm: bool = False) -> bytes:
-    """--passphrase-file, then $REPLICATOR_PASSPHRASE, then a prompt on a terminal.
+def read_passphrase(args, *, confirm: bool = False, new: bool = False) -> bytes:
+    """--passphrase-file, --passphrase-command, $REPLICATOR_PASSPHRASE, the systemd credential
+    ``replicator-passphrase`` in $CREDENTIALS_DIRECTORY, then a prompt on a terminal (app/passphrase.py).
 
     A passphrase file the group or others can read is used, with one warning line on stderr.
+    :param new: the new passphrase of ``key add`` / ``key passwd``: --new-passphrase-file, else asked
+        twice on a terminal.
     """
-    from replicator.app.passphrase import passphrase_file_warning
+    from replicator.app.passphrase import SOURCES, passphrase_file_warning, read_passphrase_file
 
-    path = getattr(args, "passphrase_file", None)
-    given = passphrase_from(path)
+    if new:
+        path = getattr(args, "new_passphrase_file", None)
+        given = read_passphrase_file(path) if path else None
+        missing, prompt, confirm = "--new-passphrase-file FILE (or run on a terminal to be asked)", "New passphrase", True
+    else:
+        path = getattr(args, "passphrase_file", None)
+        given = passphrase_from(path, getattr(args, "passphrase_command", None))
+        missing, prompt = SOURCES, "Passphrase"
     if given and path:
         problem = passphrase_file_warning(path)
         if problem is not None:
@@ -31,9 +40,9 @@ def read_passphrase(args, *, confirm: bool = False) -> bytes:
     if given:
         return given
     if not sys.stdin.isatty():
-        raise UsageError(f"no passphrase: use --passphrase-file FILE or set {PASSPHRASE_ENV}")
-    first = getpass.getpass("Passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError(f"no {'new ' if new else ''}passphrase: use {missing}")
+    first = getpass.getpass(f"{prompt}: ")
+    if confirm and getpass.getpass(f"Repeat {prompt.lower()}: ") != first:
         raise UsageError("the passphrases do not match")
     if not first:
         raise UsageError("empty passphrase")
@@ -111,22 +120,26 @@ def reset_warnings() -> None:
     _printed["warnings"] = 0
 
 
-def open_repository(args, *, exclusive: bool = False):
+def open_repository(args, *, exclusive: bool = False, remote_write: bool = False):
     """``Repository.open`` of ``args.repo`` with the passphrase the options name; its warnings (an index
-    cache rebuilt, an upgrade that could not finish) are printed at once."""
+    cache rebuilt, an upgrade that could not finish) are printed at once.
+
+    ``exclusive`` over ssh:// needs ``remote_write`` (a command that deletes only through the other
+    site's own checks: forget); any other is refused there."""
     from replicator.repo.repository import Repository
     from replicator.transport.url import is_remote
 
     if is_remote(args.repo):
-        if exclusive:
-            raise UsageError(f"'{args.command}' over ssh:// is not supported yet: run it at the site that holds the "
-                             f"repository (reading commands work over ssh://)")
+        if exclusive and not remote_write:
+            raise UsageError(f"'{args.command}' over ssh:// is not supported: run it at the site that holds the "
+                             f"repository")
         from replicator.app.destinations import open_remote_repository
 
         repo = open_remote_repository(args.repo, read_passphrase(args), cache_dir=cache_dir(args),
                                       identity=getattr(args, "identity", None),
                                       known_hosts=getattr(args, "known_hosts", None),
-                                      accept_host_key=getattr(args, "accept_host_key", None))
+                                      accept_host_key=getattr(args, "accept_host_key", None),
+                                      write=exclusive)
     else:
         repo = Repository.open(args.repo, read_passphrase(args), exclusive=exclusive)
     for message in repo.warnings:

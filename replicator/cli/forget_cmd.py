@@ -1,13 +1,12 @@
 """replicator forget REPO [--source NAME] --keep-last N ... [--dry-run]"""
 from __future__ import annotations
 
-import datetime
-
 from replicator import constants as C
-from replicator.cli.common import add_audit_option, audit, emit, open_repository, printable, warn_damaged
+from replicator.cli.common import add_audit_option, add_ssh_options, audit, emit, open_repository, printable, warn_damaged
 from replicator.errors import UsageError
 from replicator.repo.prune import delete_snapshots
 from replicator.repo.retention import RULES, Policy, apply_policy
+from replicator.times import rfc3339_ns
 
 
 def register(sub) -> None:
@@ -21,13 +20,17 @@ def register(sub) -> None:
                        "clock, marked '!'), so a snapshot dated in the future takes no period.  Damaged snapshot "
                        "objects are named, skipped and never deleted (exit code 1).  Only snapshot objects are "
                        "deleted; run 'replicator prune' to free the space of the data they alone referenced.  "
-                       "Takes the repository's writer lock.")
+                       "Takes the repository's writer lock.  REPO may be ssh://USER@HOST:PORT/NAME (a key with "
+                       "'w'): the policy is applied here, with the passphrase, and the other site deletes each "
+                       "snapshot under its own lock only on an order signed with the repository's key, never "
+                       "the latest of a source.")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--source", metavar="NAME", help="only this source's snapshots (default: every source)")
     for rule in RULES:
         what = "highest generations" if rule == "last" else f"most recent {rule} periods (newest snapshot of each)"
         p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep the N {what}; -1: all")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_ssh_options(p, "remote (REPO = ssh://USER@HOST:PORT/NAME: the other site deletes, under its lock)")
     add_audit_option(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -35,7 +38,7 @@ def register(sub) -> None:
 
 def _time(ns: int) -> str:
     try:
-        return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+        return rfc3339_ns(ns)
     except (OverflowError, OSError, ValueError):  # a clock beyond what a date can show
         return f"@{ns // 1_000_000_000}"
 
@@ -47,7 +50,7 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     if policy.empty:
         raise UsageError("no --keep-* rule given: refusing to forget every snapshot but the newest of each source")
-    with open_repository(args, exclusive=not args.dry_run) as repo:
+    with open_repository(args, exclusive=not args.dry_run, remote_write=True) as repo:
         listing = repo.read_snapshots()
         snaps = [s for s in listing.snapshots if args.source is None or s.source == args.source]
         if args.source is not None and not snaps:
@@ -59,7 +62,8 @@ def run(args) -> int:
             delete_snapshots(repo, remove)
         repo_id = repo.id
     rows = [{"id": d.snapshot.id, "source": d.snapshot.source, "generation": d.snapshot.generation,
-             "time_ns": d.snapshot.time_ns, "effective_time_ns": d.time_ns, "clock_suspect": d.clock_suspect,
+             "time": _time(d.snapshot.time_ns), "time_ns": d.snapshot.time_ns, "effective_time_ns": d.time_ns,
+             "clock_suspect": d.clock_suspect,
              "keep": d.keep, "reasons": d.reasons} for d in decisions]
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{'keep' if d.keep else 'remove':6}  {d.snapshot.id[:16]}  #{d.snapshot.generation:<5} "

@@ -6,9 +6,16 @@ Three forms:
   a built-in SSH server (asyncssh) offering only the ``replicator`` subsystem;
   per-key permissions come from ``replicator-repos="NAME:rw,..."`` in the
   authorized-keys file.
-* ``serve --stdio --repo NAME=PATH --allow NAME:rw``: one session on stdin/stdout,
-  for an OpenSSH ``ForceCommand`` (or ``command=`` in authorized_keys).
+* ``serve --stdio --repo NAME=PATH [--allow NAME:rw]``: one session on stdin/stdout,
+  under OpenSSH's sshd: a ``ForceCommand``, ``command=`` in authorized_keys, or a
+  ``Subsystem replicator`` line.  Without ``--allow`` the peer may read and write
+  every repository on this command line (so a per-key ``command=`` is its rights).
 * ``serve --verify-only --repo NAME=PATH``: the checks possible without the passphrase.
+
+Every PATH must be a repository when serve starts (else exit 3 naming it).  Logs
+go to stderr in the daemon's formats (app/log.py; ``--log-format json``).  Under
+systemd (``Type=notify``), ``--listen`` sends READY=1 once its port is bound,
+STATUS= lines, WATCHDOG=1 and STOPPING=1 (app/sdnotify.py).
 
 With ``--mirror NAME=DIR`` (either serving form) the receiver also keeps DIR
 identical to the latest snapshot of repository NAME (restore/mirror.py), updated
@@ -22,14 +29,19 @@ running update between two files.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import stat
 import sys
 
 from replicator import constants as C
+from replicator.app.config import LOG_FORMATS
+from replicator.app.log import setup_logging
+from replicator.app.sdnotify import Notifier
 from replicator.cli.common import emit
-from replicator.errors import UsageError
+from replicator.errors import AddressInUse, RepositoryError, UsageError
 from replicator.repo.keyless import verify_without_key
 from replicator.transport import server as S
 
@@ -52,7 +64,8 @@ def register(sub) -> None:
     p.add_argument("--authorized-keys", metavar="FILE",
                    help='client public keys, one per line, with replicator-repos="NAME:rw,..." (with --listen)')
     p.add_argument("--allow", action="append", default=[], metavar="NAME:MODE",
-                   help="with --stdio: permission of the (already authenticated) peer, MODE r, w or rw; repeatable")
+                   help="with --stdio: permission of the (already authenticated) peer, MODE r, w or rw; repeatable "
+                        "(default: rw on every --repo of this command line)")
     p.add_argument("--peer-label", metavar="TEXT", default=None,
                    help="with --stdio: how to name the peer in logs (default: $SSH_CLIENT)")
     p.add_argument("--mirror", action="append", default=[], metavar="NAME=DIR",
@@ -70,6 +83,8 @@ def register(sub) -> None:
     p.add_argument("--passphrase-file", metavar="FILE",
                    help="with --mirror: read the passphrase from FILE (else $REPLICATOR_PASSPHRASE)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                   help="log lines on stderr as text or JSON, as the daemon's (default text)")
     add_common(p, passphrase=False)
     p.set_defaults(func=run)
 
@@ -84,9 +99,34 @@ def _repos(args) -> dict[str, str]:
     return repos
 
 
+def _check_repos(repos: dict[str, str]) -> None:
+    """Refuse to start with a --repo that is not a repository (it would fail every session, silently).
+
+    :raises RepositoryError: naming the first such --repo (exit 3)."""
+    from replicator.repo.local_sink import open_storage
+
+    for name, path in repos.items():
+        try:
+            open_storage(path)
+        except RepositoryError as exc:
+            raise RepositoryError(name, str(exc)) from None  # "repository NAME: no replicator repository at PATH"
+
+
+def _check_stdio() -> None:
+    """--stdio speaks on a pipe or socket (sshd gives it one); a file or terminal would never end a frame."""
+    for stream, what in ((sys.stdin, "stdin"), (sys.stdout, "stdout")):
+        try:
+            mode = os.fstat(stream.fileno()).st_mode
+        except (OSError, ValueError, AttributeError):
+            raise UsageError(f"--stdio: {what} is closed") from None
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            raise UsageError(f"--stdio: {what} is not a pipe or socket; run 'replicator serve --stdio' under sshd "
+                             "(ForceCommand, command= or a Subsystem line), not by hand")
+
+
 def _setup_logging(args) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s replicator serve: %(levelname)s %(message)s")
+    # asyncssh's own warnings (e.g. a peer's failed key exchange) go through the same handler.
+    setup_logging(args.log_format, getattr(logging, args.log_level.upper()), also=("asyncssh",))
 
 
 def _names(items: list[str], option: str, targets: dict[str, str]) -> set[str]:
@@ -191,46 +231,88 @@ class _Mirrors:
 
 def run(args) -> int:
     repos = _repos(args)
+    _check_repos(repos)
     if args.verify_only:
         return _verify(args, repos)
+    listen = None
+    perms: dict[str, str] = {}
+    if args.stdio:
+        try:
+            perms = S.parse_permissions(",".join(args.allow)) if args.allow else {n: "rw" for n in repos}
+        except ValueError as exc:
+            raise UsageError(f"--allow: {exc}") from None
+    else:
+        if not args.host_key or not args.authorized_keys:
+            raise UsageError("--listen needs --host-key and --authorized-keys")
+        host, sep, port = args.listen.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
+        listen = (host.strip("[]") or "0.0.0.0", int(port))
     _setup_logging(args)
     mirrors = _Mirrors(args, repos)
     try:
         mirrors.start()
-        if args.stdio:
-            try:
-                perms = S.parse_permissions(",".join(args.allow))
-            except ValueError as exc:
-                raise UsageError(f"--allow: {exc}") from None
+        if listen is None:
+            _check_stdio()
             label = args.peer_label or f"stdio peer {os.environ.get('SSH_CLIENT', '?').split(' ')[0]}"
             asyncio.run(_stdio(repos, S.Peer(label, perms), mirrors.on_commit))
             return 0
-        if not args.host_key or not args.authorized_keys:
-            raise UsageError("--listen needs --host-key and --authorized-keys")
-        host, sep, port = args.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
-        asyncio.run(_listen(host.strip("[]") or "0.0.0.0", int(port), repos, args, mirrors.on_commit))
+        notifier = Notifier.from_env(os.environ)  # systemd Type=notify: $NOTIFY_SOCKET, $WATCHDOG_USEC
+        try:
+            asyncio.run(_listen(*listen, repos, args, mirrors.on_commit, notifier))
+        finally:
+            notifier.close()
         return 0
     finally:
         mirrors.close()  # stops a running mirror update between two files, within a moment
 
 
-async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=None) -> None:
+async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=None,
+                  notifier: Notifier | None = None) -> None:
     from replicator.transport import ssh
 
-    async def handler(reader, writer, label: str, perms: dict) -> None:
-        await S.serve_session(reader, writer, repos, S.Peer(label, perms), on_commit)
+    notify = notifier or Notifier(None)
+    log = logging.getLogger("replicator.serve")
+    serving = ", ".join(repos)
+    sessions = 0
+    where = ""
 
-    acceptor, bound = await ssh.listen(host, port, args.host_key, args.authorized_keys, handler,
-                                       S.parse_permissions)
-    logging.getLogger("replicator.serve").info("listening on %s:%d, serving %s", host, bound,
-                                               ", ".join(f"{n}={p}" for n, p in repos.items()))
+    def show() -> None:
+        notify.status(f"listening on {where}, serving {serving}; {sessions} session{'s' if sessions != 1 else ''}")
+
+    async def handler(reader, writer, label: str, perms: dict) -> None:
+        nonlocal sessions
+        sessions += 1
+        show()
+        try:
+            await S.serve_session(reader, writer, repos, S.Peer(label, perms), on_commit)
+        finally:
+            sessions -= 1
+            show()
+
+    try:
+        acceptor, bound = await ssh.listen(host, port, args.host_key, args.authorized_keys, handler,
+                                           S.parse_permissions)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"{host}:{port}") from None
+        raise UsageError(f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}") from None
+    where = f"{host}:{bound}"
+    log.info("listening on %s, serving %s", where, ", ".join(f"{n}={p}" for n, p in repos.items()))
+    notify.ready(f"listening on {where}, serving {serving}; 0 sessions")  # the port is bound: senders can connect
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    # The watchdog is pinged from the event loop that serves the sessions: a blocked loop stops the pings.
+    while not stop.is_set():
+        due = notify.tick()
+        try:
+            await asyncio.wait_for(stop.wait(), 3600 if due is None else max(due, 0.01))
+        except asyncio.TimeoutError:
+            pass
+    notify.stopping(f"stopping: closing {sessions} session{'s' if sessions != 1 else ''}")
+    log.info("stopping")
     acceptor.close()
     await acceptor.wait_closed()
 

@@ -1,11 +1,10 @@
 """replicator snapshots REPO"""
 from __future__ import annotations
 
-import datetime
-
 from replicator import constants as C
 from replicator.cli.common import add_ssh_options, emit, human_bytes, open_repository, printable, warn_damaged
 from replicator.repo.retention import effective_times
+from replicator.times import rfc3339_ns
 
 
 def register(sub) -> None:
@@ -25,7 +24,7 @@ def register(sub) -> None:
 
 def _time(ns: int) -> str:
     try:
-        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return rfc3339_ns(ns)
     except (OverflowError, OSError, ValueError):  # a clock beyond what a date can show
         return f"@{ns // 1_000_000_000}"
 
@@ -44,10 +43,10 @@ def run(args) -> int:
              "time_ns": s.time_ns, "files": s.stats.get("files", 0), "bytes": s.stats.get("bytes", 0),
              "hostname": s.hostname, "latest": s.id in latest, "clock_suspect": effective[s.id] != s.time_ns}
             for s in listing.snapshots]
-    lines = [f"{'ID':16}  {'GEN':>4}  {'TIME':24}  {'FILES':>8}  {'SIZE':>10}  SOURCE"]
+    lines = [f"{'ID':16}  {'GEN':>4}  {'TIME':21}  {'FILES':>8}  {'SIZE':>10}  SOURCE"]
     for r in rows:
         mark = "!" if r["clock_suspect"] else " "
-        lines.append(f"{r['id'][:16]}  {r['generation']:>4}  {r['time']:23}{mark}  {r['files']:>8}  "
+        lines.append(f"{r['id'][:16]}  {r['generation']:>4}  {r['time']:20}{mark}  {r['files']:>8}  "
                      f"{human_bytes(r['bytes']):>10}  {printable(r['source'])}")
     if any(r["clock_suspect"] for r in rows):
         lines.append("! recorded time later than a newer generation's: the primary's clock was wrong then "

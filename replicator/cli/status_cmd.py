@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from replicator.app.config import DEFAULT_CONFIG
-from replicator.app.status import STALE_AFTER, Check, ago
+from replicator.app.status import STALE_AFTER, Check, ago, iso, with_times
 from replicator.cli.common import emit, printable
 from replicator.errors import ReplicatorError
 
@@ -49,7 +49,11 @@ def register(sub) -> None:
 
 
 def _ago(t: float | None, now: float) -> str:
-    return "never" if not isinstance(t, (int, float)) else f"{ago(now - t)} ago"
+    """``5 s ago (2026-12-02T07:13:48Z)``: how long, for a glance, and when, to compare with other logs."""
+    when = iso(t)
+    if when is None or not isinstance(t, (int, float)):
+        return "never"
+    return f"{ago(now - t)} ago ({when})"
 
 
 def _lines(doc: dict, now: float, running: bool) -> list[str]:
@@ -103,6 +107,7 @@ def run(args) -> int:
 
 
 def _report(args, check: Check, doc: dict, lines: list[str]) -> int:
+    doc = with_times(doc)  # also for a file written by a daemon without the RFC 3339 twins
     doc["check"] = check.as_dict()
     emit(args, doc, [printable(check.summary), *lines])
     return check.code

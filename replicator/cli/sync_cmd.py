@@ -6,7 +6,8 @@ import socket
 import sys
 
 from replicator import constants as C
-from replicator.cli.common import add_ssh_options, cache_dir, emit, human_bytes, progress_bar, read_passphrase
+from replicator.cli.common import add_ssh_options, cache_dir, emit, human_bytes, printable, read_passphrase
+from replicator.cli.progress import sync_progress
 from replicator.errors import UsageError
 from replicator.sync.engine import DESTINATION, SyncRun
 from replicator.sync.options import SyncOptions
@@ -18,6 +19,8 @@ def register(sub) -> None:
                        "unchanged files are not read again.  Files that cannot be read are reported and skipped "
                        "(exit code 1); the snapshot is committed last, so an interrupted sync loses nothing.")
     add_sync_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="walk and chunk, say what would be read and sent, write nothing anywhere (exit code 0)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +34,14 @@ def add_sync_arguments(p, *, name_required: bool = False) -> None:
                    help="source name (default: HOSTNAME:SRC; give the same name at both sites, e.g. 'hospitals')")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="skip paths matching GLOB (relative path or base name); repeatable")
+    p.add_argument("--exclude-file", action="append", default=[], metavar="FILE",
+                   help="skip paths matching the globs in FILE (one a line; '#' comments); repeatable")
+    p.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME",
+                   help="skip each directory holding NAME, with its contents (CACHEDIR.TAG: only with its "
+                        "signature); repeatable")
+    p.add_argument("-x", "--one-file-system", action="store_true",
+                   help="do not enter other filesystems below SRC (mount points are recorded empty)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also name each path left out")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="state cache directory (default $REPLICATOR_CACHE_DIR or ~/.cache/replicator)")
     p.add_argument("--no-cache", action="store_true", help="read every file again (ignore the state cache)")
@@ -68,15 +79,22 @@ def run(args) -> int:
         max_shrink = float(args.max_shrink)
     except ValueError:
         raise UsageError(f"--max-shrink must be a share from 0 to 1 (0.5 = 50%), not {args.max_shrink!r}") from None
-    options = SyncOptions(name, excludes=args.exclude, use_state=not args.no_cache, cache_dir=cache_dir(args),
+    dry_run = getattr(args, "dry_run", False)  # promote has no --dry-run
+    if dry_run and args.accept_host_key:
+        raise UsageError("--dry-run writes nothing, not even a host key: pin it first (a sync with "
+                         "--accept-host-key), then run the dry run")
+    options = SyncOptions(name, excludes=_excludes(args), use_state=not args.no_cache, cache_dir=cache_dir(args),
                           workers=args.workers, max_shrink=max_shrink, require_marker=args.require_marker,
-                          confirm_source=args.confirm_source)
+                          confirm_source=args.confirm_source, exclude_if_present=args.exclude_if_present,
+                          one_file_system=args.one_file_system, dry_run=dry_run)
     passphrase = read_passphrase(args)
-    with _open_destination(args, passphrase) as repo:
+    with (_open_dry_run(args, passphrase) if dry_run else _open_destination(args, passphrase)) as repo:
         if args.reset_lineage and repo.lineage is not None:
             repo.lineage.forget(name)
-        with progress_bar(args, "sync", None) as progress:
+        with sync_progress(args, src, repo, options) as progress:
             report = SyncRun(src, repo, options, progress=progress).run()
+        if dry_run:
+            return _dry_run_summary(args, name, report)
         snap, stats = report.snapshot, report.destination_stats
         summary = report.as_dict()
         summary.update(source=name, bytes_stored=stats["bytes_written"], packs_written=stats["packs_written"])
@@ -91,6 +109,7 @@ def run(args) -> int:
             f"{report.chunks_new} new of {report.chunks_total} chunks; "
             f"stored {human_bytes(stats['bytes_written'])} in {stats['packs_written']} packs",
         ]
+        lines.extend(_left_out_lines(report, args.verbose))
         lines.extend(f"  warning: {_warning(path, message)}" for path, message in report.warnings)
         emit(args, summary, lines)
         if args.quiet:  # the summary is silenced, the warnings must not be
@@ -102,6 +121,63 @@ def run(args) -> int:
 def _warning(path: str, message: str) -> str:
     """``PATH: MESSAGE`` on one line; PATH is ``(destination)`` for the destination's own warnings."""
     return " ".join(f"{path}: {message}".splitlines())
+
+
+def _excludes(args) -> tuple[str, ...]:
+    """--exclude globs, then those of each --exclude-file.  :raises UsageError: a file cannot be read."""
+    from replicator.app.config import read_exclude_file
+
+    return (*args.exclude, *(p for path in args.exclude_file for p in read_exclude_file(path)))
+
+
+def _left_out_lines(report, verbose: bool) -> list[str]:
+    """What the selection left out: one line of counts, and with -v each path named."""
+    counts = [(report.excluded, "excluded by pattern", "excluded by pattern"),
+              (report.excluded_tagged, "tagged directory", "tagged directories"),
+              (report.mounts_not_crossed, "mount point not crossed (recorded empty)",
+               "mount points not crossed (recorded empty)")]
+    parts = [f"{n} {one if n == 1 else many}" for n, one, many in counts if n]
+    if not parts:
+        return []
+    lines = ["  left out: " + ", ".join(parts)]
+    if verbose:
+        lines.extend(f"  left out {printable(path)}: {printable(why)}" for path, why in report.excluded_paths)
+        more = sum(n for n, _one, _many in counts) - len(report.excluded_paths)
+        if more > 0:
+            lines.append(f"  ... and {more} more left out (not named)")
+    return lines
+
+
+def _dry_run_summary(args, name: str, report) -> int:
+    """Print what the sync would do; exit code 0 (the warnings are printed, as a sync prints them)."""
+    stats = report.destination_stats
+    summary = report.as_dict()
+    summary.update(source=name, repository_warnings=[m for p, m in report.warnings if p == DESTINATION])
+    if "bytes_sent" in stats:
+        summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"])
+    links = f", {report.hardlinks} hard links" if report.hardlinks else ""
+    lines = [
+        f"dry run of {name} to {args.repo}: nothing written, nothing committed",
+        f"  {report.files} files ({report.files_new} new, {report.files_changed} changed, "
+        f"{report.files_unchanged} unchanged{links}), {report.dirs} dirs, {report.symlinks} symlinks, "
+        f"{human_bytes(report.bytes_total)}",
+        f"  would read {human_bytes(report.bytes_read)} and send {report.chunks_new} new of {report.chunks_total} "
+        f"chunks ({human_bytes(report.bytes_new)} before compression)",
+        *_left_out_lines(report, args.verbose),
+        *(f"  warning: {_warning(path, message)}" for path, message in report.warnings),
+    ]
+    emit(args, summary, lines)
+    if args.quiet:
+        for path, message in report.warnings:
+            print(f"replicator: warning: {_warning(path, message)}", file=sys.stderr)
+    return C.EXIT_OK
+
+
+def _open_dry_run(args, passphrase: bytes):
+    from replicator.app.destinations import open_dry_run
+
+    return open_dry_run(args.repo, passphrase, cache_dir=cache_dir(args), identity=args.identity,
+                        known_hosts=args.known_hosts)
 
 
 def _open_destination(args, passphrase: bytes):

@@ -32,16 +32,17 @@ import time
 from typing import Any
 
 from replicator.app.audit import append_audit
-from replicator.app.config import DaemonConfig, JobConfig, load_config
+from replicator.app.config import DaemonConfig, JobConfig, job_sync_options, load_config
 from replicator.app.destinations import open_destination as open_destination_for
 from replicator.app.log import LOGGER, JobLogger, setup_logging
-from replicator.app.passphrase import passphrase_file_warning, passphrase_from
+from replicator.app.passphrase import CREDENTIAL_NAME, PASSPHRASE_ENV, passphrase_file_warning, passphrase_from
+from replicator.app.sdnotify import Notifier
 from replicator.app.status import read_status, write_status
 from replicator.errors import ReplicatorError, SourceVanished, UsageError
 from replicator.repo.subset import parse_subset, verify_subset
 from replicator.store.lock import FileLock, Locked
 from replicator.sync.engine import SyncRun
-from replicator.sync.options import SyncOptions
+from replicator.times import rfc3339
 
 BACKOFF_BASE = 2.0  # seconds before the first retry of a retryable failure
 BACKOFF_CAP = 300.0  # retries never wait longer than this
@@ -104,10 +105,13 @@ def key_fingerprint(identity: str) -> str | None:
 
 
 def read_job_passphrase(job: JobConfig) -> bytes:
-    """passphrase_file, else $REPLICATOR_PASSPHRASE.  :raises UsageError:"""
-    passphrase = passphrase_from(job.passphrase_file)
+    """passphrase_file, passphrase_command, $REPLICATOR_PASSPHRASE, the systemd credential (app/passphrase.py).
+
+    :raises UsageError:"""
+    passphrase = passphrase_from(job.passphrase_file, job.passphrase_command)
     if not passphrase:
-        raise UsageError("no passphrase: set passphrase_file or $REPLICATOR_PASSPHRASE")
+        raise UsageError(f"no passphrase: set passphrase_file or passphrase_command, ${PASSPHRASE_ENV} or the "
+                         f"systemd credential {CREDENTIAL_NAME}")
     return passphrase
 
 
@@ -124,15 +128,12 @@ def confirm_command(job: JobConfig, state_dir: str) -> str:
     compares with that snapshot."""
     words = ["replicator", "sync", job.source, job.destination, "--name", job.source_name,
              "--cache-dir", job.cache_dir or os.path.join(state_dir, "cache")]
-    for flag, value in (("--passphrase-file", job.passphrase_file), ("--identity", job.identity),
+    for flag, value in (("--passphrase-file", job.passphrase_file),
+                        ("--passphrase-command", job.passphrase_command), ("--identity", job.identity),
                         ("--known-hosts", job.known_hosts)):
         if value:
             words += [flag, value]
     return " ".join(shlex.quote(w) for w in [*words, "--confirm-source"])
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class JobRunner(threading.Thread):
@@ -202,7 +203,6 @@ class JobRunner(threading.Thread):
         info = dict(self.info)
         info["lag_seconds"] = round(self.lag(), 3)
         info["pending_changes"] = self._dirty_since is not None
-        info["last_success_iso"] = _iso(info.get("last_success"))
         return info
 
     # --- the job's thread ------------------------------------------------------------
@@ -288,8 +288,7 @@ class JobRunner(threading.Thread):
         if not os.path.isdir(job.source):
             raise UsageError(f"source {job.source} is not a directory")
         cache = job.cache_dir or os.path.join(self.svc.config.state_dir, "cache")
-        options = SyncOptions(job.source_name, excludes=job.excludes, cache_dir=cache, workers=job.workers,
-                              max_shrink=job.max_shrink, require_marker=job.require_marker)
+        options = job_sync_options(job, cache)  # reads the job's exclude files now
         with JobLock(self.svc.config.state_dir, job.name):
             with open_destination(job, passphrase, cache) as dest:
                 report = SyncRun(job.source, dest, options, progress=self._progress).run()
@@ -437,9 +436,10 @@ class JobRunner(threading.Thread):
 class Service:
     """The daemon process: configuration, job threads, signals, status file, metrics endpoint."""
 
-    def __init__(self, config_path: str, log_format: str | None = None) -> None:
+    def __init__(self, config_path: str, log_format: str | None = None, notifier: Notifier | None = None) -> None:
         self.config_path = config_path
         self.log_format = log_format
+        self.notifier = notifier or Notifier(None)  # systemd Type=notify (app/sdnotify.py)
         self.config: DaemonConfig = load_config(config_path)  # ConfigError: refuse to start
         self.metrics: Any = None  # daemon.metrics.Metrics when metrics_listen is set
         self.runners: dict[str, JobRunner] = {}
@@ -455,13 +455,16 @@ class Service:
             getattr(self.metrics, what).labels(job).inc(n)
 
     def write_status(self) -> None:
+        jobs = {name: r.snapshot_info() for name, r in list(self.runners.items())}
         doc = {"pid": os.getpid(), "updated": time.time(), "started": self.started, "config": self.config.path,
-               "jobs": {name: r.snapshot_info() for name, r in list(self.runners.items())}}
+               "jobs": jobs}
         with self._status_lock:
             try:
                 write_status(self.config.state_dir, doc)
             except OSError as exc:
                 self.log.error(f"cannot write the status file in {self.config.state_dir}: {exc}")
+            if not self._stop:
+                self.notifier.status(status_line(jobs))
 
     def _start_job(self, job: JobConfig, previous: dict | None = None) -> None:
         runner = JobRunner(job, self, previous)
@@ -555,14 +558,21 @@ class Service:
         for job in cfg.jobs:
             self._start_job(job, (old.get("jobs") or {}).get(job.name))
         self.write_status()
+        notify = self.notifier
+        notify.ready()  # the jobs are loaded and running (their STATUS= went with the status file above)
         while not self._stop:
-            self._wake.wait(STATUS_PERIOD)
+            # The watchdog is pinged from this loop, not a thread of its own: a hung loop stops the pings.
+            due = notify.tick()
+            self._wake.wait(STATUS_PERIOD if due is None else min(STATUS_PERIOD, due))
             self._wake.clear()
             if self._reload and not self._stop:
                 self._reload = False
                 self.log.info("SIGHUP: reloading the configuration")
+                notify.reloading()
                 self.reload()
+                notify.ready()
             self.write_status()
+        notify.stopping("stopping: waiting for syncs in flight to finish or abandon")
         self.log.info("stopping: waiting for syncs in flight to finish or abandon")
         self.stuck = self._stop_jobs(list(self.runners), forget=False)
         self.write_status()
@@ -572,10 +582,27 @@ class Service:
         return 0
 
 
+def status_line(jobs: dict[str, dict]) -> str:
+    """What systemd shows as the daemon's Status: ``syncing a, b``, ``idle, last sync 2026-...Z``,
+    ``failing a; last sync ...`` (``no sync yet`` before a first success)."""
+    syncing = sorted(n for n, j in jobs.items() if j.get("state") == "syncing")
+    if syncing:
+        return f"syncing {', '.join(syncing)}"
+    times = [j["last_success"] for j in jobs.values() if isinstance(j.get("last_success"), (int, float))]
+    last = f"last sync {rfc3339(max(times))}" if times else "no sync yet"
+    failing = sorted(n for n, j in jobs.items() if j.get("state") in ("failed", "retrying"))
+    if failing:
+        return f"failing {', '.join(failing)}; {last}"
+    return f"idle, {last}"
+
+
 def run_daemon(config_path: str, log_format: str | None = None) -> int:
     """Entry point for ``replicator daemon``.  :raises ConfigError: (exit 2) on a bad configuration."""
-    service = Service(config_path, log_format)
-    code = service.run()
+    service = Service(config_path, log_format, Notifier.from_env(os.environ))  # $NOTIFY_SOCKET, $WATCHDOG_USEC
+    try:
+        code = service.run()
+    finally:
+        service.notifier.close()
     if getattr(service, "stuck", None):
         # A sync that did not reach a cancellation point (e.g. waiting on the network) would keep
         # the interpreter from exiting (its worker threads are joined at exit).  Nothing partial is

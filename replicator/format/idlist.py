@@ -13,6 +13,11 @@ public key kept in the clear in ``keys/default``::
 * ``refs/<h>``: proof over ``SNAPSHOT_DOMAIN || repository id || snapshot
   SHA-256``: a key holder made this snapshot object.
 
+A third statement is never stored: ``FORGET_DOMAIN || repository id ||
+snapshot SHA-256``, a key holder's order to delete that snapshot, which a
+receiver checks before a ``forget`` over ``ssh://`` deletes anything
+(docs/PROTOCOL.md, FORGET).
+
 A list without the header (version 1, release 0.2) is a *legacy* list: its
 length is a multiple of 32, the header's (72) is not, so the two never look
 alike.  A receiver refuses a write whose proof does not verify, and a sender
@@ -36,6 +41,7 @@ PROOF_SIZE = 64
 HEADER_SIZE = len(IDS_MAGIC) + 2 + PROOF_SIZE  # 72: never a multiple of 32
 PACK_DOMAIN = HKDF_INFO_PREFIX + b"declare-pack\x00"
 SNAPSHOT_DOMAIN = HKDF_INFO_PREFIX + b"declare-snapshot\x00"
+FORGET_DOMAIN = HKDF_INFO_PREFIX + b"forget-snapshot\x00"
 
 
 def encode_ids(ids: Iterable[bytes]) -> bytes:
@@ -100,6 +106,11 @@ def snapshot_statement(repo_id: bytes, snapshot_digest: str) -> bytes:
     return SNAPSHOT_DOMAIN + repo_id + bytes.fromhex(snapshot_digest)
 
 
+def forget_statement(repo_id: bytes, snapshot_digest: str) -> bytes:
+    """What a forget proof signs: that a key holder wants snapshot ``snapshot_digest`` deleted."""
+    return FORGET_DOMAIN + repo_id + bytes.fromhex(snapshot_digest)
+
+
 class Declarer:
     """Signs declarations (the key holder's side)."""
 
@@ -112,6 +123,9 @@ class Declarer:
 
     def snapshot(self, snapshot_digest: str) -> bytes:
         return self._signer.sign(snapshot_statement(self._repo_id, snapshot_digest))
+
+    def forget(self, snapshot_digest: str) -> bytes:
+        return self._signer.sign(forget_statement(self._repo_id, snapshot_digest))
 
 
 class Verifier:
@@ -128,6 +142,10 @@ class Verifier:
     def snapshot(self, snapshot_digest: str, proof: bytes | None) -> bool:
         return proof is not None and len(proof) == PROOF_SIZE and crypto.verify_signature(
             self._public_key, proof, snapshot_statement(self._repo_id, snapshot_digest))
+
+    def forget(self, snapshot_digest: str, proof: bytes | None) -> bool:
+        return proof is not None and len(proof) == PROOF_SIZE and crypto.verify_signature(
+            self._public_key, proof, forget_statement(self._repo_id, snapshot_digest))
 
     def ids_object(self, pack_digest: str, data: bytes | memoryview) -> IdList | None:
         """The parsed ``ids/`` object of ``pack_digest`` when it is a version 2 list whose proof verifies."""

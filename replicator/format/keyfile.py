@@ -5,6 +5,11 @@ Key file (object ``keys/<name>``, JSON, see docs/FORMAT.md "Key files"): the
 working keys are HKDF-SHA256 subkeys of the master key, one per purpose, with
 the repository id as salt, so that keys of two repositories never coincide
 and no key serves two purposes.
+
+Since 0.4 a key file is one *key slot* of several (repo/keys.py) and may carry
+clear, unauthenticated labels (``name``, ``created_by``, ``created``,
+``changed_by``, ``changed``): ``slot_info`` reads them; key files without
+them (0.1 to 0.3) stay valid, and readers of those releases ignore them.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from replicator import constants as C
 from replicator.core import crypto
 from replicator.errors import IntegrityError, UnsupportedVersion, WrongPassphrase
+from replicator.times import parse_rfc3339
 
 # Purposes (HKDF info = HKDF_INFO_PREFIX + purpose).  Never reuse a purpose string.
 PURPOSE_CHUNK_ID = b"chunk-id"
@@ -57,8 +63,14 @@ def _wrap_aad(repo_id: bytes) -> bytes:
     return C.KEY_AAD_PREFIX + repo_id
 
 
-def make_keyfile(master: bytes, repo_id: bytes, passphrase: bytes, log2n: int) -> bytes:
-    """:returns: the JSON key file sealing ``master`` under ``passphrase``."""
+SLOT_LABELS = ("name", "created_by", "created", "changed_by", "changed")  # clear, informational, optional
+_TIME_LABELS = ("created", "changed")
+
+
+def make_keyfile(master: bytes, repo_id: bytes, passphrase: bytes, log2n: int,
+                 labels: dict[str, str] | None = None) -> bytes:
+    """:param labels: the slot's labels (``SLOT_LABELS``), written beside the seal; none: a 0.3 key file.
+    :returns: the JSON key file sealing ``master`` under ``passphrase``."""
     if not C.SCRYPT_LOG2N_MIN <= log2n <= C.SCRYPT_LOG2N_MAX:
         raise ValueError(f"scrypt work factor must be {C.SCRYPT_LOG2N_MIN}..{C.SCRYPT_LOG2N_MAX}")
     salt = crypto.random_bytes(32)
@@ -75,6 +87,10 @@ def make_keyfile(master: bytes, repo_id: bytes, passphrase: bytes, log2n: int) -
         "sealed_master_key": sealed.hex(),
         "signing_public_key": signing.public_bytes().hex(),
     }
+    for label, value in (labels or {}).items():
+        if label not in SLOT_LABELS or not isinstance(value, str):
+            raise ValueError(f"bad key slot label {label!r}")
+        doc[label] = value
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -125,3 +141,24 @@ def unlock(data: bytes, repo_id: bytes, passphrase: bytes, location: str) -> byt
     if public.hex() != doc["signing_public_key"]:
         raise IntegrityError("key file's signing public key does not match its master key")
     return master
+
+
+def slot_info(doc: dict, max_length: int) -> dict[str, str | None]:
+    """The labels of a parsed key file (None where absent, as in key files before 0.4).
+
+    :raises IntegrityError: a label that is not a string of at most ``max_length`` characters,
+        or a time that is not RFC 3339.
+    """
+    info: dict[str, str | None] = {}
+    for label in SLOT_LABELS:
+        value = doc.get(label)
+        if value is not None:
+            if not isinstance(value, str) or not value or len(value) > max_length or not value.isprintable():
+                raise IntegrityError(f"key file is damaged: {label} is not a short printable string")
+            if label in _TIME_LABELS:
+                try:
+                    parse_rfc3339(value)
+                except ValueError:
+                    raise IntegrityError(f"key file is damaged: {label} is not an RFC 3339 time") from None
+        info[label] = value
+    return info

@@ -28,8 +28,8 @@ SNAPSHOT_RE = re.compile(rf"^snapshots/({_HEX64})\Z")
 IDS_RE = re.compile(rf"^ids/({_HEX64})\Z")
 REFS_RE = re.compile(rf"^refs/({_HEX64})\Z")
 QUARANTINE_RE = re.compile(rf"^quarantine/({_HEX64})\Z")
-KEY_SLOT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # the <name> of keys/<name>
-KEY_RE = re.compile(r"^keys/([a-z0-9][a-z0-9._-]{0,63})\Z")
+KEY_SLOT_RE = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}\Z")  # the <name> of keys/<name>; no ".."
+KEY_RE = re.compile(r"^keys/((?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63})\Z")
 HEAD_RE = re.compile(r"^heads/([0-9a-f]{32})\Z")  # a 16-byte source tag (format/head.py)
 
 

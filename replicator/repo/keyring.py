@@ -1,7 +1,9 @@
 """Keyring: a repository's config and unlocked working keys, the one thing only a key holder has.
 
 Built from the two objects every repository hands out in the clear (the
-config and the sealed key file) and the passphrase.  The writer, the
+config and a sealed key file) and the passphrase: ``unlock`` opens one key
+file (``keys/default``, as ``serve`` hands it out), repo/keys.py tries a
+local repository's key slots and calls ``from_master``.  The writer, the
 read side and verification all take a Keyring; a sink never sees one.
 
 Must never: be serialised, logged, or sent anywhere.

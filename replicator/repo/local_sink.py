@@ -30,11 +30,19 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
-from replicator.errors import Fenced, IntegrityError, LineageConflict, MissingChunks, ObjectNotFound, ReadOnly, RepositoryNotFound
+from replicator.errors import (
+    Fenced,
+    IntegrityError,
+    LineageConflict,
+    MissingChunks,
+    ObjectNotFound,
+    ReadOnly,
+    RepositoryError,
+    RepositoryNotFound,
+)
 from replicator.format import head as H
 from replicator.format import idlist as I
 from replicator.format import layout as L
@@ -43,6 +51,7 @@ from replicator.format.repoconfig import parse_config
 from replicator.repo.tables import ranges_reader
 from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
+from replicator.times import rfc3339
 
 LOCK_FILE = "lock"
 LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
@@ -274,7 +283,7 @@ class LocalSink:
         if digest in self._quarantined:
             return False
         doc = {"reason": reason, "found_by": found_by,
-               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "time": rfc3339()}
         self._store_once(L.quarantine_name(digest), (json.dumps(doc, sort_keys=True) + "\n").encode())
         self._quarantined.add(digest)
         self._load_held()  # another pack may hold some of the same ids: recount from the lists
@@ -383,6 +392,96 @@ class LocalSink:
             raise IntegrityError(str(exc)) from None
         if parsed.proof is None:
             self.storage.put(refs_name, I.encode_list(I.REFS_MAGIC, bytes(parsed.ids), proof), overwrite=True)
+
+    # --- deleting: a key holder's forget, then prune by refs/ and ids/ alone (no key) ----------------
+    def forget(self, name: str, proof: bytes) -> bool:
+        """Delete snapshot ``name``, then its refs, on the key holder's forget proof (format/idlist.py).
+
+        :returns: False when it is not here (a retry after a lost answer: nothing to do).
+        :raises IntegrityError: the proof is not a key holder's (nothing deleted).
+        :raises RepositoryError: it is the head of a source here (the latest is never forgotten: the
+            next commit of that source names it as its parent).
+        """
+        self._need_write("forgetting snapshots")
+        digest = L.digest_of(name)
+        if not L.SNAPSHOT_RE.match(name):
+            raise ValueError(f"not a snapshot name: {name!r}")
+        if not self.verifier.forget(digest, proof):
+            raise IntegrityError(f"forget of snapshot {digest[:16]} is not signed by this repository's key (not "
+                                 f"ordered by a key holder); nothing deleted")
+        for head_name in self.storage.list(L.HEADS):
+            if not L.HEAD_RE.match(head_name):
+                continue
+            try:
+                head = H.decode_head(self.storage.get(head_name), head_name)
+            except (ObjectNotFound, ValueError):
+                continue
+            if head.snapshot == digest:
+                raise RepositoryError(self.location, f"snapshot {digest[:16]} is the latest of its source here "
+                                                     f"({head_name}): it is never forgotten")
+        present = self.storage.exists(name)
+        self.storage.delete(name)  # the snapshot first: it is what readers see; refs without it are garbage
+        self.storage.delete(L.refs_name(digest))
+        return present
+
+    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete every pack that no remaining snapshot's ``refs/`` names, with its id list, key-less.
+
+        A pack's contents are its ``ids/`` list (checked when stored); a pack without a readable list is
+        kept (``packs_kept_unlisted``), and so is a quarantined one.  Orphaned ``ids/`` and ``refs/`` go.
+        Memory: every referenced id once (32 bytes each, as the key holder's prune).
+        :returns: the counters of ``constants.PRUNE_COUNTERS``.
+        :raises IntegrityError: a snapshot has no usable refs/ object: what it references is unknown,
+            so nothing is deleted (``replicator upgrade`` at the key holder writes it).
+        """
+        self._need_write("pruning")
+        report = dict.fromkeys(C.PRUNE_COUNTERS, 0)
+        snapshots = {L.digest_of(n) for n in self.storage.list(L.SNAPSHOTS) if L.SNAPSHOT_RE.match(n)}
+        referenced: set[bytes] = set()
+        for digest in sorted(snapshots):
+            name = L.refs_name(digest)
+            try:
+                referenced.update(I.decode_ids(I.parse_list(self.storage.get(name), name).ids, name))
+            except (ObjectNotFound, ValueError) as exc:
+                why = "it has no refs/ object" if isinstance(exc, ObjectNotFound) else f"its {name} is unusable ({exc})"
+                raise IntegrityError(f"snapshot {digest[:16]}: {why}, so what it references is unknown: nothing "
+                                     f"pruned (run 'replicator upgrade' where the passphrase is)") from None
+        report["snapshots"] = len(snapshots)
+        packs = {L.digest_of(n): n for n in self.storage.list(L.PACKS) if L.is_pack(n)}
+        report["packs_total"] = len(packs)
+        listed: set[str] = set()
+        for ids_name in sorted(self.storage.list(L.IDS)):
+            if not L.IDS_RE.match(ids_name):
+                continue
+            digest = L.digest_of(ids_name)
+            if digest not in packs:  # its pack is gone: an orphan
+                report["id_lists_deleted"] += 1
+                if not dry_run:
+                    self.storage.delete(ids_name)
+                continue
+            try:
+                ids = I.decode_ids(I.parse_list(self.storage.get(ids_name), ids_name).ids, ids_name)
+                used = digest in self._quarantined or any(i in referenced for i in ids)
+            except ValueError:
+                continue  # not listed: counted as kept below
+            listed.add(digest)
+            if used:
+                continue
+            report["packs_deleted"] += 1
+            report["bytes_deleted"] += self.storage.size(packs[digest])
+            report["id_lists_deleted"] += 1
+            if not dry_run:
+                self.storage.delete(ids_name)  # first: never advertise ids of a pack that is gone
+                self.storage.delete(packs[digest])
+        report["packs_kept_unlisted"] = len(set(packs) - listed)
+        for refs_name in sorted(self.storage.list(L.REFS)):
+            if L.REFS_RE.match(refs_name) and L.digest_of(refs_name) not in snapshots:
+                report["refs_deleted"] += 1
+                if not dry_run:
+                    self.storage.delete(refs_name)
+        if report["packs_deleted"] and not dry_run:
+            self._load_held()  # what was deleted is held no more
+        return report
 
     def _restore_quarantined(self, name: str, data: bytes | memoryview) -> None:
         """The writer sent a pack that is stored damaged: these bytes hash to its name, so they are the

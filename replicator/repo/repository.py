@@ -34,7 +34,6 @@ from replicator.errors import (
     StorageError,
     UnsupportedVersion,
 )
-from replicator.format import keyfile as K
 from replicator.format import layout as L
 from replicator.format.entry import KIND_DIR, Entry
 from replicator.format.pack import BlobEntry, open_blob, pack_key, parse_header
@@ -42,6 +41,7 @@ from replicator.format.repoconfig import make_config
 from replicator.format.snapshot import Snapshot, open_snapshot
 from replicator.format.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.keyring import Keyring
+from replicator.repo.keys import KeySlots, local_identity, seal_slot
 from replicator.repo.lineage import LineageMemory
 from replicator.repo.local_sink import LOCK_FILE, LocalSink, open_storage
 from replicator.repo.tables import TABLE_BATCH, ranges_reader, read_tables
@@ -124,6 +124,8 @@ class SnapshotListing:
 class Repository:
     """An open, unlocked repository.  Use as a context manager."""
 
+    key_slot: str = L.DEFAULT_KEY_SLOT  # the key slot whose passphrase opened it (repo/keys.py)
+
     def __init__(self, storage, keyring: Keyring, *, exclusive: bool, index_path: str | None = None) -> None:
         """``storage``: a LocalStorage, or any read-only Storage (over SSH) with ``index_path`` for the index
         cache (the index of a local repository lives in its directory)."""
@@ -170,7 +172,10 @@ class Repository:
     # --- lifecycle ---------------------------------------------------------
     @classmethod
     def init(cls, path: str, passphrase: bytes, *, params: ChunkerParams | None = None,
-             log2n: int = C.SCRYPT_LOG2N_DEFAULT, compression_level: int = DEFAULT_LEVEL) -> Repository:
+             log2n: int = C.SCRYPT_LOG2N_DEFAULT, compression_level: int = DEFAULT_LEVEL,
+             created_by: str | None = None) -> Repository:
+        """A new repository at ``path`` whose first key slot, ``keys/default``, seals a new master key under
+        ``passphrase`` (labelled ``created_by``, default ``user@host`` of this process)."""
         path = os.path.abspath(path)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise RepositoryExists(path)
@@ -183,15 +188,24 @@ class Repository:
         master = crypto.random_bytes(C.KEY_SIZE)
         # The key file first, the config last: a directory without config is
         # not a repository, so a crash during init leaves nothing half-made.
-        storage.put(L.KEY, K.make_keyfile(master, repo_id, passphrase, log2n))
+        storage.put(L.KEY, seal_slot(master, repo_id, L.DEFAULT_KEY_SLOT, passphrase, log2n,
+                                     created_by or local_identity()))
         storage.put(L.CONFIG, make_config(repo_id, params or DEFAULT_PARAMS, compression_level, time.time_ns()))
         return cls.open(path, passphrase, exclusive=True)
 
     @classmethod
-    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False) -> Repository:
-        storage, _config = open_storage(path)
-        keyring = Keyring.unlock(storage.get(L.CONFIG), storage.get(L.KEY), passphrase, storage.location)
-        return cls(storage, keyring, exclusive=exclusive)
+    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False, key: str | None = None) -> Repository:
+        """Unlock with ``passphrase``: key slot ``key`` only, else each slot (repo/keys.py); ``key_slot`` then
+        names the one that matched, and ``warnings`` the damaged slots skipped.
+
+        :raises WrongPassphrase: no slot tried opens with it.
+        """
+        storage, config = open_storage(path)
+        unlocked = KeySlots(storage, config).unlock(passphrase, key)
+        repo = cls(storage, unlocked.keyring, exclusive=exclusive)
+        repo.key_slot = unlocked.slot.name
+        repo.warnings[:0] = unlocked.warnings
+        return repo
 
     open_storage = staticmethod(open_storage)
 

@@ -30,6 +30,14 @@ guarantees (what must not change):
   snapshot (or whoever could write into the repository) cannot plant a
   privileged program by a restore.  Directories keep setgid (it only makes
   new files inherit the group).
+* Deleting what the snapshot lacks (``delete_extras``, ``restore --delta
+  --delete``) happens only after every entry is written (the files going
+  away may be seeds of later ones), only in directories the snapshot has and
+  the target root, by name relative to their descriptors: a symlink is
+  removed, never followed, and a directory on another file system (a mount
+  point) is never entered.  A tree is removed with at most
+  ``MAX_OPEN_DIRS`` descriptors open: deeper directories are first moved up
+  to the top of the tree being removed (still inside it).
 
 It never prints, logs or exits: per-entry problems are collected in a
 :class:`RestoreReport` and the restore goes on with the other entries.
@@ -79,6 +87,9 @@ class RestoreReport:
     hardlinks: int = 0
     bytes: int = 0
     kept: int = 0  # files left as they were (keep_unchanged: same size and modification time)
+    fetched_bytes: int = 0  # file bytes read from the repository (all of ``bytes`` unless seeds lent some)
+    seeded_bytes: int = 0  # file bytes taken from files already in the target (restore/seeds.py)
+    deleted: int = 0  # files, symlinks and directories removed as not in the snapshot (delete_extras)
     errors: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -156,6 +167,7 @@ def restore(
     on_progress: Callable[[int], None] | None = None,
     fsync_each: bool = True,
     keep_unchanged: bool = False,
+    delete_extras: bool = False,
 ) -> RestoreReport:
     """Restore ``entries`` under ``target``.
 
@@ -177,6 +189,11 @@ def restore(
         system once at the end, which is many times faster for small files.
     :param keep_unchanged: leave a regular file already at the entry's path, with the entry's size and
         modification time and mode, as it is (``quick_same``: ``restore --delta``; counted in ``kept``).
+    :param delete_extras: make the target hold only what ``entries`` has (``rsync --delete``): a directory
+        in the way of a file, or anything in the way of a directory, is removed first; once every entry is
+        written, every name in the target root and in each restored directory that ``entries`` does not
+        have is removed (counted in ``deleted``).  ``entries`` must then be the whole snapshot, never a
+        ``--path`` part of it (the directories above the part would be emptied).
     :returns: a :class:`RestoreReport`; nothing is raised for a single entry.
         If ``target`` itself cannot be created or opened, the report holds that
         one error (with ``target`` as its path) and nothing else is done.
@@ -191,9 +208,11 @@ def restore(
     if restore_owner is None:
         restore_owner = os.geteuid() == 0
     _Restorer(root_fd, report, read_file, restore_owner, on_progress, fsync_each,
-              restore_privileges=restore_privileges, keep_unchanged=keep_unchanged).run(entries)
+              restore_privileges=restore_privileges, keep_unchanged=keep_unchanged,
+              delete_extras=delete_extras).run(entries)
     if not fsync_each:
         os.sync()
+    report.fetched_bytes = report.bytes  # every byte came from read_file; Seeds.account says where from
     return report
 
 
@@ -209,8 +228,12 @@ class _Restorer:
         *,
         restore_privileges: bool = False,
         keep_unchanged: bool = False,
+        delete_extras: bool = False,
     ) -> None:
         self.keep_unchanged = keep_unchanged
+        self.delete_extras = delete_extras
+        self._names: dict[str, set[str]] = {}  # delete_extras: directory -> the names the entries give it
+        self._restored_dirs: list[Entry] = []  # delete_extras: directories restored, in pre-order
         self.fsync_each = fsync_each
         self.restore_privileges = restore_privileges
         self.report = report
@@ -218,6 +241,7 @@ class _Restorer:
         self.restore_owner = restore_owner
         self.on_progress = on_progress
         root_st = os.fstat(root_fd)
+        self.root_dev = root_st.st_dev
         self.stack: list[_Frame] = [_Frame("", root_fd, None, ident=(root_st.st_dev, root_st.st_ino))]
         self._open_from = 1  # stack[1:_open_from] are closed; the root never is
 
@@ -227,6 +251,8 @@ class _Restorer:
         try:
             for entry in entries:
                 self._one(entry)
+            if self.delete_extras:
+                self._delete_extras()
         finally:
             while self.stack:
                 self._pop()
@@ -241,6 +267,8 @@ class _Restorer:
                 reason = validate_relpath(entry.link_to)
                 if reason is not None:
                     raise _Refused(f"invalid hard link target {entry.link_to!r}: {reason}")
+            if self.delete_extras:
+                self._names.setdefault(entry.parent, set()).add(entry.name)  # kept even if it fails
             parent = self._enter(entry.parent)
             name = entry.name
             if entry.kind == KIND_DIR:
@@ -379,10 +407,16 @@ class _Restorer:
             os.mkdir(name, 0o700, dir_fd=parent.fd)
             parent.dirty = True
         except FileExistsError:
-            pass  # an existing directory is reused; _open_dir refuses anything else
+            # An existing directory is reused; _open_dir refuses anything else, unless it is to go.
+            if self.delete_extras and not stat.S_ISDIR(os.stat(name, dir_fd=parent.fd, follow_symlinks=False).st_mode):
+                self._remove(parent.fd, name, entry.path)
+                os.mkdir(name, 0o700, dir_fd=parent.fd)
+                parent.dirty = True
         fd = self._open_dir(parent.fd, name, entry.path)
         self._push(_Frame(entry.path, fd, entry))
         self.report.dirs += 1
+        if self.delete_extras:
+            self._restored_dirs.append(entry)
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
             # An existing read-only directory: make it writable for its
@@ -409,7 +443,10 @@ class _Restorer:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            raise _Failed("destination exists as a directory")
+            if not self.delete_extras:
+                raise _Failed("destination exists as a directory")
+            self._remove(parent.fd, name, f"{parent.relpath}/{name}" if parent.relpath else name)
+            parent.dirty = True
 
     @staticmethod
     def _unchanged(pfd: int, name: str, entry: Entry) -> bool:
@@ -566,6 +603,103 @@ class _Restorer:
             os.close(fd)
             raise
         return fd
+
+    # -- deleting what the snapshot lacks (delete_extras) -------------------
+
+    def _delete_extras(self) -> None:
+        """After every entry: remove the names in the root and each restored directory the entries lack."""
+        for entry in [None, *self._restored_dirs]:
+            rel = entry.path if entry is not None else ""
+            where = rel or "."
+            try:
+                frame = self._enter(rel)
+                keep = self._names.get(rel, set())
+                extras = [n for n in os.listdir(frame.fd) if n not in keep]
+            except (_Refused, _Failed) as exc:
+                self.report.errors.append((where, f"not cleaned: {exc}"))
+                continue
+            except OSError as exc:
+                self.report.errors.append((where, f"not cleaned: {_strerror(exc)}"))
+                continue
+            if not extras:
+                continue
+            try:
+                st = os.fstat(frame.fd)
+                if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                    os.fchmod(frame.fd, stat.S_IMODE(st.st_mode) | 0o700)  # a read-only directory: for now
+                for name in extras:
+                    path = f"{rel}/{name}" if rel else name
+                    try:
+                        self._remove(frame.fd, name, path)
+                    except _Failed as exc:
+                        self.report.errors.append((path, str(exc)))
+                    except OSError as exc:
+                        self.report.errors.append((path, f"cannot delete: {_strerror(exc)}"))
+                frame.dirty = True
+                if entry is not None:  # the removals changed its time (and maybe its mode): as recorded again
+                    os.fchmod(frame.fd, entry.mode & 0o7777)
+                    os.utime(frame.fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            except OSError as exc:
+                self.report.errors.append((where, f"cannot set directory metadata: {_strerror(exc)}"))
+
+    def _remove(self, dir_fd: int, name: str, rel: str) -> None:
+        """Remove ``name`` from ``dir_fd``: unlink a file or symlink (never followed), or remove a directory
+        tree.  :raises _Failed: a mount point.  :raises OSError:"""
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._remove_tree(dir_fd, name, rel, st)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+            self.report.deleted += 1
+
+    def _remove_tree(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        """Remove directory ``name`` of ``dir_fd`` and all below it, at most MAX_OPEN_DIRS levels open.
+
+        Each level: open with O_NOFOLLOW, make writable, unlink its non-directories, then its
+        subdirectories one by one; one deeper than the limit is renamed into the top of this tree first
+        (inside it, so nothing moves out of the target).  :raises _Failed: a mount point below.
+        """
+        levels: list[tuple[int, str, list[str]]] = []  # (descriptor, name in the level above, subdirs left)
+
+        def enter(parent_fd: int, dname: str, dst: os.stat_result) -> None:
+            if dst.st_dev != self.root_dev:
+                raise _Failed(f"'{rel}' holds a mount point (another file system): not deleted")
+            fd = os.open(dname, _DIR_FLAGS, dir_fd=parent_fd)
+            levels.append((fd, dname, []))
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o700 != 0o700:
+                os.fchmod(fd, mode | 0o700)
+            for child in os.listdir(fd):
+                cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(cst.st_mode):
+                    levels[-1][2].append(child)
+                else:
+                    os.unlink(child, dir_fd=fd)
+                    self.report.deleted += 1
+
+        try:
+            enter(dir_fd, name, st)
+            while levels:
+                fd, dname, pending = levels[-1]
+                if pending:
+                    child = pending.pop()
+                    if len(levels) >= MAX_OPEN_DIRS:
+                        moved = self._tmp_name()
+                        os.rename(child, moved, src_dir_fd=fd, dst_dir_fd=levels[0][0])
+                        levels[0][2].append(moved)
+                        continue
+                    enter(fd, child, os.stat(child, dir_fd=fd, follow_symlinks=False))
+                    continue
+                levels.pop()
+                os.close(fd)
+                os.rmdir(dname, dir_fd=levels[-1][0] if levels else dir_fd)
+                self.report.deleted += 1
+        finally:
+            for fd, _n, _p in levels:
+                os.close(fd)
 
     # -- metadata -----------------------------------------------------------
 

@@ -28,6 +28,16 @@ the walk, one that lost more than ``options.max_shrink`` of the reference's
 files.  ``options.confirm_source`` commits it all the same (not a missing
 marker).  The snapshot records its root (``root_dev``, ``root_mount``,
 ``root_fs`` in its stats) for the next run to compare.
+
+What the walk leaves out (``options.selection()``, sync/select.py) is counted
+in the report by reason, the first ``EXCLUDED_LISTED`` paths named.
+
+A dry run (``options.dry_run``) walks, reads and hashes exactly as a sync
+does and asks the destination which chunk ids it holds, but stores no blob
+or tree, commits nothing and only reads the state cache (opened read-only
+here; a cache handed in is never written).  Its report counts what a sync
+would read and send: new chunks and their bytes before compression (data
+chunks only: the trees are not built).
 """
 from __future__ import annotations
 
@@ -46,6 +56,7 @@ from replicator.format.snapshot import Snapshot
 from replicator.format.tree import TreeItem
 from replicator.sync.options import SyncOptions
 from replicator.sync.pipeline import ChunkEvent, ChunkResult, Pipeline
+from replicator.sync.select import REASON_MOUNT, REASON_PATTERN, REASON_TAGGED
 from replicator.sync.sparse import SparseReader
 from replicator.sync.state import StateCache, state_path
 from replicator.sync.walk import WalkItem, stat_key, walk
@@ -59,6 +70,7 @@ __all__ = ["ChunkEvent", "ChunkResult", "DESTINATION", "EntryEvent", "FileDone",
            "source_root"]
 
 TORN_RETRIES = 3
+EXCLUDED_LISTED = 1000  # paths left out named in the report (the counts are complete)
 DESTINATION = "(destination)"  # the path of a report warning that comes from the destination, not a source file
 MOUNTINFO = "/proc/self/mountinfo"  # Linux; elsewhere the filesystem is told by st_dev alone
 
@@ -72,9 +84,16 @@ class SyncReport:
     bytes_total: int = 0  # plaintext bytes of all files in the snapshot
     bytes_read: int = 0  # bytes actually read from the source (unchanged files are not)
     files_unchanged: int = 0  # taken from the state cache without reading
+    files_new: int = 0  # read, and the state cache had no row for the path (every file read without one)
+    files_changed: int = 0  # read although the state cache had a row for the path
     chunks_total: int = 0
     chunks_new: int = 0
     bytes_new: int = 0  # plaintext bytes of new chunks
+    excluded: int = 0  # paths matching an exclude pattern (a directory once: its contents are not seen)
+    excluded_tagged: int = 0  # directories left out by --exclude-if-present, with their contents
+    mounts_not_crossed: int = 0  # --one-file-system: mount points recorded as empty directories
+    excluded_paths: list[tuple[str, str]] = field(default_factory=list)  # (path, why): the first EXCLUDED_LISTED
+    dry_run: bool = False  # nothing was written: ``snapshot`` is None
     # (path, message): source files skipped, then the destination's (path DESTINATION)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     destination_stats: dict = field(default_factory=dict)  # dest.stats after the commit (packs_written, ...)
@@ -82,12 +101,12 @@ class SyncReport:
 
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)
-             if f.name not in ("warnings", "destination_stats", "snapshot")}
+             if f.name not in ("warnings", "destination_stats", "snapshot", "excluded_paths")}
         d["warnings"] = [{"path": p, "message": m} for p, m in self.warnings]
+        d["excluded_paths"] = [{"path": p, "reason": r} for p, r in self.excluded_paths]
         d["destination_stats"] = dict(self.destination_stats)
-        if self.snapshot:
-            d["snapshot"] = self.snapshot.id
-            d["generation"] = self.snapshot.generation
+        d["snapshot"] = self.snapshot.id if self.snapshot else None
+        d["generation"] = self.snapshot.generation if self.snapshot else None
         return d
 
 
@@ -98,6 +117,7 @@ class FileJob:
     entry: Entry
     key: tuple[int, int, int, int]
     chunks: list[bytes] = field(default_factory=list)
+    known: bool = False  # the state cache had a row for its path (counted changed, not new)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +298,9 @@ class SyncRun:
         self._pipe: Pipeline | None = None
         self._chunker: Chunker | None = None  # dest.chunker(), for the run
         self._started = False
-        self.report = SyncReport()
-        self._builder = TreeBuilder(dest)
+        self.report = SyncReport(dry_run=options.dry_run)
+        self._builder: TreeBuilder | None = None if options.dry_run else TreeBuilder(dest)
+        self._dry_new: set[bytes] = set()  # dry run: the ids counted new (each counted once)
         self._file_chunks: dict[str, tuple[tuple[bytes, ...], int]] = {}  # path -> (chunks, size), for hard links
         self._stored_ok: set[str] = set()  # files in the snapshot (a hard link to any other is re-read)
 
@@ -304,7 +325,10 @@ class SyncRun:
             self._check_root(root, ref)
             tree = self._store_tree()
             self._check_count(ref)
-            self._commit(tree, root)
+            if self.options.dry_run:
+                self._finish_dry_run()
+            else:
+                self._commit(tree, root)
         finally:
             if owned:
                 self._state.close()  # type: ignore[union-attr]
@@ -320,20 +344,24 @@ class SyncRun:
             return False
         if opts.cache_dir is None:
             return False
-        self._state = StateCache(state_path(opts.cache_dir, self.dest.id, opts.source))
-        return True
+        path = state_path(opts.cache_dir, self.dest.id, opts.source)
+        self._state = StateCache.open_read_only(path) if opts.dry_run else StateCache(path)
+        return self._state is not None
 
     def _store_tree(self) -> bytes:
         """Walk, read and store every entry; :returns: the root tree id (nothing committed yet)."""
         dest = self.dest
         self._chunker = dest.chunker()
-        self._pipe = Pipeline(dest.chunk_hasher, dest.has_blob, dest.compression_level, self._consume,
+        # A dry run compresses nothing: every chunk comes back as held, and _on_chunk asks the destination.
+        known = (lambda _id: True) if self.options.dry_run else dest.has_blob
+        self._pipe = Pipeline(dest.chunk_hasher, known, dest.compression_level, self._consume,
                               workers=self.options.workers)
         try:
-            for item in walk(self.src, excludes=self.options.excludes, on_error=self._warn):
+            for item in walk(self.src, selection=self.options.selection(), on_error=self._warn,
+                             on_excluded=self._left_out):
                 self._visit(item)
             self._pipe.drain()
-            return self._builder.finish()
+            return self._builder.finish() if self._builder is not None else b""
         finally:
             self._pipe.close()
 
@@ -347,6 +375,10 @@ class SyncRun:
             self._state.forget_unseen()
         r.warnings.extend((DESTINATION, message) for message in self.dest.warnings)
         r.destination_stats = dict(self.dest.stats)
+
+    def _finish_dry_run(self) -> None:
+        self.report.warnings.extend((DESTINATION, message) for message in self.dest.warnings)
+        self.report.destination_stats = dict(self.dest.stats)
 
     # --- has the source vanished? ---------------------------------------------------
     def _reference(self) -> Reference | None:
@@ -407,6 +439,22 @@ class SyncRun:
     def _warn(self, path: str, message: str) -> None:
         self.report.warnings.append((path, message))
 
+    def _left_out(self, path: str, why: str, what: str) -> None:
+        r = self.report
+        if why == REASON_PATTERN:
+            r.excluded += 1
+            reason = f"matches {what!r}"
+        elif why == REASON_TAGGED:
+            r.excluded_tagged += 1
+            reason = f"holds {what}"
+        elif why == REASON_MOUNT:
+            r.mounts_not_crossed += 1
+            reason = "another filesystem: recorded as an empty directory"
+        else:
+            raise ValueError(f"walk: unknown reason {why!r} for leaving out {path!r}")
+        if len(r.excluded_paths) < EXCLUDED_LISTED:
+            r.excluded_paths.append((path, reason))
+
     # --- per entry (the caller's thread) ------------------------------------------
     def _visit(self, item: WalkItem) -> None:
         entry = item.entry
@@ -456,7 +504,7 @@ class SyncRun:
                 key = stat_key(st0)
                 meta = replace(entry, size=st0.st_size, mtime_ns=st0.st_mtime_ns, mode=stat.S_IMODE(st0.st_mode),
                                uid=st0.st_uid, gid=st0.st_gid, link_to="")
-                job = FileJob(meta, key)
+                job = FileJob(meta, key, known=self._state is not None and self._state.known(entry.path))
                 n = 0
                 try:
                     assert self._chunker is not None
@@ -491,7 +539,13 @@ class SyncRun:
 
     def _on_chunk(self, event: ChunkEvent) -> None:
         res, report = event.result, self.report
-        if res.payload is not None and self.dest.store_blob(BLOB_DATA, res.id, res.method, res.payload, res.raw_len):
+        if self.options.dry_run:
+            if res.id not in self._dry_new and not self.dest.has_blob(res.id):
+                self._dry_new.add(res.id)
+                report.chunks_new += 1
+                report.bytes_new += res.raw_len
+        elif res.payload is not None and self.dest.store_blob(BLOB_DATA, res.id, res.method, res.payload,
+                                                              res.raw_len):
             report.chunks_new += 1
             report.bytes_new += res.raw_len
         report.chunks_total += 1
@@ -500,8 +554,12 @@ class SyncRun:
     def _on_file_done(self, event: FileDone) -> None:
         job = event.job
         entry = replace(job.entry, chunks=tuple(job.chunks))
-        if self._state is not None:
+        if self._state is not None and not self.options.dry_run:
             self._state.record(entry.path, job.key, entry.chunks)
+        if job.known:
+            self.report.files_changed += 1
+        else:
+            self.report.files_new += 1
         self._add(entry)
 
     def _on_entry(self, event: EntryEvent) -> None:
@@ -522,5 +580,6 @@ class SyncRun:
             report.dirs += 1
         else:
             report.symlinks += 1
-        self._builder.add(entry)
+        if self._builder is not None:
+            self._builder.add(entry)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from replicator.constants import DEFAULT_MAX_SHRINK
 from replicator.errors import UsageError
+from replicator.sync.select import Selection, check_tag_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,12 @@ class SyncOptions:
     :param source: the source name recorded in the snapshot (``HOST:PATH`` by default in the CLI,
         ``source_name`` in the daemon); it also names the state cache.
     :param excludes: fnmatch patterns matched against each relative path and base name; an excluded
-        directory is not descended.  Any iterable of strings; stored as a tuple.
+        directory is not descended.  Any iterable of strings; stored as a tuple.  The patterns of
+        exclude files are read by the caller (app/config.py ``read_exclude_file``) and added here.
+    :param exclude_if_present: plain names: a directory below the root holding one is left out with
+        its contents (``CACHEDIR.TAG`` only with its signature; sync/select.py).
+    :param one_file_system: do not enter directories on another filesystem than the root (``st_dev``);
+        each such mount point is recorded as an empty directory.
     :param use_state: take files whose stat is unchanged from the state cache without reading them,
         and record the others.  False (``--no-cache``): read every file again and leave the cache alone.
     :param cache_dir: the directory holding the state cache (one file per destination id and source
@@ -37,6 +43,9 @@ class SyncOptions:
     :param confirm_source: commit even a source that looks vanished or replaced (empty, shrunk,
         on another filesystem): the operator has looked and says it is right.  A missing required
         marker is refused all the same.
+    :param dry_run: walk and chunk, count what would be read and sent, and write nothing: no blob,
+        tree or snapshot, no state-cache row (it is only read).  The destination should be opened
+        read-only for it (app/destinations.py ``open_dry_run``).
     """
 
     source: str
@@ -47,6 +56,9 @@ class SyncOptions:
     max_shrink: float = DEFAULT_MAX_SHRINK
     require_marker: str | None = None
     confirm_source: bool = False
+    exclude_if_present: tuple[str, ...] = ()
+    one_file_system: bool = False
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -68,6 +80,17 @@ class SyncOptions:
             check_marker_name(self.require_marker)
         if not isinstance(self.confirm_source, bool):
             raise UsageError(f"sync: confirm_source must be true or false, not {self.confirm_source!r}")
+        tags = self.exclude_if_present
+        if isinstance(tags, (str, bytes)) or not isinstance(tags, (tuple, list)):
+            raise UsageError(f"sync: exclude_if_present must be a list of file names, not {tags!r}")
+        object.__setattr__(self, "exclude_if_present", tuple(check_tag_name(t) for t in tags))
+        for key in ("one_file_system", "dry_run"):
+            if not isinstance(getattr(self, key), bool):
+                raise UsageError(f"sync: {key} must be true or false, not {getattr(self, key)!r}")
+
+    def selection(self) -> Selection:
+        """The compiled rules of what the walk leaves out (sync/select.py)."""
+        return Selection(self.excludes, self.exclude_if_present, self.one_file_system)
 
 
 def check_marker_name(name: object) -> str:

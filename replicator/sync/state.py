@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import urllib.parse
 
 from replicator.constants import ID_SIZE
 
@@ -56,6 +57,30 @@ class StateCache:
         # surrogates) is a valid file name and must not crash the cache.
         self._seen: set[bytes] = set()
 
+    @classmethod
+    def open_read_only(cls, path: str) -> StateCache | None:
+        """The cache at ``path`` for reading only (``sync --dry-run``), or None when there is none.
+
+        Nothing is created, converted or deleted: no directory, no ``-wal``/``-shm`` of its own (the
+        file is opened immutable unless another connection has them), and a damaged file is
+        simply not used.  Only ``lookup``, ``known``, ``keep``, ``last_snapshot`` and ``close``
+        may be called on it.
+        """
+        if not os.path.isfile(path):
+            return None
+        in_use = os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+        uri = "file:" + urllib.parse.quote(path) + ("?mode=ro" if in_use else "?mode=ro&immutable=1")
+        self = cls.__new__(cls)
+        self.path = path
+        self._seen = set()
+        try:
+            self._db = sqlite3.connect(uri, uri=True)
+            self._db.execute("SELECT path, size, mtime_ns, ino, ctime_ns, chunks FROM files LIMIT 1").fetchall()
+            self._db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            return None  # damaged, or not ours: only a hint, and a dry run leaves it to the next sync
+        return self
+
     def lookup(self, path: str, key: tuple[int, int, int, int]) -> tuple[bytes, ...] | None:
         """:returns: the cached chunk ids when the file's stat key is unchanged."""
         row = self._db.execute(
@@ -67,6 +92,13 @@ class StateCache:
         if len(raw) % ID_SIZE:
             return None
         return tuple(raw[i : i + ID_SIZE] for i in range(0, len(raw), ID_SIZE))
+
+    def known(self, path: str) -> bool:
+        """Whether the cache has a row for ``path`` (whatever its stat): a file the last sync saw."""
+        try:
+            return self._db.execute("SELECT 1 FROM files WHERE path=?", (os.fsencode(path),)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
 
     def record(self, path: str, key: tuple[int, int, int, int], chunks: tuple[bytes, ...]) -> None:
         raw = os.fsencode(path)

@@ -5,7 +5,9 @@ file types are recorded, symlink and hard-link handling, extended attributes
 and the ``stat_key`` the engine uses to detect a file changing while it is
 read.  It never reads file contents, never follows a symlink, never prints or
 logs, and never raises for a single bad path: problems go to the caller's
-``on_error(relpath, reason)`` and the walk goes on.
+``on_error(relpath, reason)`` and the walk goes on.  What is left out on
+purpose is decided by the rules of sync/select.py and told to
+``on_excluded(relpath, why, what)``.
 
 Order (what must not change without a format note): pre-order, a directory
 before its contents, the children of each directory sorted by the bytes of
@@ -16,13 +18,15 @@ the first occurrence in this order.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
+from replicator.sync.select import REASON_MOUNT, REASON_PATTERN, REASON_TAGGED, Selection
+
+OnExcluded = Callable[[str, str, str], None]  # (relpath, why: a select.REASON_*, what: the pattern or tag)
 
 #: errno values meaning "this file system has no extended attributes": ignored silently.
 _XATTR_UNSUPPORTED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
@@ -130,12 +134,6 @@ def _reason(what: str, exc: OSError) -> str:
     return f"{what}: {exc.strerror or exc}"
 
 
-def _excluded(relpath: str, name: str, excludes: Sequence[str]) -> bool:
-    # fnmatchcase: file names are case-sensitive on the systems we run on, and
-    # the result must not depend on the platform's normcase.
-    return any(fnmatch.fnmatchcase(relpath, pat) or fnmatch.fnmatchcase(name, pat) for pat in excludes)
-
-
 def _read_xattrs(target: str | int, relpath: str,
                  on_error: Callable[[str, str], None]) -> tuple[tuple[str, bytes], ...]:
     """Extended attributes of ``target`` (a descriptor, or a path not followed at its end), sorted by name.
@@ -201,14 +199,16 @@ def walk(
     src: str,
     *,
     excludes: Sequence[str] = (),
+    selection: Selection | None = None,
     on_error: Callable[[str, str], None],
+    on_excluded: OnExcluded | None = None,
 ) -> Iterator[WalkItem]:
     """Yield every file, directory and symlink under ``src`` in pre-order.
 
     A directory is listed before it is yielded, so a directory that cannot be
     listed is reported and neither yielded nor descended.  Symlinks are recorded
     (kind ``symlink``, target from ``os.readlink``) and never followed.  Other
-    file systems are descended.  Sockets, FIFOs and devices are reported as
+    file systems are descended unless ``selection.one_file_system``.  Sockets, FIFOs and devices are reported as
     skipped.  A regular file sharing ``(dev, ino)`` with an earlier yielded file
     (``st_nlink > 1``) gets ``link_to`` = the earlier path.  A file item can be
     opened with :meth:`WalkItem.open`, whatever its path length.
@@ -216,7 +216,10 @@ def walk(
     :param src: the source root; it is followed if it is itself a symlink (the
         operator named it), and never yielded.
     :param excludes: fnmatch patterns, matched against the relative path and the
-        basename; an excluded directory is not descended.
+        basename; an excluded directory is not descended (``Selection(excludes=...)``).
+    :param selection: the rules of what is left out (sync/select.py); replaces ``excludes``.
+    :param on_excluded: called with ``(relpath, why, what)`` for every path left out by
+        ``selection`` (a directory once, its contents unseen) and every mount point recorded empty.
     :param on_error: called with ``(relpath, one-line reason)`` for every path
         skipped or partly recorded; ``relpath`` is ``"."`` for the root.
     :returns: an iterator of :class:`WalkItem`; relative paths are '/'-separated
@@ -234,6 +237,8 @@ def walk(
         on_error(ROOT_PATH, f"cannot list source directory: {exc.strerror or exc}")
         return
 
+    sel = selection if selection is not None else Selection(excludes=tuple(excludes))
+    told: OnExcluded = on_excluded or (lambda _path, _why, _what: None)
     first_link: dict[tuple[int, int], str] = {}
     # The directories from the root to the current one.  stack[lowest_open:] hold
     # descriptors; the ones above were closed to keep at most MAX_OPEN_DIRS open.
@@ -252,9 +257,11 @@ def walk(
             name = top.children[top.pos]
             top.pos += 1
             relpath = f"{top.rel}/{name}" if top.rel else name
-            if excludes and _excluded(relpath, name, excludes):
+            pattern = sel.excluded(relpath, name)
+            if pattern is not None:
+                told(relpath, REASON_PATTERN, pattern)
                 continue
-            item, sub = _scan_one(top, name, relpath, src, first_link, on_error)
+            item, sub = _scan_one(top, name, relpath, src, first_link, on_error, sel, root.dev, told)
             if item is None:
                 continue
             if sub is not None:
@@ -313,16 +320,29 @@ def _scan_one(
     root: str,
     first_link: dict[tuple[int, int], str],
     on_error: Callable[[str, str], None],
+    sel: Selection,
+    root_dev: int,
+    told: OnExcluded,
 ) -> tuple[WalkItem | None, _Dir | None]:
-    """Stat one name in ``parent`` and build its item; for directories also open and list it."""
+    """Stat one name in ``parent`` and build its item; for directories also open and list it
+    (not a mount point under ``--one-file-system``; a tagged one is closed again and left out)."""
     dir_fd = parent.fd
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         mode = st.st_mode
         sub = None
-        if stat.S_ISDIR(mode):
+        if stat.S_ISDIR(mode) and sel.other_filesystem(root_dev, st):
+            # The mounted root's lstat, as rsync -x records it; never opened (a hung NFS mount stays out).
+            told(relpath, REASON_MOUNT, "")
+            entry = _entry(relpath, KIND_DIR, st)
+        elif stat.S_ISDIR(mode):
             sub = _open_sub(dir_fd, name, relpath, st, on_error)
             if sub is None:
+                return None, None
+            tag = sel.tag_in(sub.fd, sub.children) if sel.exclude_if_present else None
+            if tag is not None:
+                sub.close()
+                told(relpath, REASON_TAGGED, tag)
                 return None, None
             try:
                 entry = _entry(relpath, KIND_DIR, st, xattrs=_read_xattrs(sub.fd, relpath, on_error))

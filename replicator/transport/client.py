@@ -428,6 +428,19 @@ class RemoteSink:
         self._call(P.Commit(name, data, proof, claim.tag, claim.parent, tuple(refs)), P.COMMIT_OK)
         self._update_stats()
 
+    # --- deleting (a write session: the receiver holds its lock) ---------------------
+    def forget(self, names_and_proofs: Sequence[tuple[str, bytes]]) -> None:
+        """Delete these snapshots at the receiver, each on its key holder's forget proof (pipelined)."""
+        for name, proof in names_and_proofs:
+            self._pipeline(P.Forget(name, proof), P.FORGET_OK, GET_BATCH)
+        self.flush()
+
+    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+        """The receiver's key-less prune, run under its lock.  :returns: its counters (``P.PRUNE_COUNTERS``)."""
+        answer = self._call(P.Prune(P.PRUNE_DRY_RUN if dry_run else 0), P.PRUNE_OK)
+        self._update_stats()
+        return answer.as_dict()
+
     # --- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
         """Say BYE and close.  Packs not acknowledged are simply re-sent by the next run."""

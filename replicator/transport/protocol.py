@@ -61,6 +61,9 @@ MODE_WRITE = 2
 # Message types (u8).  Never reuse a number.
 HELLO, OPEN, OPEN_OK, LIST, NAMES, GET, DATA, PUT_PACK, PACK_OK, REFS, COMMIT, COMMIT_OK, ERROR, BYE = range(1, 15)
 GET_RANGE, RANGE, DECLARE, DECLARE_OK = range(15, 19)
+FORGET, FORGET_OK, PRUNE, PRUNE_OK = range(19, 23)  # version 3: retention run at the receiver, under its lock
+PRUNE_DRY_RUN = 1  # PRUNE flags bit 0: report, delete nothing
+PRUNE_COUNTERS = C.PRUNE_COUNTERS  # PRUNE_OK's u64 fields, in wire order
 
 # ERROR codes (u16).  RemoteError maps each to the exit code the client reports.
 E_PROTOCOL, E_VERSION, E_NOT_ALLOWED, E_NO_REPOSITORY, E_INTEGRITY, E_MISSING_REFS, E_STORAGE, E_LOCKED, \
@@ -458,6 +461,73 @@ class DeclareOk(Message):
 
 
 @dataclass(frozen=True)
+class Forget(Message):
+    """Delete one snapshot (and its refs) at the receiver: ``proof`` is the key holder's forget proof."""
+
+    TYPE: ClassVar[int] = FORGET
+    name: str
+    proof: bytes
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(FORGET, F.name(self.name), _proof(self.proof))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> Forget:
+        return cls(check_object_name(d.get_name(), SNAPSHOT_NAME_RE), d.get_fixed(PROOF_SIZE, "proof"))
+
+
+@dataclass(frozen=True)
+class ForgetOk(Message):
+    TYPE: ClassVar[int] = FORGET_OK
+    name: str
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(FORGET_OK, F.name(self.name))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> ForgetOk:
+        return cls(check_object_name(d.get_name(), SNAPSHOT_NAME_RE))
+
+
+@dataclass(frozen=True)
+class Prune(Message):
+    """Delete, key-less, every pack no remaining snapshot's refs name (flags: ``PRUNE_DRY_RUN``)."""
+
+    TYPE: ClassVar[int] = PRUNE
+    flags: int
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(PRUNE, F.u8(self.flags))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> Prune:
+        flags = d.get_u8()
+        if flags & ~PRUNE_DRY_RUN:
+            raise ProtocolError(f"PRUNE flags {flags:#x} has unknown bits")
+        return cls(flags)
+
+
+@dataclass(frozen=True)
+class PruneOk(Message):
+    """What the receiver's prune found and did: one u64 per name of ``PRUNE_COUNTERS``."""
+
+    TYPE: ClassVar[int] = PRUNE_OK
+    counters: tuple[int, ...]
+
+    def encode_parts(self) -> list[F.Buffer]:
+        if len(self.counters) != len(PRUNE_COUNTERS):
+            raise ValueError(f"PRUNE_OK has {len(PRUNE_COUNTERS)} counters")
+        return F.frame_parts(PRUNE_OK, *(F.u64(c) for c in self.counters))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> PruneOk:
+        return cls(tuple(d.get_u64() for _ in PRUNE_COUNTERS))
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(PRUNE_COUNTERS, self.counters))
+
+
+@dataclass(frozen=True)
 class Error(Message):
     """Receiver to sender only; ends the session.  Any u16 code decodes (an unknown one is reported as is)."""
 
@@ -491,7 +561,8 @@ class Bye(Message):
 
 
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Open, OpenOk, List, Names, Get, Data, PutPack, PackOk, Refs, Commit,
-                                      CommitOk, Error, Bye, GetRange, Range, Declare, DeclareOk)}
+                                      CommitOk, Error, Bye, GetRange, Range, Declare, DeclareOk, Forget, ForgetOk,
+                                      Prune, PruneOk)}
 
 # Receiver state machine: which sender messages each state accepts (PROTOCOL.md 5).  ERROR is in no
 # state: the sender never sends it (it closes the channel instead), so an ERROR from it is a violation.
@@ -499,13 +570,13 @@ STATE_START, STATE_READY, STATE_OPEN = "start", "ready", "open"
 ALLOWED = {
     STATE_START: {HELLO},
     STATE_READY: {OPEN, BYE},
-    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE},
+    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE, FORGET, PRUNE},
 }
 
 # The answer each request gets, in request order (PROTOCOL.md 4); REFS and BYE get none.  Instead of
 # its answer the receiver may send ERROR, which ends the session.
 ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK, GET_RANGE: RANGE,
-           DECLARE: DECLARE_OK}
+           DECLARE: DECLARE_OK, FORGET: FORGET_OK, PRUNE: PRUNE_OK}
 
 
 def decode_message(msg_type: int, body: bytes | memoryview, *, copy: bool = True):

@@ -14,6 +14,9 @@ The session is the receiver's: an object it cannot find ends it (PROTOCOL.md
 6), so ObjectNotFound is raised once and later reads fail with a transport
 error.
 
+Writes nothing itself: ``forget`` hands the key holder's signed orders to the
+other site, which deletes under its own lock (a session opened for write).
+
 Must never: write, or import asyncssh (client.py and ssh.py do the talking).
 """
 from __future__ import annotations
@@ -50,6 +53,11 @@ class RemoteStorage:
         if length is None:
             length = self.size(name) - offset
         return self.get_ranges([(name, offset, length)])[0][1]
+
+    def forget(self, names_and_proofs: Sequence[tuple[str, bytes]]) -> None:
+        """Snapshots deleted by the other site under its lock, each on a key holder's forget proof (a session
+        opened for write)."""
+        self.sink.forget(names_and_proofs)
 
     def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> list[tuple[int, bytes]]:
         """(size, bytes) of each (pack, offset, length), pipelined; a range over MAX_RANGE is read in pieces."""

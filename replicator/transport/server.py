@@ -211,7 +211,7 @@ class ServerSession:
                 return
             job = {P.Open: self._open, P.List: self._list, P.Get: self._get, P.PutPack: self._put_pack,
                    P.Refs: self._add_refs, P.Commit: self._commit, P.GetRange: self._get_range,
-                   P.Declare: self._declare}[type(msg)]
+                   P.Declare: self._declare, P.Forget: self._forget, P.Prune: self._prune}[type(msg)]
             fut = await self._queue(loop, self._guarded, job, msg)
             if isinstance(msg, P.Open):
                 # The big frame limit only once the OPEN succeeded: wait for it before reading on.
@@ -387,6 +387,21 @@ class ServerSession:
         except ObjectNotFound:
             raise Refused(P.E_NOT_FOUND, f"{msg.name} (or its refs) not found") from None
         return P.DeclareOk(msg.name)
+
+    def _forget(self, msg: P.Forget):
+        self._need_write_session("forgetting snapshots")
+        found = self.sink.forget(msg.name, msg.proof)
+        log.info("%s: forgot %s in %s%s", self._peer.label, msg.name[10:26], self._repo_name,
+                 "" if found else " (already gone)")
+        return P.ForgetOk(msg.name)
+
+    def _prune(self, msg: P.Prune):
+        self._need_write_session("pruning")
+        dry_run = bool(msg.flags & P.PRUNE_DRY_RUN)
+        report = self.sink.prune(dry_run=dry_run)
+        log.info("%s: %s %s: %d of %d packs (%d bytes)", self._peer.label, "dry-run prune of" if dry_run else "pruned",
+                 self._repo_name, report["packs_deleted"], report["packs_total"], report["bytes_deleted"])
+        return P.PruneOk(tuple(report[k] for k in P.PRUNE_COUNTERS))
 
     def _add_refs(self, msg: P.Refs):
         self._need_write_session("committing snapshots")

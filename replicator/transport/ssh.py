@@ -6,7 +6,13 @@ Client side: ``connect`` opens one SSH connection with key authentication
 exactly that fingerprint, which is then appended; changed: always refused),
 prefers AES-GCM ciphers, disables SSH compression (packs are encrypted, so
 incompressible), and opens the ``replicator`` subsystem as a pair of byte
-streams.
+streams.  When the server has no such subsystem (OpenSSH with a ``ForceCommand``
+or a ``command=`` key option and no ``Subsystem replicator`` line answers
+"subsystem not found"), it asks to run ``REMOTE_COMMAND`` instead, which the
+forced command replaces.  The session's stderr (where ``serve --stdio`` logs
+under sshd) is drained and its last lines kept: a receiver that exits with an
+error before or while serving is named at the sender with its exit status and
+last line.
 
 Server side: ``listen`` accepts key authentication only (no passwords, no
 keyboard-interactive), and per session only the ``replicator`` subsystem: no
@@ -20,6 +26,7 @@ Must never: parse protocol frames (protocol.py) or touch repositories (server.py
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,12 +39,19 @@ from asyncssh.stream import SSHServerStreamSession  # stream session whose reque
 from replicator.transport.protocol import SUBSYSTEM, HostKeyError, TransportError
 
 log = logging.getLogger("replicator.serve")
+remote_log = logging.getLogger("replicator.transport.remote")  # the receiver's stderr, at the sender (debug)
 
 # Measured here: asyncssh ~450 MB/s with AES-GCM vs ~245 MB/s with chacha20-poly1305.
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PERMISSIONS_OPTION = "replicator-repos"
 WINDOW = 8 * 1024 * 1024  # SSH channel window: a 20 ms RTT link needs ~window/RTT of buffering
 PACKET = 256 * 1024 - 1024  # maximum SSH packet payload we accept/send
+# Asked for when the server has no replicator subsystem.  Under OpenSSH a ForceCommand or command= replaces it
+# (that one carries the repositories and rights); sshd without either runs it as the user's own command.
+REMOTE_COMMAND = "replicator serve --stdio"
+STDERR_LINES = 20  # last lines of the remote stderr kept to explain a failed receiver
+EXIT_WAIT = 2.0  # seconds to wait, at the end of the stream, for the receiver's exit status
+CMD_NOT_FOUND = 127  # a shell's exit status for a command it cannot find
 
 
 def fingerprint(key) -> str:
@@ -83,19 +97,94 @@ class _PinningClient(asyncssh.SSHClient):
         return False
 
 
+class _RemoteStderr:
+    """Reads the session's stderr to its end (so it never fills the channel's window) and keeps its last lines."""
+
+    def __init__(self, stream) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.task = asyncio.get_running_loop().create_task(self._drain(stream))
+
+    async def _drain(self, stream) -> None:
+        try:
+            while True:
+                line = await stream.readline()
+                if not line:
+                    return
+                text = line.decode("utf-8", "replace").rstrip()
+                if text:
+                    self.lines.append(text)
+                    remote_log.debug("receiver: %s", text)
+        except (asyncssh.Error, OSError):
+            return
+
+    def last(self) -> str:
+        return self.lines[-1] if self.lines else ""
+
+
+class _SessionReader:
+    """The session's stdout as ``protocol.read_frame`` reads it (``readexactly``).  At its end, a receiver
+    that exited with an error raises TransportError naming its exit status and last stderr line, instead
+    of a bare end of stream."""
+
+    def __init__(self, stream, channel, stderr: _RemoteStderr, where: str) -> None:
+        self._stream = stream
+        self._channel = channel
+        self._stderr = stderr
+        self._where = where
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await self._stream.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            failure = await self._failure()
+            if failure is not None:
+                raise failure from None
+            raise exc
+
+    async def _failure(self) -> TransportError | None:
+        # asyncio.wait, not wait_for: a helper that failed or was cancelled must not pass for our own cancellation.
+        closed = asyncio.ensure_future(self._channel.wait_closed())
+        try:
+            await asyncio.wait({closed}, timeout=EXIT_WAIT)  # the exit status comes before the channel's close
+        finally:
+            closed.cancel()
+        await asyncio.wait({self._stderr.task}, timeout=EXIT_WAIT)  # its last line, if still on its way
+        status = self._channel.get_exit_status()
+        sig = self._channel.get_exit_signal()
+        if sig is not None:
+            how = f"was killed by signal {sig[0]}"
+        elif status is not None and status > 0:
+            how = f"stopped with exit status {status}"
+        else:
+            return None
+        last = self._stderr.last().removeprefix("replicator: error: ")
+        hint = "" if status != CMD_NOT_FOUND else (
+            f" (no ForceCommand, command= or Subsystem line runs replicator serve --stdio there; "
+            f"sshd ran {REMOTE_COMMAND!r} itself)")
+        return TransportError(f"{self._where}: the receiver {how}{': ' + last if last else ''}{hint}")
+
+
 @dataclass
 class ClientConnection:
-    """An open client connection: ``reader``/``writer`` are the subsystem's byte streams."""
+    """An open client connection: ``reader``/``writer`` are the session's byte streams; ``how`` is
+    ``subsystem`` or ``command`` (what the server accepted)."""
 
     conn: Any
     reader: Any
     writer: Any
+    how: str = "subsystem"
+    stderr: _RemoteStderr | None = None
 
     def close(self) -> None:
         try:
             self.writer.close()
         except Exception:  # noqa: BLE001 - the channel may be gone
             pass
+        if self.stderr is not None:
+            self.stderr.task.cancel()
         self.conn.close()
 
     async def wait_closed(self) -> None:
@@ -126,13 +215,28 @@ async def connect(host: str, port: int, username: str, identity: str, known_host
         if client.refusal:
             raise client.refusal from None
         raise TransportError(f"cannot connect to {host}:{port}: {exc or exc.__class__.__name__}") from None
+    where = f"{host}:{port}"
+    how = "subsystem"
     try:
-        writer, reader, _stderr = await conn.open_session(subsystem=SUBSYSTEM, encoding=None, window=WINDOW,
-                                                          max_pktsize=PACKET)
+        try:
+            writer, reader, stderr = await conn.open_session(subsystem=SUBSYSTEM, encoding=None, window=WINDOW,
+                                                             max_pktsize=PACKET)
+        except asyncssh.ChannelOpenError as refused:  # OpenSSH: "subsystem not found" (ForceCommand, command=)
+            how = "command"
+            try:
+                writer, reader, stderr = await conn.open_session(command=REMOTE_COMMAND, encoding=None,
+                                                                 window=WINDOW, max_pktsize=PACKET)
+            except asyncssh.ChannelOpenError as exc:
+                raise TransportError(f"{where} refused the {SUBSYSTEM} subsystem ({refused.reason}) and the "
+                                     f"command {REMOTE_COMMAND!r} ({exc.reason})") from None
+    except TransportError:
+        conn.close()
+        raise
     except (asyncssh.Error, OSError) as exc:
         conn.close()
-        raise TransportError(f"{host}:{port} refused the {SUBSYSTEM} subsystem: {exc}") from None
-    return ClientConnection(conn, reader, writer)
+        raise TransportError(f"{where} refused the {SUBSYSTEM} session: {exc}") from None
+    tail = _RemoteStderr(stderr)
+    return ClientConnection(conn, _SessionReader(reader, writer.channel, tail, where), writer, how, tail)
 
 
 # --- server --------------------------------------------------------------------------

@@ -156,3 +156,85 @@ def test_packaged_example_is_valid():
 
     cfg = load_config(str(ROOT / "packaging" / "replicator.toml"), env={})
     assert [j.name for j in cfg.jobs] == ["hospitals", "archive-local"] and cfg.metrics_listen == ("127.0.0.1", 9464)
+
+
+# --- what a job syncs: exclude files, tagged directories, one filesystem --------------------------
+def test_selection_keys(tmp_path, monkeypatch):
+    from replicator.app.config import job_sync_options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "j.exclude").write_text("# PACS scratch\n*.part\n\nspool/\n")
+    p = tmp_path / "r.toml"
+    p.write_text(JOB + 'excludes = ["*.tmp"]\nexclude_files = ["j.exclude"]\n'
+                 'exclude_if_present = [".nobackup", "CACHEDIR.TAG"]\none_file_system = true\n'
+                 + JOB.replace('"j"', '"k"'))
+    a, b = load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"}).jobs
+    assert a.exclude_files == (str(tmp_path / "j.exclude"),)  # relative to the working directory, as others
+    assert a.exclude_if_present == (".nobackup", "CACHEDIR.TAG") and a.one_file_system is True
+    assert (b.exclude_files, b.exclude_if_present, b.one_file_system) == ((), (), False)
+    o = job_sync_options(a, str(tmp_path / "cache"))
+    assert o.excludes == ("*.tmp", "*.part", "spool/") and o.exclude_if_present == (".nobackup", "CACHEDIR.TAG")
+    assert o.one_file_system and not o.dry_run and o.cache_dir == str(tmp_path / "cache")
+    assert o.source == a.source_name and o.max_shrink == a.max_shrink
+    o = job_sync_options(b, "/c")
+    assert (o.excludes, o.exclude_if_present, o.one_file_system) == ((), (), False)
+
+
+def test_exclude_file_read_at_each_run(tmp_path):
+    """The daemon reads its exclude files at each sync (an edit counts at the next one, no reload); one
+    gone since is that run's one-line usage error."""
+    from replicator.app.config import job_sync_options
+    from replicator.errors import UsageError
+
+    ex = tmp_path / "j.exclude"
+    ex.write_text("*.a\n")
+    p = tmp_path / "r.toml"
+    p.write_text(JOB + f'exclude_files = ["{ex}"]\n')
+    job = load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"}).jobs[0]
+    assert job_sync_options(job, "/c").excludes == ("*.a",)
+    ex.write_text("*.b\n")
+    assert job_sync_options(job, "/c").excludes == ("*.b",)
+    ex.unlink()
+    with pytest.raises(UsageError) as info:
+        job_sync_options(job, "/c")
+    assert str(info.value) == f"exclude file {ex}: does not exist"
+
+
+SELECTION_BAD = [
+    ("exclude-files-string", 'exclude_files = "/etc/x"\n', "job[0].exclude_files", "must be a list of file paths"),
+    ("exclude-files-number", "exclude_files = [3]\n", "job[0].exclude_files", "must be a list of file paths"),
+    ("exclude-files-empty", 'exclude_files = [""]\n', "job[0].exclude_files", "must be a list of file paths"),
+    ("tag-string", 'exclude_if_present = ".nobackup"\n', "job[0].exclude_if_present", "must be a list of file names"),
+    ("tag-path", 'exclude_if_present = ["a/.nobackup"]\n', "job[0].exclude_if_present", "plain file name"),
+    ("one-fs-string", 'one_file_system = "yes"\n', "job[0].one_file_system", "must be true or false"),
+    ("one-fs-number", "one_file_system = 1\n", "job[0].one_file_system", "must be true or false"),
+]
+
+
+@pytest.mark.parametrize("text,key,words", [b[1:] for b in SELECTION_BAD], ids=[b[0] for b in SELECTION_BAD])
+def test_bad_selection_keys(tmp_path, text, key, words):
+    p = tmp_path / "bad.toml"
+    p.write_text(JOB + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(p), env={"REPLICATOR_PASSPHRASE": "x"})
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{p}:5: {key}: ") and words in msg, msg
+
+
+def test_check_finds_a_missing_or_bad_exclude_file(tmp_path):
+    good = tmp_path / "good.exclude"
+    good.write_text("*.tmp\n")
+    (tmp_path / "binary.exclude").write_bytes(b"\0\0")
+    p = tmp_path / "r.toml"
+    p.write_text(JOB.replace("/srv/data", str(tmp_path)) + f'exclude_files = ["{good}", "{tmp_path}/gone.exclude", '
+                 f'"{tmp_path}/binary.exclude"]\n')
+    r = run_cli("daemon", "--config", str(p), "--check")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [
+        f"replicator: error: {p}:5: job[0].exclude_files: exclude file {tmp_path}/gone.exclude: does not exist",
+        f"replicator: error: {p}:5: job[0].exclude_files: exclude file {tmp_path}/binary.exclude: is not a text "
+        "file (it holds NUL bytes)"]
+    p.write_text(JOB.replace("/srv/data", str(tmp_path)) + f'exclude_files = ["{good}"]\n')
+    r = run_cli("daemon", "--config", str(p), "--check")
+    assert r.returncode == 0, r.stderr
+

@@ -70,6 +70,7 @@ def test_a_seed_that_lies_costs_a_fetch_not_a_wrong_byte(tmp_path):
         (snap,) = repo.snapshots()
         (entry,) = [e for e in repo.walk_tree(snap.tree) if e.path == "f.bin"]
         seeds = Seeds(repo, str(target))
+        seeds.scan([entry])
         chunks = seeds.read_file(entry)
         first = next(chunks)  # the seed was chunked; now it changes under the reader
         (target / "f.bin").write_bytes(bytes(1 << 20))

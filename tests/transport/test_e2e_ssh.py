@@ -159,10 +159,15 @@ def test_wrong_repository_name_refused(site, tmp_path):
 
 
 def test_configured_but_missing_repository(site, tmp_path):
+    """A repository that vanished after serve started (serve refuses a missing one at start,
+    tests/cli/test_serve_cmd.py): each session that opens it is refused."""
     stop_server(site)
     (site.tmp / "authorized_keys").write_text(
         (site.tmp / "authorized_keys").read_text().replace('"amiens:rw"', '"amiens:rw,gone:rw"'))
-    start_server(site, extra_repos=[f"gone={tmp_path / 'not-initialised'}"])
+    gone = tmp_path / "gone"
+    assert run_cli("init", str(gone), "--kdf-work", "14", "-q").returncode == 0
+    start_server(site, extra_repos=[f"gone={gone}"])
+    gone.rename(tmp_path / "unmounted")
     src = tmp_path / "src"
     make_tree(src, 1, 1000, seed=1)
     site.pin()

@@ -287,7 +287,7 @@ BAD_FRAMES = [
     ("header cut", "000000", "inside a frame header"),
     ("body cut", "00000005 02 0001", "closed inside a frame"),
     ("type 0", "00000001 00", "unknown message type 0"),
-    ("type 19", "00000001 13", "unknown message type 19"),
+    ("type 23", "00000001 17", "unknown message type 23"),
     ("type 255", "00000001 ff", "unknown message type 255"),
     ("hello cut after magic", fr(P.HELLO, b"RPLPROTO".hex()), "truncated u16"),
     ("hello ssh banner", fr(P.HELLO, b"SSH-2.0-".hex(), "0001 0001 0000"), "bad HELLO magic"),
@@ -362,6 +362,12 @@ BAD_FRAMES = [
     ("error code cut", fr(P.ERROR, "00"), "truncated u16"),
     ("error message over 4096", fr(P.ERROR, "0001", "00001001"), "byte string of 4097 bytes exceeds 4096"),
     ("bye with a body", fr(P.BYE, "00"), "1 unexpected bytes"),
+    ("forget of a pack", fr(P.FORGET, HEX_PACK, PROOF.hex()), "not allowed here"),
+    ("forget without proof", fr(P.FORGET, HEX_SNAP), "truncated proof"),
+    ("forget_ok of an id list", fr(P.FORGET_OK, hname("ids/" + HEX64)), "not allowed here"),
+    ("prune unknown flag", fr(P.PRUNE, "02"), "PRUNE flags 0x2 has unknown bits"),
+    ("prune without flags", fr(P.PRUNE), "truncated u8"),
+    ("prune_ok one counter short", fr(P.PRUNE_OK, "00" * 8 * 6), "truncated u64"),
 ]
 
 

@@ -32,7 +32,8 @@ DOC = DOC_PATH.read_text()
 TYPE_NAMES = {"HELLO": P.HELLO, "OPEN": P.OPEN, "OPEN_OK": P.OPEN_OK, "LIST": P.LIST, "NAMES": P.NAMES,
               "GET": P.GET, "DATA": P.DATA, "PUT_PACK": P.PUT_PACK, "PACK_OK": P.PACK_OK, "REFS": P.REFS,
               "COMMIT": P.COMMIT, "COMMIT_OK": P.COMMIT_OK, "ERROR": P.ERROR, "BYE": P.BYE,
-              "GET_RANGE": P.GET_RANGE, "RANGE": P.RANGE, "DECLARE": P.DECLARE, "DECLARE_OK": P.DECLARE_OK}
+              "GET_RANGE": P.GET_RANGE, "RANGE": P.RANGE, "DECLARE": P.DECLARE, "DECLARE_OK": P.DECLARE_OK,
+              "FORGET": P.FORGET, "FORGET_OK": P.FORGET_OK, "PRUNE": P.PRUNE, "PRUNE_OK": P.PRUNE_OK}
 
 
 # --- JSON form of fields (as scripts/gen_protocol_vectors.py writes it) ----------------
@@ -45,6 +46,7 @@ JSON_FORMS = {
     "bytes | memoryview": (bytes.fromhex, lambda v: bytes(v).hex()),
     "tuple[bytes, ...]": (lambda v: tuple(bytes.fromhex(x) for x in v), lambda v: [bytes(x).hex() for x in v]),
     "tuple[str, ...]": (tuple, list),
+    "tuple[int, ...]": (tuple, list),
 }
 
 

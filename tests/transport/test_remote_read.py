@@ -66,11 +66,3 @@ def test_a_read_only_key_restores_and_the_index_is_cached(site, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert (out / "scan.dcm").read_bytes() == (src / "scan.dcm").read_bytes()
     assert list(cache.glob("*/remote-index.sqlite"))
-
-
-def test_writing_commands_over_ssh_are_refused_with_one_line(site, tmp_path):
-    _two_snapshots(site, tmp_path)
-    for args in (("forget", site.url(), "--keep-last", "1"), ("prune", site.url())):
-        r = run_cli(*args)
-        assert r.returncode == 2 and "over ssh:// is not supported yet" in r.stderr, r.stdout + r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1
