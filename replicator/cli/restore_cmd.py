@@ -132,6 +132,7 @@ def choose_snapshot(args, repo, listing, ref: str | None, *, by_id: str = "--sna
 
 
 def run(args) -> int:
+    from replicator.restore.prefetch import Prefetcher
     from replicator.restore.seeds import Seeds
     from replicator.restore.writer import restore
 
@@ -149,20 +150,23 @@ def run(args) -> int:
         if args.delete:
             check_delete_names(args.target, wanted)
 
-        def read_file(entry: Entry) -> Iterator[bytes]:
-            return repo.read_blobs(entry.chunks)
-
         seeds = Seeds(repo, args.target) if args.delta else None
+        # A full restore reads the next small files ahead, across files, on a second thread; --delta reads
+        # only what the seeds lack, file by file.
+        prefetch = Prefetcher(repo, wanted) if seeds is None else None
         try:
             if seeds is not None:
                 seeds.scan(wanted)
+            read_file = seeds.read_file if seeds is not None else prefetch.read_file  # type: ignore[union-attr]
             with progress_bar(args, "restore", total) as progress:
-                report = restore(args.target, wanted, seeds.read_file if seeds else read_file,
+                report = restore(args.target, wanted, read_file,
                                  on_progress=progress, fsync_each=False, restore_privileges=args.restore_privileges,
                                  keep_unchanged=args.delta, delete_extras=args.delete)
         finally:
             if seeds is not None:
                 seeds.close()
+            if prefetch is not None:
+                prefetch.close()
         if seeds is not None:
             seeds.account(report)
     stats = getattr(getattr(repo.storage, "sink", None), "stats", None)  # ssh://: the session's bytes on the wire

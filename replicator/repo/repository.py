@@ -15,9 +15,12 @@ recurse on tree depth.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator import constants as C
@@ -51,6 +54,11 @@ from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
 
 INDEX_FILE = "index.sqlite"
+TREE_ROUND = 256  # trees read in one round by walk_tree
+TREE_AHEAD_BYTES = 8 << 20  # tree blobs walk_tree holds read ahead (decoded), at most (plus one round)
+TREE_PENDING_MAX = 1 << 16  # subtree ids walk_tree remembers to read ahead (32 bytes each)
+SPAN_MAX = 8 << 20  # bytes of neighbouring blobs read as one range
+SPAN_GAP = 0  # bytes between two blobs that may still be read in one range (a pack holds no gaps)
 READ_AHEAD = 32  # blobs read in one round by read_blobs (32 x 1 MiB at most in flight)
 
 
@@ -143,6 +151,7 @@ class Repository:
         self._lock: FileLock | None = None
         self._index: Index | None = None
         self._pack_keys: dict[str, crypto.Aead] = {}
+        self._reader: ThreadPoolExecutor | None = None  # read_blobs's next round (started on first use)
         # Packs found damaged while bringing the index up to date; verify reports them.
         self.damaged_packs: dict[str, str] = {}
         # Things an operator should hear about that did not stop the operation.
@@ -236,6 +245,9 @@ class Repository:
 
     def close(self) -> None:
         """Release the lock and the index."""
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader = None
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -326,30 +338,66 @@ class Repository:
             raise IntegrityError(f"pack {pack} is missing") from None
         return self._open(pack, entry, sealed)
 
-    def read_blobs(self, blob_ids: Iterable[bytes]) -> Iterator[bytes]:
-        """The verified plaintexts of ``blob_ids``, in order, read ahead ``READ_AHEAD`` at a time in one
+    def read_blobs(self, blob_ids: Iterable[bytes], ahead: int = READ_AHEAD) -> Iterator[bytes]:
+        """The verified plaintexts of ``blob_ids``, in order, read ahead ``ahead`` at a time in one
         pipelined round (a storage over SSH answers them in one round trip; a local one reads each in turn).
+        While one round is handed out, the next is read and opened on the repository's reading thread, so
+        the network (or the disk), the decryption and the caller's writes overlap.  Safe to call from two
+        threads at once (restore/prefetch.py does).
 
         :raises IntegrityError: a blob is missing or damaged (when its turn comes).
         """
         get_ranges = ranges_reader(self.storage)
-        pending: list[bytes] = []
-        for blob_id in blob_ids:
-            pending.append(blob_id)
-            if len(pending) == READ_AHEAD:
-                yield from self._read_batch(get_ranges, pending)
-                pending = []
-        if pending:
-            yield from self._read_batch(get_ranges, pending)
+        batches = _batched(blob_ids, ahead)
+        first = next(batches, None)
+        if first is None:
+            return
+        second = next(batches, None)
+        if second is None:  # one round (a small file): no thread
+            yield from _in_turn(self._read_batch(get_ranges, first))
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        nxt = self._reader.submit(self._read_batch, get_ranges, first)
+        for batch in itertools.chain((second,), batches):
+            current, nxt = nxt, self._reader.submit(self._read_batch, get_ranges, batch)
+            try:
+                yield from _in_turn(current.result())
+            except BaseException:
+                nxt.cancel()
+                raise
+        yield from _in_turn(nxt.result())
 
-    def _read_batch(self, get_ranges, blob_ids: list[bytes]) -> Iterator[bytes]:
+    def _read_batch(self, get_ranges, blob_ids: list[bytes]) -> list[bytes | IntegrityError]:
+        """One round: each blob's plaintext, or the IntegrityError that its turn raises.
+
+        Blobs that lie next to each other in a pack (a file's chunks, the small files of one directory:
+        written in that order) are read as one range of at most ``SPAN_MAX`` bytes, so a round costs a
+        few requests (over ssh://) or reads (locally), not one per blob.
+        """
         located = [self._locate(b) for b in blob_ids]
+        spans: list[tuple[str, int, int, list[int]]] = []  # (pack, start, end, indexes of its blobs)
+        for i in sorted(range(len(located)), key=lambda i: (located[i][0], located[i][1].offset)):
+            pack, entry = located[i]
+            if spans and spans[-1][0] == pack and 0 <= entry.offset - spans[-1][2] <= SPAN_GAP \
+                    and entry.offset + entry.length - spans[-1][1] <= SPAN_MAX:
+                last = spans[-1]
+                spans[-1] = (pack, last[1], max(last[2], entry.offset + entry.length), last[3] + [i])
+            else:
+                spans.append((pack, entry.offset, entry.offset + entry.length, [i]))
         try:
-            got = get_ranges([(pack, entry.offset, entry.length) for pack, entry in located])
+            got = get_ranges([(pack, start, end - start) for pack, start, end, _i in spans])
         except ObjectNotFound as exc:
             raise IntegrityError(f"{exc}: a pack is missing") from None
-        for (pack, entry), (_size, sealed) in zip(located, got):
-            yield self._open(pack, entry, sealed)
+        out: list[bytes | IntegrityError] = [b""] * len(located)
+        for (pack, start, _end, indexes), (_size, data) in zip(spans, got):
+            for i in indexes:
+                entry = located[i][1]
+                try:
+                    out[i] = self._open(pack, entry, data[entry.offset - start : entry.offset - start + entry.length])
+                except IntegrityError as exc:
+                    out[i] = exc
+        return out
 
     def snapshot_names(self) -> list[str]:
         return sorted(n for n in self.storage.list(L.SNAPSHOTS) if L.SNAPSHOT_RE.match(n))
@@ -432,8 +480,52 @@ class Repository:
             raise IntegrityError(f"tree {tree_id.hex()[:16]} at '{parent or '/'}': {exc}") from None
 
     def walk_tree(self, tree_id: bytes, parent: str = "") -> Iterator[Entry]:
-        """All entries under a tree, in pre-order (a directory before its contents); no recursion."""
-        stack = [iter(self.read_tree(tree_id, parent))]
+        """All entries under a tree, in pre-order (a directory before its contents); no recursion.
+
+        Trees are read ahead in rounds of up to ``TREE_ROUND``, breadth first: the subtrees met so far
+        that are not read yet go in the round of the next tree needed, and each tree read ahead is
+        decoded at once so that its own subtrees go in the next round.  Over ssh:// a tree of thousands
+        of directories costs a few round trips, not one per directory.  What is read ahead waits
+        decoded, for at most ``TREE_AHEAD_BYTES`` of tree blobs (then trees are read as needed); a
+        tree that does not decode fails the walk when the walk reaches it.
+        """
+        ahead: dict[tuple[bytes, str], tuple[list[TreeItem] | IntegrityError, int]] = {}
+        held = 0
+        pending: collections.deque[tuple[bytes, str]] = collections.deque()  # subtrees met, not read yet
+
+        def decode(tid: bytes, data: bytes, path: str) -> list[TreeItem] | IntegrityError:
+            try:
+                items = decode_tree(data, path)
+            except TreeFormatError as exc:
+                return IntegrityError(f"tree {tid.hex()[:16]} at '{path or '/'}': {exc}")
+            if len(pending) < TREE_PENDING_MAX:
+                pending.extend((it.subtree, it.entry.path) for it in items if it.entry.kind == KIND_DIR)
+            return items
+
+        def tree(tid: bytes, path: str) -> list[TreeItem]:
+            nonlocal held
+            found = ahead.pop((tid, path), None)
+            if found is not None:
+                items, size = found
+                held -= size
+            else:
+                wanted = [(tid, path)]
+                seen = {(tid, path)}
+                while pending and len(wanted) < TREE_ROUND and held < TREE_AHEAD_BYTES:
+                    key = pending.popleft()
+                    if key not in seen and key not in ahead:
+                        seen.add(key)
+                        wanted.append(key)
+                got = list(self.read_blobs([t for t, _p in wanted], len(wanted)))
+                items = decode(tid, got[0], path)
+                for (t, p), data in zip(wanted[1:], got[1:]):
+                    ahead[(t, p)] = (decode(t, data, p), len(data))
+                    held += len(data)
+            if isinstance(items, IntegrityError):
+                raise items
+            return items
+
+        stack = [iter(tree(tree_id, parent))]
         while stack:
             item = next(stack[-1], None)
             if item is None:
@@ -441,4 +533,18 @@ class Repository:
                 continue
             yield item.entry
             if item.entry.kind == KIND_DIR:
-                stack.append(iter(self.read_tree(item.subtree, item.entry.path)))
+                stack.append(iter(tree(item.subtree, item.entry.path)))
+
+
+def _batched(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _in_turn(results: list[bytes | IntegrityError]) -> Iterator[bytes]:
+    """The plaintexts of a round, raising a blob's error when its turn comes (not before the blobs ahead)."""
+    for got in results:
+        if isinstance(got, IntegrityError):
+            raise got
+        yield got

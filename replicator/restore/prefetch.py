@@ -1,0 +1,146 @@
+"""Read-ahead across files for a restore: the blobs of the next small files are fetched, checked and
+decompressed on another thread while the restorer writes the current one.
+
+Why: ``Repository.read_blobs`` pipelines the blobs of one file, but a tree of many small files read
+one file at a time pays one round trip per file over ``ssh://`` (and one pass through the storage
+per file locally), and opening the blobs on the writing thread leaves the second core idle.  Here
+the chunks of the next files go out in one pipelined round of up to ``BATCH_BLOBS`` blobs, on a
+thread of their own.
+
+Owns: the order (files are handed out in the order of ``entries``; a file the restorer never asks
+for, e.g. one refused for its path, is dropped when a later one is asked for), the memory bound
+(at most ``ahead_bytes`` of plaintext waiting, plus one batch), and the fall back to a direct read
+for what it does not fetch (files above ``small_file``, whose own ``read_blobs`` already pipelines,
+hard links, and every file of a batch whose round failed: the direct read then raises that file's
+own error, and the others are read on their own).
+
+Must never: hand a file another file's chunks, hold more than its bound, or lose an error (a file
+whose data could not be read fails, by itself, when its turn comes).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from replicator.format.entry import KIND_FILE, Entry
+
+SMALL_FILE = 1 << 20  # files up to this size are read ahead; larger ones stream through read_blobs
+AHEAD_BYTES = 32 << 20  # plaintext waiting for the restorer, at most (plus one batch)
+BATCH_BLOBS = 256  # blobs in one round (small files: mostly one blob each)
+_DIRECT = object()  # read this file directly (its batch failed, or the prefetcher stopped)
+
+
+class Prefetcher:
+    """``read_file(entry)`` for ``restore/writer.restore``; use as a context manager (``close`` stops the thread).
+
+    :param repo: anything with ``read_blobs(ids, ahead) -> Iterator[bytes]`` (repo/repository.py), safe to
+        call from two threads.
+    :param entries: the entries the restore will be given, in the same order.
+    """
+
+    def __init__(self, repo, entries: Sequence[Entry], *, small_file: int = SMALL_FILE,
+                 ahead_bytes: int = AHEAD_BYTES, batch_blobs: int = BATCH_BLOBS) -> None:
+        self._repo = repo
+        self._files = [e for e in entries if e.kind == KIND_FILE and not e.link_to and e.chunks
+                       and e.size <= small_file]
+        self._pos = {id(e): i for i, e in enumerate(self._files)}
+        self._ahead = ahead_bytes
+        self._batch = batch_blobs
+        self._ready: dict[int, object] = {}  # position -> list of plaintexts, or _DIRECT
+        self._buffered = 0
+        self._wanted = 0  # the lowest position the restorer may still ask for
+        self._stopped = False
+        self._done = False  # the thread has ended: what is not ready is read directly
+        self._cond = threading.Condition()
+        self.batches = 0  # rounds sent (tests and the curious)
+        self._thread = threading.Thread(target=self._run, name="restore-prefetch", daemon=True)
+        self._thread.start()
+
+    # --- the restorer's side -------------------------------------------------------------
+    def read_file(self, entry: Entry) -> Iterable[bytes]:
+        pos = self._pos.get(id(entry))
+        if pos is None:
+            return self._repo.read_blobs(entry.chunks)
+        with self._cond:
+            for skipped in range(self._wanted, pos):  # files the restorer passed over (asked in order)
+                if skipped in self._ready:
+                    self._release(skipped)
+            self._wanted = max(self._wanted, pos + 1)
+            self._cond.notify_all()
+            while pos not in self._ready and not self._done:
+                self._cond.wait()
+            got = self._release(pos) if pos in self._ready else _DIRECT
+        if got is _DIRECT:
+            return self._repo.read_blobs(entry.chunks)
+        assert isinstance(got, list)
+        return iter(got)
+
+    def _release(self, pos: int) -> object:
+        got = self._ready.pop(pos)
+        if got is not _DIRECT:
+            self._buffered -= self._files[pos].size
+        self._cond.notify_all()
+        return got
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._ready.clear()
+            self._cond.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the reading thread --------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            pos = 0
+            while pos < len(self._files):
+                with self._cond:
+                    pos = max(pos, self._wanted - 1 if self._wanted else 0)
+                end, blobs, size = self._next_batch(pos)
+                with self._cond:
+                    while not self._stopped and self._buffered and self._buffered + size > self._ahead:
+                        self._cond.wait()
+                    if self._stopped:
+                        return
+                results = self._fetch(self._files[pos:end])
+                with self._cond:
+                    for offset, got in enumerate(results):
+                        if pos + offset >= self._wanted - 1:  # not passed over meanwhile
+                            self._ready[pos + offset] = got
+                            if got is not _DIRECT:
+                                self._buffered += self._files[pos + offset].size
+                    self._cond.notify_all()
+                    self.batches += 1
+                pos = end
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _next_batch(self, start: int) -> tuple[int, int, int]:
+        """(end, blobs, bytes) of the round that starts at ``start``: at least one file, at most ``_batch``
+        blobs and ``_ahead`` bytes beyond the first file."""
+        end, blobs, size = start, 0, 0
+        while end < len(self._files):
+            f = self._files[end]
+            if end > start and (blobs + len(f.chunks) > self._batch or size + f.size > self._ahead):
+                break
+            blobs += len(f.chunks)
+            size += f.size
+            end += 1
+        return end, blobs, size
+
+    def _fetch(self, files: list[Entry]) -> list[object]:
+        """Each file's plaintexts, in one pipelined round; every file of a failed round is read directly."""
+        try:
+            ids = [c for f in files for c in f.chunks]  # at most _ahead bytes of small files: one round
+            stream: Iterator[bytes] = iter(self._repo.read_blobs(ids, max(1, len(ids))))
+            return [[next(stream) for _ in f.chunks] for f in files]
+        except Exception:  # noqa: BLE001 - each file then meets its own error, or none, on a direct read
+            return [_DIRECT] * len(files)
