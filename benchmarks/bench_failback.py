@@ -31,9 +31,9 @@ import pytest
 
 from benchmarks import corpus
 from benchmarks.bench_ssh import sshd  # noqa: F401  (the fixture: a private OpenSSH server, when there is one)
-from benchmarks.conftest import dir_bytes, fresh_copy
+from benchmarks.conftest import dir_bytes, fresh_copy, served_site
 from tests.conftest import run_cli
-from tests.transport.conftest import SshSite, free_port, start_server, stop_server
+from tests.transport.conftest import stop_server
 
 
 def _contents(root: Path) -> dict[str, bytes]:
@@ -60,20 +60,9 @@ def _cli(*args: str, env: dict) -> dict:
 @pytest.fixture(scope="module")
 def failback(tmp_path_factory, corpus_day1):
     """The two sites after a day at the secondary: everything but the failback itself."""
-    from replicator.transport.ssh import generate_key
-
     tmp = tmp_path_factory.mktemp("failback")
-    keys = {n: tmp / f"{n}_key" for n in ("host", "writer")}
-    for n, p in keys.items():
-        generate_key(str(p), n)
-    pub = (tmp / "writer_key.pub").read_text().strip()
-    (tmp / "authorized_keys").write_text(f'replicator-repos="amiens:rw" {pub}\n')
-    repo = tmp / "secondary-repo"
-    assert run_cli("init", str(repo), "--kdf-work", "14", "-q").returncode == 0
-    site = SshSite(tmp=tmp, repo=repo, port=free_port(), host_key=keys.pop("host"), host_fp="", keys=keys,
-                   known_hosts=tmp / "known_hosts")
-    start_server(site)
-    site.pin()
+    site = served_site(tmp, "secondary-repo")
+    repo = site.repo
     try:
         primary_env = {"REPLICATOR_CACHE_DIR": str(tmp / "cache-primary")}
         secondary_env = {"REPLICATOR_CACHE_DIR": str(tmp / "cache-secondary")}

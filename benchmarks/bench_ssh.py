@@ -18,27 +18,15 @@ import time
 import pytest
 
 from benchmarks import corpus
-from benchmarks.conftest import fresh_copy, record_rate
+from benchmarks.conftest import fresh_copy, record_rate, served_site
 from tests.conftest import PASSPHRASE, ROOT, run_cli
-from tests.transport.conftest import SshSite, free_port, start_server, stop_server
+from tests.transport.conftest import free_port, stop_server
 
 
 @pytest.fixture(scope="module")
 def ssh_site(tmp_path_factory, corpus_day1):
-    from replicator.transport.ssh import generate_key
-
     tmp = tmp_path_factory.mktemp("sshbench")
-    keys = {n: tmp / f"{n}_key" for n in ("host", "writer")}
-    for n, p in keys.items():
-        generate_key(str(p), n)
-    pub = (tmp / "writer_key.pub").read_text().strip()
-    (tmp / "authorized_keys").write_text(f'replicator-repos="amiens:rw" {pub}\n')
-    repo = tmp / "secondary"
-    assert run_cli("init", str(repo), "--kdf-work", "14", "-q").returncode == 0
-    site = SshSite(tmp=tmp, repo=repo, port=free_port(), host_key=keys.pop("host"), host_fp="", keys=keys,
-                   known_hosts=tmp / "known_hosts")
-    start_server(site)
-    site.pin()
+    site = served_site(tmp)
     work = fresh_copy(corpus_day1[0], tmp / "work")
     yield site, work
     stop_server(site)

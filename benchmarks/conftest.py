@@ -78,3 +78,24 @@ def fresh_copy(src: Path, dst: Path) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def served_site(tmp: Path, repo_name: str = "secondary"):
+    """A repository at ``tmp/repo_name`` served by ``replicator serve`` on a free loopback port, its host key
+    pinned and one key, ``writer``, allowed to write it.  Stop it with tests.transport.conftest.stop_server."""
+    from replicator.transport.ssh import generate_key
+    from tests.conftest import run_cli
+    from tests.transport.conftest import SshSite, free_port, start_server
+
+    keys = {n: tmp / f"{n}_key" for n in ("host", "writer")}
+    for n, p in keys.items():
+        generate_key(str(p), n)
+    pub = (tmp / "writer_key.pub").read_text().strip()
+    (tmp / "authorized_keys").write_text(f'replicator-repos="amiens:rw" {pub}\n')
+    repo = tmp / repo_name
+    assert run_cli("init", str(repo), "--kdf-work", "14", "-q").returncode == 0
+    site = SshSite(tmp=tmp, repo=repo, port=free_port(), host_key=keys.pop("host"), host_fp="", keys=keys,
+                   known_hosts=tmp / "known_hosts")
+    start_server(site)
+    site.pin()
+    return site

@@ -24,6 +24,15 @@ def rfc3339_ns(ns: int) -> str:
     return rfc3339(ns // 1_000_000_000)
 
 
+def shown_ns(ns: int) -> str:
+    """A recorded time (nanoseconds) for people: RFC 3339, or ``@<seconds>`` for a time no date can show
+    (a clock gone far wrong)."""
+    try:
+        return rfc3339_ns(ns)
+    except (OverflowError, OSError, ValueError):
+        return f"@{ns // 1_000_000_000}"
+
+
 def parse_rfc3339(text: str) -> float:
     """:returns: the Unix time of an RFC 3339 string (``Z`` or a numeric offset).
     :raises ValueError: for anything else."""

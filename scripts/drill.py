@@ -256,9 +256,14 @@ class Drill:
                  f"Toulouse's stale sync with a lost cache was NOT refused: exit {amnesic.returncode}")
         fenced = fenced and fenced_at_receiver
 
-        # Failback: fetch what Amiens holds, swap it in, take the role back.
+        # Failback (the runbook's steps): a copy of Toulouse's tree brought to what Amiens holds, its own
+        # files the seeds (only the chunks they lack cross the link), swapped in; then the role back.
         fresh = self.toulouse.with_name("data.new")
-        self.cli(*self.ssh("restore", self.url(), str(fresh), "-q"))
+        shutil.copytree(self.toulouse, fresh, symlinks=True)  # cp -a: the old tree stays until the swap
+        done = self.cli(*self.ssh("restore", self.url(), str(fresh), "--delta", "--delete", "--json"))
+        failback = json.loads(done.stdout)
+        self.say(f"failback: {failback['kept']} files kept, {failback['seeded_bytes']} bytes taken from Toulouse's own "
+                 f"files, {failback['fetched_bytes']} fetched, {failback['deleted']} removed")
         self.toulouse.rename(self.toulouse.with_name("data.old"))
         fresh.rename(self.toulouse)
         self.cli("handback", str(self.amiens_repo), "--name", NAME, "-q", cache="amiens")
@@ -276,6 +281,8 @@ class Drill:
         return {"rpo_writes_lost": len(lost), "rpo_seconds": round(rpo_seconds, 2), "rto_seconds": round(rto_seconds, 2),
                 "old_primary_fenced": fenced, "secondary_fenced_after_failback": amiens_fenced,
                 "sites_identical": identical, "every_write_kept": every_write, "network": self.sites.kind,
+                "failback_fetched_bytes": failback["fetched_bytes"], "failback_seeded_bytes": failback["seeded_bytes"],
+                "failback_kept_files": failback["kept"], "failback_bytes": failback["bytes"],
                 "steps": self.steps, "ok": fenced and amiens_fenced and identical and every_write}
 
 

@@ -6,9 +6,10 @@ import sys
 
 from replicator import constants as C
 from replicator.cli.common import add_ssh_options, open_repository, printable, warn_damaged
-from replicator.cli.ls_cmd import row, when
+from replicator.cli.ls_cmd import row
 from replicator.errors import UsageError
 from replicator.repo.browse import find, matcher
+from replicator.times import shown_ns
 
 
 def register(sub) -> None:
@@ -54,11 +55,11 @@ def run(args) -> int:
             for n, m in enumerate(matches):
                 s = m.snapshot
                 out.write((", " if n else "") + json.dumps({
-                    "snapshot": s.id, "source": s.source, "generation": s.generation, "time": when(s.time_ns),
+                    "snapshot": s.id, "source": s.source, "generation": s.generation, "time": shown_ns(s.time_ns),
                     **row(m.entry)}, sort_keys=True))
             out.write("]}\n")
         else:
             for m in matches:
                 if not args.quiet:
-                    out.write(f"{m.snapshot.short_id}  {when(m.snapshot.time_ns)}  {printable(m.entry.path)}\n")
+                    out.write(f"{m.snapshot.short_id}  {shown_ns(m.snapshot.time_ns)}  {printable(m.entry.path)}\n")
     return C.EXIT_WARNING if damaged else C.EXIT_OK

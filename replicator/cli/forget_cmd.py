@@ -6,7 +6,7 @@ from replicator.cli.common import add_audit_option, add_ssh_options, audit, emit
 from replicator.errors import UsageError
 from replicator.repo.prune import delete_snapshots
 from replicator.repo.retention import RULES, Policy, apply_policy
-from replicator.times import rfc3339_ns
+from replicator.times import shown_ns
 
 
 def register(sub) -> None:
@@ -36,11 +36,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _time(ns: int) -> str:
-    try:
-        return rfc3339_ns(ns)
-    except (OverflowError, OSError, ValueError):  # a clock beyond what a date can show
-        return f"@{ns // 1_000_000_000}"
 
 
 def run(args) -> int:
@@ -62,12 +57,12 @@ def run(args) -> int:
             delete_snapshots(repo, remove)
         repo_id = repo.id
     rows = [{"id": d.snapshot.id, "source": d.snapshot.source, "generation": d.snapshot.generation,
-             "time": _time(d.snapshot.time_ns), "time_ns": d.snapshot.time_ns, "effective_time_ns": d.time_ns,
+             "time": shown_ns(d.snapshot.time_ns), "time_ns": d.snapshot.time_ns, "effective_time_ns": d.time_ns,
              "clock_suspect": d.clock_suspect,
              "keep": d.keep, "reasons": d.reasons} for d in decisions]
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{'keep' if d.keep else 'remove':6}  {d.snapshot.id[:16]}  #{d.snapshot.generation:<5} "
-             f"{_time(d.snapshot.time_ns)}{'!' if d.clock_suspect else ' '} {printable(d.snapshot.source)}"
+             f"{shown_ns(d.snapshot.time_ns)}{'!' if d.clock_suspect else ' '} {printable(d.snapshot.source)}"
              + (f"  ({', '.join(d.reasons)})" if d.keep else "")
              for d in decisions]
     if any(d.clock_suspect for d in decisions):

@@ -11,7 +11,7 @@ from replicator.cli.common import add_ssh_options, open_repository, printable, w
 from replicator.cli.restore_cmd import choose_snapshot
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 from replicator.repo.browse import Browser, normalize
-from replicator.times import rfc3339_ns
+from replicator.times import shown_ns
 
 LATEST = "latest"
 _KIND_BITS = {KIND_FILE: stat.S_IFREG, KIND_DIR: stat.S_IFDIR, KIND_SYMLINK: stat.S_IFLNK}
@@ -38,12 +38,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def when(ns: int) -> str:
-    """RFC 3339 (replicator/times.py); a time no date can show as ``@<seconds>``."""
-    try:
-        return rfc3339_ns(ns)
-    except (OverflowError, OSError, ValueError):
-        return f"@{ns // 1_000_000_000}"
 
 
 def snapshot_ref(text: str) -> str | None:
@@ -67,7 +61,7 @@ def row(entry: Entry) -> dict:
     """An entry for --json: exact names, the mode as a number and as ls shows it."""
     out = {"path": entry.path, "name": entry.name, "kind": entry.kind, "mode": entry.mode,
            "mode_string": stat.filemode(_KIND_BITS[entry.kind] | entry.mode), "uid": entry.uid, "gid": entry.gid,
-           "size": size(entry), "mtime": when(entry.mtime_ns), "mtime_ns": entry.mtime_ns,
+           "size": size(entry), "mtime": shown_ns(entry.mtime_ns), "mtime_ns": entry.mtime_ns,
            "xattrs": [name for name, _v in entry.xattrs]}
     if entry.kind == KIND_SYMLINK:
         out["target"] = entry.target
@@ -81,7 +75,7 @@ def line(entry: Entry, name: str) -> str:
     mode = stat.filemode(_KIND_BITS[entry.kind] | entry.mode)
     tail = f" -> {printable(entry.target)}" if entry.kind == KIND_SYMLINK else ""
     owner = f"{entry.uid}/{entry.gid}"
-    return f"{mode} {owner:<11} {size(entry):>12} {when(entry.mtime_ns)} {printable(name)}{tail}"
+    return f"{mode} {owner:<11} {size(entry):>12} {shown_ns(entry.mtime_ns)} {printable(name)}{tail}"
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from replicator import constants as C
 from replicator.cli.common import add_ssh_options, emit, human_bytes, open_repository, printable, warn_damaged
 from replicator.repo.retention import effective_times
-from replicator.times import rfc3339_ns
+from replicator.times import shown_ns
 
 
 def register(sub) -> None:
@@ -22,11 +22,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _time(ns: int) -> str:
-    try:
-        return rfc3339_ns(ns)
-    except (OverflowError, OSError, ValueError):  # a clock beyond what a date can show
-        return f"@{ns // 1_000_000_000}"
 
 
 def run(args) -> int:
@@ -39,7 +34,7 @@ def run(args) -> int:
         mine = [s for s in listing.snapshots if s.source == source]
         effective.update(effective_times(mine))
         latest.update(s.id for s in mine if s.generation == mine[-1].generation)
-    rows = [{"id": s.id, "source": s.source, "generation": s.generation, "time": _time(s.time_ns),
+    rows = [{"id": s.id, "source": s.source, "generation": s.generation, "time": shown_ns(s.time_ns),
              "time_ns": s.time_ns, "files": s.stats.get("files", 0), "bytes": s.stats.get("bytes", 0),
              "hostname": s.hostname, "latest": s.id in latest, "clock_suspect": effective[s.id] != s.time_ns}
             for s in listing.snapshots]

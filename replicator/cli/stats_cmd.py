@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from replicator import constants as C
 from replicator.cli.common import add_ssh_options, emit, human_bytes, open_repository, printable, warn_damaged
-from replicator.cli.ls_cmd import when
 from replicator.repo.stats import repository_stats
+from replicator.times import shown_ns
 
 
 def register(sub) -> None:
@@ -35,7 +35,7 @@ def run(args) -> int:
         damaged = warn_damaged(listing.damaged)
         st = repository_stats(repo, listing.snapshots)
     sources = [{"source": x.source, "snapshots": x.snapshots, "latest": x.latest.id,
-                "latest_generation": x.latest.generation, "latest_time": when(x.latest.time_ns),
+                "latest_generation": x.latest.generation, "latest_time": shown_ns(x.latest.time_ns),
                 "latest_time_ns": x.latest.time_ns, "latest_bytes": x.latest_totals.bytes,
                 "latest_files": x.latest_totals.files, "latest_dirs": x.latest_totals.dirs,
                 "latest_symlinks": x.latest_totals.symlinks} for x in st.sources]
@@ -47,7 +47,7 @@ def run(args) -> int:
     lines = [f"{'SOURCE':20}  {'SNAPSHOTS':>9}  {'LATEST':16}  {'GEN':>4}  {'TIME':20}  {'FILES':>9}  {'SIZE':>10}"]
     for x in st.sources:
         lines.append(f"{printable(x.source):20}  {x.snapshots:>9}  {x.latest.short_id:16}  {x.latest.generation:>4}  "
-                     f"{when(x.latest.time_ns):20}  {x.latest_totals.files:>9}  {human_bytes(x.latest_totals.bytes):>10}")
+                     f"{shown_ns(x.latest.time_ns):20}  {x.latest_totals.files:>9}  {human_bytes(x.latest_totals.bytes):>10}")
     if not st.sources:
         lines = ["no snapshots yet"]
     lines += [f"repository: {st.snapshots} snapshots, {st.packs} packs, {human_bytes(st.stored_bytes)} stored",

@@ -17,3 +17,5 @@ def test_the_drill_passes_and_reports_rpo_and_rto():
     assert result["sites_identical"] and result["every_write_kept"]
     assert result["network"] in ("netns", "loopback")  # netns where the machine allows it (root, ip netns)
     assert result["rto_seconds"] > 0 and result["rpo_seconds"] >= 0 and result["rpo_writes_lost"] >= 0
+    # failback in place: Toulouse's own files are kept or seed the new ones; only the difference is fetched
+    assert result["failback_kept_files"] > 0
