@@ -183,6 +183,26 @@ def test_restore(benchmark, corpus_days, tmp_path):
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     record_rate(benchmark, dir_bytes(day1), tool="replicator", peak_rss_mib=round(peaks[-1].peak_rss_mib, 1))
+    ours = benchmark.stats.stats.median
+    peer = _restic_restore_wall(day1, tmp_path)  # the same snapshot restored by restic, in the same run
+    if peer is not None:
+        benchmark.extra_info.update(restic_wall_s=round(peer, 3), rate_vs_restic=round(peer / ours, 2))
+
+
+def _restic_restore_wall(day1, tmp_path) -> float | None:
+    """Median wall time of ``restic restore latest`` of ``day1`` (None when restic is not installed)."""
+    restic = Restic()
+    if restic.available():
+        return None
+    repo, cache = tmp_path / "restic-repo", tmp_path / "restic-cache"
+    restic.init(repo, cache)
+    restic.backup(day1, repo, cache, "day1")
+    walls = []
+    for i in range(ROUNDS):
+        m = run_measured(["restic", "restore", "latest", "--repo", str(repo), "--cache-dir", str(cache),
+                          "--target", str(tmp_path / f"restic-out{i}"), "--quiet"], ENV)
+        walls.append(m.seconds)
+    return sorted(walls)[len(walls) // 2]
 
 
 @pytest.mark.benchmark(group="restore-verify")

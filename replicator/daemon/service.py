@@ -39,6 +39,7 @@ from replicator.app.passphrase import CREDENTIAL_NAME, PASSPHRASE_ENV, passphras
 from replicator.app.sdnotify import Notifier
 from replicator.app.status import read_status, write_status
 from replicator.errors import ReplicatorError, SourceVanished, UsageError
+from replicator.repo.keyring import remember_unlocked
 from replicator.repo.subset import parse_subset, verify_subset
 from replicator.store.lock import FileLock, Locked
 from replicator.sync.engine import SyncRun
@@ -449,6 +450,7 @@ class Service:
         self._reload = False
         self.log = logging.getLogger(LOGGER)
         self.started = time.time()
+        remember_unlocked()  # scrypt once per key slot and passphrase, not at every sync (repo/keyring.py)
 
     def metrics_inc(self, what: str, job: str, n: float) -> None:
         if self.metrics is not None:

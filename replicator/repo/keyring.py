@@ -10,6 +10,8 @@ Must never: be serialised, logged, or sent anywhere.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 
 from replicator.core import crypto
@@ -44,7 +46,7 @@ class Keyring:
         """:raises RepositoryError: bad config.  :raises WrongPassphrase: :raises IntegrityError: bad key file."""
         config = parse_config(config_bytes, location)
         id_bytes = bytes.fromhex(config["id"])
-        master = K.unlock(keyfile, id_bytes, passphrase, location)
+        master = unlock_master(keyfile, id_bytes, passphrase, location)
         return cls.from_master(config, master, K.parse_keyfile(keyfile))
 
     @classmethod
@@ -67,3 +69,44 @@ class Keyring:
 
     def chunker(self) -> Chunker:
         return Chunker(self.params, gear_table(self.keys.gear))
+
+
+# --- unlocked master keys remembered by a long-running process ---------------------------------
+# scrypt is memory-hard on purpose (0.3 s and 128 MiB at the default work factor): the daemon pays it
+# once per key slot and passphrase, at its first sync, not at every sync.  Keyed by a hash of the
+# sealed slot and the passphrase, so a slot changed by 'key passwd' or a passphrase changed in its
+# file runs scrypt again, and a wrong passphrase is never remembered.  Off in one-shot commands.
+_MEMO_MAX = 64
+_memo: dict[bytes, bytes] | None = None
+_memo_lock = threading.Lock()
+
+
+def remember_unlocked(on: bool = True) -> None:
+    """Keep (on) or forget and stop keeping (off) the master keys this process unlocks."""
+    global _memo
+    with _memo_lock:
+        _memo = {} if on else None
+
+
+def unlock_master(keyfile: bytes, repo_id: bytes, passphrase: bytes, location: str) -> bytes:
+    """``format.keyfile.unlock``, remembered when ``remember_unlocked`` is on.
+
+    :raises WrongPassphrase: :raises IntegrityError: (never remembered)
+    """
+    if _memo is None:
+        return K.unlock(keyfile, repo_id, passphrase, location)
+    h = hashlib.sha256(b"replicator/unlocked\x00")
+    for part in (repo_id, keyfile, passphrase):
+        h.update(len(part).to_bytes(8, "big") + part)
+    key = h.digest()
+    with _memo_lock:
+        master = _memo.get(key) if _memo is not None else None
+    if master is not None:
+        return master
+    master = K.unlock(keyfile, repo_id, passphrase, location)
+    with _memo_lock:
+        if _memo is not None:
+            if len(_memo) >= _MEMO_MAX:
+                _memo.pop(next(iter(_memo)))
+            _memo[key] = master
+    return master

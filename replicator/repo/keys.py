@@ -39,7 +39,7 @@ from replicator.errors import (
 )
 from replicator.format import keyfile as K
 from replicator.format import layout as L
-from replicator.repo.keyring import Keyring
+from replicator.repo.keyring import Keyring, unlock_master
 from replicator.repo.local_sink import open_storage
 from replicator.times import rfc3339
 
@@ -263,7 +263,7 @@ class KeySlots:
         for slot in candidates:
             tried += 1
             try:
-                master = K.unlock(slot.data, repo_id, passphrase, self.location)
+                master = unlock_master(slot.data, repo_id, passphrase, self.location)
             except WrongPassphrase:
                 continue
             except IntegrityError as exc:  # it opened, but its public key is not its master key's
