@@ -131,6 +131,9 @@ def choose_snapshot(args, repo, listing, ref: str | None, *, by_id: str = "--sna
     return repo.find_snapshot(ref, args.source, listing=listing)
 
 
+RESTORE_WRITERS = 4  # threads placing small files: creating files is what a tree of many small files waits on
+
+
 def run(args) -> int:
     from replicator.restore.prefetch import Prefetcher
     from replicator.restore.seeds import Seeds
@@ -161,7 +164,7 @@ def run(args) -> int:
             with progress_bar(args, "restore", total) as progress:
                 report = restore(args.target, wanted, read_file,
                                  on_progress=progress, fsync_each=False, restore_privileges=args.restore_privileges,
-                                 keep_unchanged=args.delta, delete_extras=args.delete)
+                                 keep_unchanged=args.delta, delete_extras=args.delete, writers=RESTORE_WRITERS)
         finally:
             if seeds is not None:
                 seeds.close()

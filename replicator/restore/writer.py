@@ -48,7 +48,9 @@ import errno
 import os
 import secrets
 import stat
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
@@ -56,6 +58,11 @@ from replicator.format.entry import KIND_DIR, KIND_FILE, KIND_SYMLINK, Entry
 TMP_PREFIX = ".replicator-tmp-"
 #: Directory descriptors a restore keeps open at most, whatever the depth of the tree.
 MAX_OPEN_DIRS = 64
+# writers > 1: small files (up to SMALL_FILE) are created, written, given their metadata and renamed
+# into place by that many threads (file creation is what a restore of many small files waits on);
+# their data is read on the restorer's thread, in order, at most IN_FLIGHT_PER_WRITER files ahead each.
+SMALL_FILE = 1 << 20
+IN_FLIGHT_PER_WRITER = 8
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -155,6 +162,7 @@ class _Frame:
     entry: Entry | None  # the dir entry whose metadata is applied on exit; None for pass-through
     dirty: bool = False  # names were added or replaced: fsync on exit
     ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) when opened: a reopened descriptor must match it
+    writing: int = 0  # its files still being written by the writer threads (applied before its metadata)
 
 
 def restore(
@@ -168,6 +176,7 @@ def restore(
     fsync_each: bool = True,
     keep_unchanged: bool = False,
     delete_extras: bool = False,
+    writers: int = 1,
 ) -> RestoreReport:
     """Restore ``entries`` under ``target``.
 
@@ -194,6 +203,8 @@ def restore(
         written, every name in the target root and in each restored directory that ``entries`` does not
         have is removed (counted in ``deleted``).  ``entries`` must then be the whole snapshot, never a
         ``--path`` part of it (the directories above the part would be emptied).
+    :param writers: threads that place small files (1: every file on the calling thread).  A directory's
+        metadata is applied, and a hard link made, only once the files before it are in place.
     :returns: a :class:`RestoreReport`; nothing is raised for a single entry.
         If ``target`` itself cannot be created or opened, the report holds that
         one error (with ``target`` as its path) and nothing else is done.
@@ -209,7 +220,7 @@ def restore(
         restore_owner = os.geteuid() == 0
     _Restorer(root_fd, report, read_file, restore_owner, on_progress, fsync_each,
               restore_privileges=restore_privileges, keep_unchanged=keep_unchanged,
-              delete_extras=delete_extras).run(entries)
+              delete_extras=delete_extras, writers=writers).run(entries)
     if not fsync_each:
         os.sync()
     report.fetched_bytes = report.bytes  # every byte came from read_file; Seeds.account says where from
@@ -229,7 +240,11 @@ class _Restorer:
         restore_privileges: bool = False,
         keep_unchanged: bool = False,
         delete_extras: bool = False,
+        writers: int = 1,
     ) -> None:
+        self._pool = ThreadPoolExecutor(writers, thread_name_prefix="restore-writer") if writers > 1 else None
+        self._in_flight: deque[tuple[Entry, _Frame, Future]] = deque()  # oldest first
+        self._max_in_flight = writers * IN_FLIGHT_PER_WRITER
         self.keep_unchanged = keep_unchanged
         self.delete_extras = delete_extras
         self._names: dict[str, set[str]] = {}  # delete_extras: directory -> the names the entries give it
@@ -251,11 +266,69 @@ class _Restorer:
         try:
             for entry in entries:
                 self._one(entry)
+            self._settle()
             if self.delete_extras:
                 self._delete_extras()
         finally:
+            self._settle()
             while self.stack:
                 self._pop()
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    # -- files placed by the writer threads ---------------------------------
+
+    def _settle(self, frame: _Frame | None = None) -> None:
+        """Collect the files being written: all of them, or until ``frame`` has none left."""
+        while self._in_flight and (frame is None or frame.writing):
+            self._collect()
+
+    def _collect(self) -> None:
+        entry, frame, fut = self._in_flight.popleft()
+        frame.writing -= 1
+        try:
+            written = fut.result()
+        except _Refused as exc:
+            self.report.refused.append((entry.path, str(exc)))
+        except _Failed as exc:
+            self.report.errors.append((entry.path, str(exc)))
+        except (OSError, ValueError, OverflowError) as exc:
+            self.report.errors.append((entry.path, _strerror(exc)))
+        else:
+            self.report.files += 1
+            self.report.bytes += written
+            if self.on_progress is not None and written:
+                self.on_progress(written)
+
+    def _hand_off(self, parent: _Frame, name: str, entry: Entry) -> None:
+        """Read a small file's data here, in order; a writer thread places it (over its own descriptor of
+        the directory, so closing frames never pulls one from under it)."""
+        chunks: list[bytes] = []
+        size = 0
+        stream = None
+        try:
+            stream = iter(self.read_file(entry))
+            for chunk in stream:
+                size += memoryview(chunk).nbytes
+                if size > entry.size:  # stop early: a bad stream must not fill the memory
+                    raise _Failed(f"size mismatch: expected {entry.size} bytes, got at least {size}")
+                chunks.append(chunk)
+        except _Failed:
+            raise
+        except Exception as exc:  # the caller's code: any failure fails this entry only
+            raise _Failed(str(exc) or type(exc).__name__) from exc
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        while len(self._in_flight) >= self._max_in_flight:
+            self._collect()
+        pfd = os.dup(parent.fd)
+        parent.dirty = True
+        assert self._pool is not None
+        fut = self._pool.submit(self._place_file, pfd, name, entry, chunks, None, True)
+        parent.writing += 1
+        self._in_flight.append((entry, parent, fut))
 
     def _one(self, entry: Entry) -> None:
         path = entry.path
@@ -381,6 +454,7 @@ class _Restorer:
             raise _Failed(f"cannot open directory '{rel}': {_strerror(exc)}") from None
 
     def _pop(self) -> None:
+        self._settle(self.stack[-1])  # its files in place before its metadata (their renames touch its mtime)
         frame = self.stack.pop()
         try:
             if frame.fd >= 0:  # else lost (reported when it was): nothing to apply
@@ -464,6 +538,30 @@ class _Restorer:
         if self.keep_unchanged and self._unchanged(pfd, name, entry):
             self.report.kept += 1
             return
+        if self._pool is not None and entry.size <= SMALL_FILE:
+            self._hand_off(parent, name, entry)
+            return
+        parent.dirty = True
+        written = self._place_file(pfd, name, entry, None, self.on_progress, False)
+        self.report.files += 1
+        self.report.bytes += written
+
+    def _place_file(self, pfd: int, name: str, entry: Entry, chunks: list[bytes] | None,
+                    on_progress: Callable[[int], None] | None, own_fd: bool) -> int:
+        """Write ``entry`` to a temporary name in ``pfd``, give it its metadata and rename it into place.
+
+        ``chunks``: its data, else read here through ``read_file``; ``own_fd``: close ``pfd`` at the end
+        (a writer thread's descriptor).  :returns: the bytes written.  Touches no report counter (a writer
+        thread runs it); warnings are appended, which is safe from any thread.
+        """
+        try:
+            return self._place_file_in(pfd, name, entry, chunks, on_progress)
+        finally:
+            if own_fd:
+                os.close(pfd)
+
+    def _place_file_in(self, pfd: int, name: str, entry: Entry, chunks: list[bytes] | None,
+                       on_progress: Callable[[int], None] | None) -> int:
         for _ in range(16):
             tmp = self._tmp_name()
             try:
@@ -473,11 +571,10 @@ class _Restorer:
                 continue
         else:
             raise _Failed("cannot create a temporary file name")
-        parent.dirty = True
         placed = False
         try:
             try:
-                written = self._write_all(fd, entry)
+                written = self._write_all(fd, entry, chunks, on_progress)
                 if self.fsync_each:
                     os.fsync(fd)
                 if written != entry.size:
@@ -494,10 +591,10 @@ class _Restorer:
         finally:
             if not placed:
                 _unlink_quiet(tmp, pfd)
-        self.report.files += 1
-        self.report.bytes += written
+        return written
 
-    def _write_all(self, fd: int, entry: Entry) -> int:
+    def _write_all(self, fd: int, entry: Entry, given: list[bytes] | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> int:
         """Write the chunks of ``entry`` to the new file ``fd``, runs of zeros as holes; returns the byte count.
 
         A run of at least a page of zero bytes is not written, only skipped
@@ -507,7 +604,7 @@ class _Restorer:
         """
         written = 0
         try:
-            chunks = iter(self.read_file(entry))
+            chunks = iter(given if given is not None else self.read_file(entry))
         except Exception as exc:  # the caller's code: any failure fails this entry only
             raise _Failed(str(exc) or type(exc).__name__) from exc
         try:
@@ -528,8 +625,8 @@ class _Restorer:
                 for start, end in _data_runs(data):
                     _pwrite_all(fd, view[start:end], written + start)
                 written += len(view)
-                if self.on_progress is not None and view:
-                    self.on_progress(len(view))
+                if on_progress is not None and view:
+                    on_progress(len(view))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -561,6 +658,7 @@ class _Restorer:
         self.report.symlinks += 1
 
     def _hardlink(self, parent: _Frame, name: str, entry: Entry) -> None:
+        self._settle()  # its target may be a file still being written
         self._check_replaceable(parent, name)
         src_parent, _, src_name = entry.link_to.rpartition("/")
         src_fd = self._open_path(src_parent) if src_parent else os.dup(self.stack[0].fd)

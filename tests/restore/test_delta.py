@@ -11,7 +11,11 @@ import json
 import os
 import random
 
+import pytest
+
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.usefixtures("restore_writers")
 
 
 def _tree(root, rnd: random.Random) -> None:

@@ -23,7 +23,8 @@ from replicator.restore.writer import restore
 from replicator.sync.walk import walk
 from tests.conftest import PASSPHRASE, sync_repo
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write security.capability and setuid bits")
+pytestmark = [pytest.mark.usefixtures("restore_writers"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write security.capability and setuid bits")]
 
 CAP = "security.capability"
 # struct vfs_cap_data, revision 2 (20 bytes, little-endian): magic_etc = VFS_CAP_REVISION_2 (0x02000000)

@@ -21,6 +21,8 @@ import pytest
 from replicator import constants as C
 from tests.conftest import PASSPHRASE, run_cli
 
+pytestmark = pytest.mark.usefixtures("restore_writers")
+
 MiB = 1 << 20
 
 

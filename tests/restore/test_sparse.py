@@ -22,6 +22,8 @@ from replicator.restore.writer import restore
 from replicator.sync.sparse import SparseReader
 from tests.conftest import PASSPHRASE, sync_repo
 
+pytestmark = pytest.mark.usefixtures("restore_writers")
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 PAGE = 4096
 rnd = random.Random(7)

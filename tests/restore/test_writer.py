@@ -12,6 +12,8 @@ from replicator.restore.writer import TMP_PREFIX, RestoreReport, restore, valida
 from replicator.sync.walk import walk
 from tests.sync.test_walk import xattrs_supported
 
+pytestmark = pytest.mark.usefixtures("restore_writers")
+
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to chown to arbitrary uid/gid")
 
