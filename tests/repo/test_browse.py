@@ -1,7 +1,6 @@
 """Browsing a snapshot without restoring it (repo/browse.py): lookup, walk, file reads, find."""
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from dataclasses import replace
@@ -13,11 +12,12 @@ from replicator.errors import IntegrityError, UsageError
 from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
 from replicator.format.pack import BlobEntry
 from replicator.format.snapshot import Snapshot
-from replicator.format.tree import TreeItem, decode_tree, encode_tree
+from replicator.format.tree import TreeItem
 from replicator.repo import browse
 from replicator.repo.browse import Browser, ChunkCache, FileReader, file_chunks, find, normalize
 from replicator.repo.repository import Repository
 from tests.conftest import sync_repo
+from tests.repo.memtrees import MemTrees
 
 SMALL = ChunkerParams(1024, 4096, 16384)  # many chunks in a few hundred KiB
 
@@ -174,26 +174,11 @@ def test_chunk_cache_stays_under_its_limit():
 
 # --- a tree deeper than the interpreter's recursion limit, in memory -------------------------------
 
-class _MemRepo:
-    def __init__(self) -> None:
-        self.blobs: dict[bytes, bytes] = {}
-
-    def put(self, items: list[TreeItem]) -> bytes:
-        data = encode_tree(items)
-        tree_id = hashlib.sha256(data).digest()
-        self.blobs[tree_id] = data
-        return tree_id
-
-    def read_blobs(self, ids):
-        return (self.blobs[i] for i in ids)
-
-    def read_tree(self, tree_id, parent):
-        return decode_tree(self.blobs[tree_id], parent)
 
 
 def test_walk_and_lookup_at_any_depth():
     depth = 3000  # the recursion limit is 1000
-    mem = _MemRepo()
+    mem = MemTrees()
     tree = mem.put([TreeItem(Entry("leaf", KIND_FILE, 0o644, 0, 0, 0))])
     for _ in range(depth):
         tree = mem.put([TreeItem(Entry("d", KIND_DIR, 0o755, 0, 0, 0), tree)])

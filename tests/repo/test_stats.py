@@ -1,7 +1,6 @@
 """Repository statistics (repo/stats.py): counted from the trees, each distinct tree read once."""
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 
@@ -9,10 +8,11 @@ import pytest
 
 from replicator.errors import IntegrityError
 from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
-from replicator.format.tree import TreeItem, decode_tree, encode_tree
+from replicator.format.tree import TreeItem
 from replicator.repo.repository import Repository
 from replicator.repo.stats import TreeTotals, repository_stats
 from tests.conftest import sync_repo
+from tests.repo.memtrees import MemTrees
 
 
 def _src(tmp_path):
@@ -89,26 +89,11 @@ def test_a_missing_tree_is_an_integrity_error(tmp_path, monkeypatch):
             repository_stats(repo, [snap])
 
 
-class _MemRepo:
-    def __init__(self) -> None:
-        self.blobs: dict[bytes, bytes] = {}
-
-    def put(self, items) -> bytes:
-        data = encode_tree(items)
-        tree_id = hashlib.sha256(data).digest()
-        self.blobs[tree_id] = data
-        return tree_id
-
-    def read_blobs(self, ids):
-        return (self.blobs[i] for i in ids)
-
-    def read_tree(self, tree_id, parent):
-        return decode_tree(self.blobs[tree_id], parent)
 
 
 def test_totals_at_any_depth():
     depth = 3000  # the recursion limit is 1000
-    mem = _MemRepo()
+    mem = MemTrees()
     tree = mem.put([TreeItem(Entry("leaf", KIND_FILE, 0o644, 0, 0, 0, size=7))])
     for i in range(depth):
         tree = mem.put([TreeItem(Entry("d", KIND_DIR, 0o755, 0, 0, 0), tree),
