@@ -489,6 +489,7 @@ class Repository:
         decoded, for at most ``TREE_AHEAD_BYTES`` of tree blobs (then trees are read as needed); a
         tree that does not decode fails the walk when the walk reaches it.
         """
+        get_ranges = ranges_reader(self.storage)
         ahead: dict[tuple[bytes, str], tuple[list[TreeItem] | IntegrityError, int]] = {}
         held = 0
         pending: collections.deque[tuple[bytes, str]] = collections.deque()  # subtrees met, not read yet
@@ -516,11 +517,18 @@ class Repository:
                     if key not in seen and key not in ahead:
                         seen.add(key)
                         wanted.append(key)
-                got = list(self.read_blobs([t for t, _p in wanted], len(wanted)))
-                items = decode(tid, got[0], path)
+                try:
+                    got = self._read_batch(get_ranges, [t for t, _p in wanted])
+                except IntegrityError:  # a tree read ahead is missing: read the one needed alone
+                    wanted, got = wanted[:1], self._read_batch(get_ranges, [tid])
+                first = got[0]
+                if isinstance(first, IntegrityError):
+                    raise first
+                items = decode(tid, first, path)
                 for (t, p), data in zip(wanted[1:], got[1:]):
-                    ahead[(t, p)] = (decode(t, data, p), len(data))
-                    held += len(data)
+                    # a damaged tree read ahead fails the walk only when the walk reaches it
+                    ahead[(t, p)] = (data, 0) if isinstance(data, IntegrityError) else (decode(t, data, p), len(data))
+                    held += 0 if isinstance(data, IntegrityError) else len(data)
             if isinstance(items, IntegrityError):
                 raise items
             return items

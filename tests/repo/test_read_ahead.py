@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from replicator.format.entry import KIND_DIR, KIND_FILE
 from replicator.repo.repository import Repository
 from tests.conftest import PASSPHRASE, run_cli
@@ -92,3 +94,36 @@ def test_neighbouring_blobs_are_one_range(tmp_path):
         data = b"".join(repo.read_blobs(scan.chunks))
         assert data == (tmp_path / "src" / "scan.dcm").read_bytes()
         assert len(reads) <= len(scan.chunks) // 8, (len(scan.chunks), reads)  # was one read per chunk
+
+
+def test_a_damaged_tree_read_ahead_fails_the_walk_only_where_it_is(tmp_path):
+    """The walk yields everything before the damaged directory, then fails naming that tree (as the
+    one-tree-at-a-time walk did), although the tree was read in an earlier round."""
+    from replicator.errors import IntegrityError
+
+    with _repo(tmp_path) as repo:
+        snap = repo.snapshots()[-1]
+        expected = list(_plain_walk(repo, snap.tree))
+        subtrees = {}
+        stack = [(snap.tree, "")]
+        while stack:  # every directory's tree id, by path
+            tid, path = stack.pop()
+            for item in repo.read_tree(tid, path):
+                if item.entry.kind == KIND_DIR:
+                    subtrees[item.entry.path] = item.subtree
+                    stack.append((item.subtree, item.entry.path))
+        victim_path = [e.path for e in expected if e.kind == KIND_DIR][-1]  # the last directory walked
+        victim = subtrees[victim_path]
+        real_open = repo._open
+
+        def damaged(pack, entry, sealed):
+            if entry.id == victim:
+                raise IntegrityError(f"blob {victim.hex()[:16]} is damaged")
+            return real_open(pack, entry, sealed)
+
+        repo._open = damaged
+        got = []
+        with pytest.raises(IntegrityError, match=victim.hex()[:16]):
+            for e in repo.walk_tree(snap.tree):
+                got.append(e)
+        assert got == expected[: expected.index(next(e for e in expected if e.path == victim_path)) + 1]

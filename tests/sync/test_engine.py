@@ -340,12 +340,6 @@ def test_report_without_warnings(src, repo):
 
 
 # --- the CLI ---------------------------------------------------------------------------
-@pytest.fixture
-def cli_repo(tmp_path):
-    path = tmp_path / "clirepo"
-    r = run_cli("init", str(path), "--kdf-work", "14", "-q")
-    assert r.returncode == 0, r.stderr
-    return path
 
 
 def test_cli_quiet_prints_destination_warnings_and_exits_1(tmp_path, src, cli_repo):

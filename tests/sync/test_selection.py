@@ -35,12 +35,6 @@ def _walk(src, **kw):
     return [i.entry.path for i in items], left, errors
 
 
-@pytest.fixture
-def cli_repo(tmp_path):
-    path = tmp_path / "clirepo"
-    r = run_cli("init", str(path), "--kdf-work", "14", "-q")
-    assert r.returncode == 0, r.stderr
-    return path
 
 
 def _snapshot_paths(repo_path, name="x") -> set[str]:

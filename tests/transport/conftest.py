@@ -46,6 +46,10 @@ class SshSite:
         return ["sync", str(src), self.url(name), "--name", "s", "--identity", str(self.keys[key]),
                 "--known-hosts", str(self.known_hosts), *extra]
 
+    def remote(self, *args: str, key: str = "writer") -> list[str]:
+        """``args`` with the options that reach this site as ``key`` (a command on ``self.url()``)."""
+        return [*args, "--identity", str(self.keys[key]), "--known-hosts", str(self.known_hosts)]
+
     def pin(self) -> None:
         """Trust the host key (what --accept-host-key does on first contact)."""
         pub = Path(str(self.host_key) + ".pub").read_text().split()

@@ -13,10 +13,6 @@ import random
 from tests.conftest import run_cli
 
 
-def _remote(site, *args: str, key: str = "writer") -> list[str]:
-    return [*args, "--identity", str(site.keys[key]), "--known-hosts", str(site.known_hosts)]
-
-
 def _two_snapshots(site, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -34,24 +30,24 @@ def _two_snapshots(site, tmp_path):
 
 def test_snapshots_restore_verify_and_diff_over_ssh(site, tmp_path):
     src = _two_snapshots(site, tmp_path)
-    r = run_cli(*_remote(site, "snapshots", site.url(), "--json"))
+    r = run_cli(*site.remote("snapshots", site.url(), "--json"))
     assert r.returncode == 0, r.stdout + r.stderr
     snaps = json.loads(r.stdout)["snapshots"]
     assert [s["generation"] for s in snaps] == [1, 2]
 
     out = tmp_path / "out"
-    r = run_cli(*_remote(site, "restore", site.url(), str(out), "--json"), "-q")
+    r = run_cli(*site.remote("restore", site.url(), str(out), "--json"), "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     for rel in ("scan.dcm", "lab/results.csv", "admission.hl7"):
         assert (out / rel).read_bytes() == (src / rel).read_bytes()
 
-    r = run_cli(*_remote(site, "diff", site.url(), snaps[0]["id"][:12], snaps[1]["id"][:12], "--json"))
+    r = run_cli(*site.remote("diff", site.url(), snaps[0]["id"][:12], snaps[1]["id"][:12], "--json"))
     assert r.returncode == 0, r.stdout + r.stderr
     changed = json.dumps(json.loads(r.stdout))
     assert "admission.hl7" in changed and "results.csv" in changed and "scan.dcm" not in changed
 
     for extra in ((), ("--data",)):
-        r = run_cli(*_remote(site, "verify", site.url(), *extra))
+        r = run_cli(*site.remote("verify", site.url(), *extra))
         assert r.returncode == 0 and "no problems found" in r.stdout, r.stdout + r.stderr
 
 
@@ -62,7 +58,7 @@ def test_a_read_only_key_restores_and_the_index_is_cached(site, tmp_path):
     env = {"REPLICATOR_CACHE_DIR": str(cache)}
     for attempt in ("first", "second"):
         out = tmp_path / attempt
-        r = run_cli(*_remote(site, "restore", site.url(), str(out), key="reader"), env=env)
+        r = run_cli(*site.remote("restore", site.url(), str(out), key="reader"), env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         assert (out / "scan.dcm").read_bytes() == (src / "scan.dcm").read_bytes()
     assert list(cache.glob("*/remote-index.sqlite"))

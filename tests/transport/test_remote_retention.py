@@ -19,10 +19,6 @@ from replicator.transport import protocol as P
 from tests.conftest import run_cli
 
 
-def _remote(site, *args: str, key: str = "writer") -> list[str]:
-    return [*args, "--identity", str(site.keys[key]), "--known-hosts", str(site.known_hosts)]
-
-
 def _three_days(site, tmp_path):
     """Three snapshots; each day replaces every file, so forgetting day 1 leaves its packs unreferenced."""
     src = tmp_path / "src"
@@ -49,7 +45,7 @@ def _sink(site, key="writer", mode=P.MODE_WRITE):
 def test_forget_and_prune_over_ssh_keep_what_restores(site, tmp_path):
     _src, contents = _three_days(site, tmp_path)
     packs_before = {p.name for p in (site.repo / "data").rglob("*") if p.is_file()}
-    r = run_cli(*_remote(site, "forget", site.url(), "--keep-last", "2", "--json"))
+    r = run_cli(*site.remote("forget", site.url(), "--keep-last", "2", "--json"))
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert out["removed"] == 1 and out["kept"] == 2
@@ -58,11 +54,11 @@ def test_forget_and_prune_over_ssh_keep_what_restores(site, tmp_path):
     assert not (site.repo / "refs" / gone).exists()
 
     # prune needs no passphrase at all: it is key-less at the other site
-    dry = run_cli(*_remote(site, "prune", site.url(), "--dry-run", "--json"), passphrase=None)
+    dry = run_cli(*site.remote("prune", site.url(), "--dry-run", "--json"), passphrase=None)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert json.loads(dry.stdout)["packs_deleted"] >= 1
     assert {p.name for p in (site.repo / "data").rglob("*") if p.is_file()} == packs_before  # a dry run
-    r = run_cli(*_remote(site, "prune", site.url(), "--json"), passphrase=None)
+    r = run_cli(*site.remote("prune", site.url(), "--json"), passphrase=None)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["packs_deleted"] >= 1 and report["bytes_deleted"] >= 600_000, report
@@ -72,11 +68,11 @@ def test_forget_and_prune_over_ssh_keep_what_restores(site, tmp_path):
     assert {p.name for p in (site.repo / "ids").iterdir()} == left  # every list went with its pack
 
     # Everything kept still restores exactly, and verify --data (with the key, at the secondary) agrees.
-    snaps = json.loads(run_cli(*_remote(site, "snapshots", site.url(), "--json")).stdout)["snapshots"]
+    snaps = json.loads(run_cli(*site.remote("snapshots", site.url(), "--json")).stdout)["snapshots"]
     assert [s["generation"] for s in snaps] == [2, 3]
     for snap, expected in zip(snaps, contents[1:]):
         target = tmp_path / f"restored-{snap['generation']}"
-        r = run_cli(*_remote(site, "restore", site.url(), str(target), "--snapshot", snap["id"]), "-q")
+        r = run_cli(*site.remote("restore", site.url(), str(target), "--snapshot", snap["id"]), "-q")
         assert r.returncode == 0, r.stderr
         assert {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()} \
             == expected
@@ -118,7 +114,7 @@ def test_a_read_only_key_can_neither_forget_nor_prune(site, tmp_path):
     _three_days(site, tmp_path)
     before = site.snapshots()
     for args in (("forget", site.url(), "--keep-last", "1"), ("prune", site.url())):
-        r = run_cli(*_remote(site, *args, key="reader"))
+        r = run_cli(*site.remote(*args, key="reader"))
         assert r.returncode == C.EXIT_REPOSITORY and "not allowed" in r.stderr, r.stdout + r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     with _sink(site, key="reader", mode=P.MODE_READ) as sink, pytest.raises(P.RemoteError) as refused:
@@ -131,7 +127,7 @@ def test_prune_refuses_when_what_a_snapshot_references_is_unknown(site, tmp_path
     _three_days(site, tmp_path)
     packs = sorted(p.name for p in (site.repo / "data").rglob("*") if p.is_file())
     (site.repo / "refs" / site.snapshots()[0]).unlink()
-    r = run_cli(*_remote(site, "prune", site.url()), passphrase=None)
+    r = run_cli(*site.remote("prune", site.url()), passphrase=None)
     assert r.returncode == C.EXIT_INTEGRITY and "what it references is unknown" in r.stderr, r.stdout + r.stderr
     assert sorted(p.name for p in (site.repo / "data").rglob("*") if p.is_file()) == packs
 
@@ -139,13 +135,13 @@ def test_prune_refuses_when_what_a_snapshot_references_is_unknown(site, tmp_path
 def test_prune_keeps_a_pack_without_an_id_list_and_drops_orphans(site, tmp_path):
     """What a pack holds is known key-less only from its signed id list: without one the pack stays."""
     _three_days(site, tmp_path)
-    assert run_cli(*_remote(site, "forget", site.url(), "--keep-last", "1")).returncode == 0
+    assert run_cli(*site.remote("forget", site.url(), "--keep-last", "1")).returncode == 0
     lists = sorted((site.repo / "ids").iterdir())
     unlisted = lists[0]
     unlisted.unlink()
     orphan_refs = site.repo / "refs" / ("ab" * 32)
     orphan_refs.write_bytes(b"")
-    r = run_cli(*_remote(site, "prune", site.url(), "--json"), passphrase=None)
+    r = run_cli(*site.remote("prune", site.url(), "--json"), passphrase=None)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["packs_kept_unlisted"] == 1 and report["refs_deleted"] >= 1, report
