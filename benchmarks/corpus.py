@@ -524,6 +524,49 @@ def generate(root: str | Path, size: int, seed: int = 1, *, large_file_size: int
     return scan(root)
 
 
+SMALL_PER_PATIENT = 20  # files per patient directory of the many-small-files corpus
+
+
+def generate_small(root: str | Path, files: int, seed: int = 11) -> CorpusStats:
+    """Create a tree of ``files`` small files (an interface engine's archive): HL7 batches and FHIR documents.
+
+    About 4.6 KB per file on average (1 to 14 HL7 messages a batch, one FHIR resource), so 200,000 files make
+    about 0.93 GB: the "200k small files" corpus of issue 11.  Laid out like generate()'s patient directories
+    (``sites/<site>/patients/<mrn>/{hl7,fhir}/``, SMALL_PER_PATIENT files each), so mutate() applies to it.
+
+    :param root: a directory that does not exist or is empty.
+    :param files: how many regular files to write (at least 1).
+    :param seed: same seed and count give byte-identical trees.
+    :returns: the counts of the finished tree.
+    :raises FileExistsError: ``root`` exists and is not empty.
+    :raises ValueError: ``files`` is below 1.
+    """
+    root = Path(root)
+    if files < 1:
+        raise ValueError(f"file count {files} is below 1")
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not empty")
+    rng, msg_num, done, num = Random(seed), 0, 0, 0
+    while done < files:
+        num += 1
+        pat = _patient(rng, num, SITES[num % len(SITES)])
+        pdir = root / "sites" / pat["site"] / "patients" / pat["mrn"]
+        (pdir / "hl7").mkdir(parents=True)
+        (pdir / "fhir").mkdir()
+        for i in range(min(SMALL_PER_PATIENT, files - done)):
+            if i % 5 == 4:  # one file in five is a FHIR resource
+                doc = _fhir_patient(pat) if i == 4 else _fhir_observation(rng, pat, i)
+                (pdir / "fhir" / f"{doc['resourceType']}-{i}.json").write_bytes(_json(doc))
+            else:
+                batch = []
+                for _ in range(rng.randint(1, 14)):
+                    msg_num += 1
+                    batch.append(_hl7(rng, pat, msg_num))
+                (pdir / "hl7" / f"{msg_num:08d}.hl7").write_bytes(b"".join(batch))
+            done += 1
+    return scan(root)
+
+
 def scan(root: str | Path) -> CorpusStats:
     """Count an existing tree (symlinks are counted, never followed)."""
     stats = CorpusStats()

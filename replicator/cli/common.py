@@ -221,3 +221,41 @@ def audit(args, record: dict) -> bool:
         return False
     return True
 
+
+
+RESET_HWM_ENV = "REPLICATOR_RESET_HWM_AFTER_UNLOCK"
+
+
+def _vm_hwm_mib() -> float:
+    """This process's VmHWM (peak RSS) from /proc, in MiB; 0.0 where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def reset_peak_rss_after_unlock() -> float | None:
+    """With $REPLICATOR_RESET_HWM_AFTER_UNLOCK=1 (benchmarks): the peak RSS so far (the passphrase KDF is
+    memory-hard on purpose), then the high-water mark reset (``/proc/self/clear_refs``, "5").
+
+    :returns: the unlock's peak in MiB, None when the variable is not set or the reset is refused."""
+    if os.environ.get(RESET_HWM_ENV) != "1":
+        return None
+    unlock = _vm_hwm_mib()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return unlock
+
+
+def peak_rss_summary(unlock_mib: float | None) -> dict:
+    """``{"peak_rss_mib": {"unlock": .., "after_unlock": ..}}`` for a --json summary, {} when not measured."""
+    if unlock_mib is None:
+        return {}
+    return {"peak_rss_mib": {"unlock": round(unlock_mib, 1), "after_unlock": round(_vm_hwm_mib(), 1)}}

@@ -6,7 +6,16 @@ import socket
 import sys
 
 from replicator import constants as C
-from replicator.cli.common import add_ssh_options, cache_dir, emit, human_bytes, printable, read_passphrase
+from replicator.cli.common import (
+    add_ssh_options,
+    cache_dir,
+    emit,
+    human_bytes,
+    peak_rss_summary,
+    printable,
+    read_passphrase,
+    reset_peak_rss_after_unlock,
+)
 from replicator.cli.progress import sync_progress
 from replicator.errors import UsageError
 from replicator.sync.engine import DESTINATION, SyncRun
@@ -89,6 +98,7 @@ def run(args) -> int:
                           one_file_system=args.one_file_system, dry_run=dry_run)
     passphrase = read_passphrase(args)
     with (_open_dry_run(args, passphrase) if dry_run else _open_destination(args, passphrase)) as repo:
+        unlock_peak = reset_peak_rss_after_unlock()
         if args.reset_lineage and repo.lineage is not None:
             repo.lineage.forget(name)
         with sync_progress(args, src, repo, options) as progress:
@@ -101,6 +111,7 @@ def run(args) -> int:
         if "bytes_sent" in stats:
             summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"])
         summary["repository_warnings"] = [m for p, m in report.warnings if p == DESTINATION]  # also in "warnings"
+        summary.update(peak_rss_summary(unlock_peak))
         assert snap is not None  # a run that returns has committed
         lines = [
             f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
