@@ -9,18 +9,15 @@ otherwise it is skipped with the reason.  Timings are never asserted.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
 
 import pytest
 
 from benchmarks import corpus
-from benchmarks.conftest import fresh_copy, record_rate, served_site
+from benchmarks.conftest import fresh_copy, record_rate, rsync_over_ssh, served_site
 from tests.conftest import PASSPHRASE, ROOT, run_cli
-from tests.transport.conftest import free_port, stop_server
+from tests.transport.conftest import stop_server
 
 
 @pytest.fixture(scope="module")
@@ -86,62 +83,15 @@ def test_restore_over_ssh_beside_a_local_restore(benchmark, ssh_site, tmp_path):
                                 ratio_remote_to_local=round(out["wall"] / local_wall, 2))
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """A private OpenSSH server on a free loopback port, root login by key only."""
-    if not shutil.which("rsync") or not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
-        pytest.skip("rsync or sshd not installed: no rsync-over-ssh comparison")
-    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    tmp = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
-    (tmp / "authorized_keys").write_text((tmp / "client.pub").read_text())
-    os.chmod(tmp / "authorized_keys", 0o600)
-    port = free_port()
-    (tmp / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-        f"StrictModes no\nUsePAM no\nPidFile {tmp / 'sshd.pid'}\n")
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(tmp / "sshd_config")], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "sshd.log", "wb"))
-    ssh = (f"ssh -p {port} -i {tmp / 'client'} -o UserKnownHostsFile={tmp / 'kh'} -o StrictHostKeyChecking=no "
-           "-o BatchMode=yes -o Ciphers=aes128-gcm@openssh.com")
-    deadline = time.monotonic() + 10
-    while True:
-        r = subprocess.run(ssh.split() + [f"{os.environ.get('USER', 'root')}@127.0.0.1", "true"],
-                           capture_output=True)
-        if r.returncode == 0:
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.skip(f"private sshd did not start: {(tmp / 'sshd.log').read_text()[-300:]}")
-        time.sleep(0.1)
-    yield ssh, tmp
-    proc.terminate()
-    proc.wait()
-
-
-def _rsync(ssh, src, dest):
-    t0 = time.perf_counter()
-    r = subprocess.run(["rsync", "-a", "--stats", "-e", ssh, f"{src}/",
-                        f"{os.environ.get('USER', 'root')}@127.0.0.1:{dest}/"], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    assert r.returncode == 0, r.stderr
-    sent = int(re.search(r"Total bytes sent: ([\d,.]+)", r.stdout).group(1).replace(",", "").replace(".", ""))
-    return wall, sent
-
-
 @pytest.mark.benchmark(group="e2e-ssh")
 def test_rsync_initial_and_next_day(benchmark, sshd, corpus_day1, tmp_path):
     ssh, tmp = sshd
     work = fresh_copy(corpus_day1[0], tmp_path / "work")
     dest = tmp_path / "dest"
-    w1, b1 = _rsync(ssh, work, dest)
+    w1, b1 = rsync_over_ssh(ssh, work, dest)
     corpus.mutate(work, rate=0.05, seed=2)
     out = {}
-    benchmark.pedantic(lambda: out.update(zip(("wall", "sent"), _rsync(ssh, work, dest))), rounds=1, iterations=1)
+    benchmark.pedantic(lambda: out.update(zip(("wall", "sent"), rsync_over_ssh(ssh, work, dest))), rounds=1, iterations=1)
     benchmark.extra_info.update(initial_wall_s=round(w1, 3), initial_bytes_sent=b1,
                                 next_day_wall_s=round(out["wall"], 3), next_day_bytes_sent=out["sent"])
 

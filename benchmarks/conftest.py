@@ -8,8 +8,11 @@ peak memory (from wait4) are measured the same way for all of them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,54 @@ def served_site(tmp: Path, repo_name: str = "secondary"):
     start_server(site)
     site.pin()
     return site
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A private OpenSSH server on a free loopback port, root login by key only."""
+    if not shutil.which("rsync") or not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        pytest.skip("rsync or sshd not installed: no rsync-over-ssh comparison")
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    tmp = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
+    (tmp / "authorized_keys").write_text((tmp / "client.pub").read_text())
+    os.chmod(tmp / "authorized_keys", 0o600)
+    from tests.transport.conftest import free_port
+
+    port = free_port()
+    (tmp / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"StrictModes no\nUsePAM no\nPidFile {tmp / 'sshd.pid'}\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(tmp / "sshd_config")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "sshd.log", "wb"))
+    ssh = (f"ssh -p {port} -i {tmp / 'client'} -o UserKnownHostsFile={tmp / 'kh'} -o StrictHostKeyChecking=no "
+           "-o BatchMode=yes -o Ciphers=aes128-gcm@openssh.com")
+    deadline = time.monotonic() + 10
+    while True:
+        r = subprocess.run(ssh.split() + [f"{os.environ.get('USER', 'root')}@127.0.0.1", "true"],
+                           capture_output=True)
+        if r.returncode == 0:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.skip(f"private sshd did not start: {(tmp / 'sshd.log').read_text()[-300:]}")
+        time.sleep(0.1)
+    yield ssh, tmp
+    proc.terminate()
+    proc.wait()
+
+
+def rsync_over_ssh(ssh: str, src, dest, *flags: str) -> tuple[float, int]:
+    """``rsync -a --stats`` (plus ``flags``, e.g. "-z") of ``src`` into ``dest`` through the sshd fixture's ``ssh``
+    command. :returns: wall seconds and "Total bytes sent"."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["rsync", "-a", *flags, "--stats", "-e", ssh, f"{src}/",
+                        f"{os.environ.get('USER', 'root')}@127.0.0.1:{dest}/"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    sent = int(re.search(r"Total bytes sent: ([\d,.]+)", r.stdout).group(1).replace(",", "").replace(".", ""))
+    return wall, sent

@@ -567,6 +567,19 @@ def generate_small(root: str | Path, files: int, seed: int = 11) -> CorpusStats:
     return scan(root)
 
 
+def generate_large(path: str | Path, size: int, seed: int = 21) -> int:
+    """Write one multi-frame imaging file of about ``size`` bytes at ``path`` (a frame at a time, never whole).
+
+    :returns: its size in bytes.
+    :raises FileExistsError: ``path`` exists.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists")
+    rng = Random(seed)
+    return _write_dcm(path, rng, _patient(rng, 1, SITES[0]), MODALITIES[3], "ST20240301-999999", 1, 1, size)
+
+
 def scan(root: str | Path) -> CorpusStats:
     """Count an existing tree (symlinks are counted, never followed)."""
     stats = CorpusStats()
