@@ -41,7 +41,7 @@ drill: build
 bench: build
 	mkdir -p bench-out
 	$(PYTHON) -m pytest --benchmark-only --benchmark-json=bench-out/bench.json benchmarks
-	$(PYTHON) scripts/bench_report.py bench-out/bench.json > bench-out/bench.md
+	$(PYTHON) scripts/bench_report.py --readme README.md bench-out/bench.json > bench-out/bench.md
 	cat bench-out/bench.md
 
 # Offline installation (docs/OPERATIONS.md "Installing"): dist/replicator-*.whl with the compiled extension, man

@@ -90,7 +90,7 @@ def _replicator_over_ssh(benchmark, tmp, src):
     finally:
         stop_server(site)
     peak = s1.get("peak_rss_mib", {})
-    record_rate(benchmark, s1["bytes_total"], tool="replicator",
+    record_rate(benchmark, s1["bytes_total"], tool="replicator", quick=QUICK,
                 initial_wall_s=round(initial.seconds, 3), initial_bytes_sent=s1["bytes_sent"],
                 no_change_wall_s=round(out["m"].seconds, 3), no_change_bytes_sent=out["s"]["bytes_sent"],
                 next_day_wall_s=round(next_day.seconds, 3), next_day_bytes_sent=s3["bytes_sent"],
@@ -114,7 +114,7 @@ def _rsync_over_ssh(benchmark, sshd, tmp, src):
     corpus.mutate(work, rate=0.05, seed=2)
     w3, b3 = rsync_over_ssh(ssh, work, a)
     _, z3 = rsync_over_ssh(ssh, work, z, "-z")
-    record_rate(benchmark, dir_bytes(src), tool="rsync", initial_wall_s=round(w1, 3), initial_bytes_sent=b1,
+    record_rate(benchmark, dir_bytes(src), tool="rsync", quick=QUICK, initial_wall_s=round(w1, 3), initial_bytes_sent=b1,
                 initial_bytes_sent_z=z1, no_change_wall_s=round(out["wall"], 3), no_change_bytes_sent=out["sent"],
                 next_day_wall_s=round(w3, 3), next_day_bytes_sent=b3, next_day_bytes_sent_z=z3)
 
@@ -158,7 +158,7 @@ def test_small_files_initial_local(benchmark, tool, small_corpus, tmp_path):
 
     benchmark.pedantic(lambda repo, cache: peaks.append(tool.backup(src, repo, cache, "day1")[0]), setup=setup,
                        rounds=ROUNDS, iterations=1)
-    record_rate(benchmark, stats.bytes, tool=tool.name, files=stats.files,
+    record_rate(benchmark, stats.bytes, tool=tool.name, files=stats.files, quick=QUICK,
                 peak_rss_mib=round(peaks[-1].peak_rss_mib, 1))
 
 
@@ -212,6 +212,6 @@ def test_large_file_one_core_and_two(benchmark, large_file, tmp_path):
     out = {}
     benchmark.pedantic(lambda: out.update(one=_sync_mb_s(src, tmp_path, size, 1, "0")), rounds=1, iterations=1)
     two = _sync_mb_s(src, tmp_path, size, 2, None)
-    record_rate(benchmark, size, ceiling_mb_s=round(ceiling, 1), one_core_mb_s=round(out["one"], 1),
+    record_rate(benchmark, size, quick=QUICK, ceiling_mb_s=round(ceiling, 1), one_core_mb_s=round(out["one"], 1),
                 two_cores_mb_s=round(two, 1), one_core_of_ceiling=round(out["one"] / ceiling, 2),
                 two_cores_vs_one=round(two / out["one"], 2))
