@@ -149,3 +149,28 @@ def test_cli_runs_as_script(tmp_path):
     out = subprocess.run([sys.executable, str(script), "mutate", str(tmp_path / "c"), "--rate", "0.1"],
                          capture_output=True, text=True, check=True).stdout
     assert "renamed" in out
+
+
+def test_small_files_corpus_is_deterministic_and_mutable(tmp_path):
+    a = corpus.generate_small(tmp_path / "a", 250, seed=11)
+    corpus.generate_small(tmp_path / "b", 250, seed=11)
+    assert a.files == 250 and tree(tmp_path / "a") == tree(tmp_path / "b")
+    assert 3000 < a.bytes / a.files < 6500  # about 4.6 KB a file: 200,000 files make about 0.93 GB
+    before = tree(tmp_path / "a")
+    m = corpus.mutate(tmp_path / "a", rate=0.05, seed=2)
+    assert m.edited and m.deleted and m.new_files and tree(tmp_path / "a") != before
+
+
+def test_small_files_corpus_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="below 1"):
+        corpus.generate_small(tmp_path / "z", 0)
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(FileExistsError):
+        corpus.generate_small(tmp_path, 10)
+
+
+def test_one_large_file_is_written_whole_and_never_over_an_existing_one(tmp_path):
+    size = corpus.generate_large(tmp_path / "big.dcm", 2 * 2**20 + 4)
+    assert size == (tmp_path / "big.dcm").stat().st_size == 2 * 2**20 + 4
+    with pytest.raises(FileExistsError):
+        corpus.generate_large(tmp_path / "big.dcm", 2**20)
