@@ -3,7 +3,7 @@
 - a many-small-files corpus (corpus.generate_small: 200,000 files, about 0.93 GB; quick: 300 files):
   initial, no-change and next-day syncs over loopback SSH (replicator to `replicator serve`) beside
   `rsync -a` (and `-az`, for bytes) over a private OpenSSH, and the local initial sync beside restic and borg;
-- the mixed corpus (corpus.generate, 1.5 GiB; quick: the 24 MiB session corpus): the same three syncs over
+- the mixed corpus (corpus.generate, 1.5 GiB; quick: 8 MiB): the same three syncs over
   SSH beside rsync, with the peak RSS of the sender (the unlock's peak apart, REPLICATOR_RESET_HWM_AFTER_UNLOCK)
   and of the receiver (VmHWM of a `replicator serve` started for that one run);
 - one large imaging file (2 GiB; quick: 64 MiB): the sync rate on one core (taskset, --workers 1) as a share of
@@ -39,7 +39,7 @@ from tests.conftest import PASSPHRASE as SITE_PASSPHRASE
 from tests.transport.conftest import stop_server
 
 SMALL_FILES = 300 if QUICK else 200_000
-MIXED_SIZE = 1536 * 2**20  # full size only; quick mode reuses the session's 24 MiB corpus
+MIXED_SIZE = (8 if QUICK else 1536) * 2**20
 LARGE_SIZE = (64 if QUICK else 2048) * 2**20
 
 
@@ -50,9 +50,7 @@ def small_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mixed_corpus(tmp_path_factory, corpus_day1):
-    if QUICK:
-        return corpus_day1
+def mixed_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed") / "day1"
     return root, corpus.generate(root, MIXED_SIZE, seed=1)
 
