@@ -163,6 +163,7 @@ class _Frame:
     dirty: bool = False  # names were added or replaced: fsync on exit
     ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) when opened: a reopened descriptor must match it
     writing: int = 0  # its files still being written by the writer threads (applied before its metadata)
+    left: bool = False  # popped while ``writing``: finished (metadata, fsync, close) by the last of its files
 
 
 def restore(
@@ -204,7 +205,8 @@ def restore(
         have is removed (counted in ``deleted``).  ``entries`` must then be the whole snapshot, never a
         ``--path`` part of it (the directories above the part would be emptied).
     :param writers: threads that place small files (1: every file on the calling thread).  A directory's
-        metadata is applied, and a hard link made, only once the files before it are in place.
+        metadata is applied once its files are in place (the restorer reads on meanwhile), and a hard link
+        made only once the files before it are in place.
     :returns: a :class:`RestoreReport`; nothing is raised for a single entry.
         If ``target`` itself cannot be created or opened, the report holds that
         one error (with ``target`` as its path) and nothing else is done.
@@ -286,6 +288,13 @@ class _Restorer:
     def _collect(self) -> None:
         entry, frame, fut = self._in_flight.popleft()
         frame.writing -= 1
+        try:
+            self._placed(entry, fut)
+        finally:
+            if frame.left and not frame.writing:
+                self._finish(frame)
+
+    def _placed(self, entry: Entry, fut: Future) -> None:
         try:
             written = fut.result()
         except _Refused as exc:
@@ -454,8 +463,22 @@ class _Restorer:
             raise _Failed(f"cannot open directory '{rel}': {_strerror(exc)}") from None
 
     def _pop(self) -> None:
-        self._settle(self.stack[-1])  # its files in place before its metadata (their renames touch its mtime)
+        """Leave the top directory.  Its metadata goes on once its files are in place (their renames touch
+        its mtime): now if none is being written, else when the last one is collected (``_collect``), so
+        the restorer goes on reading the next directory's files meanwhile.  Such a frame keeps its
+        descriptor until then: at most ``_max_in_flight`` of them."""
         frame = self.stack.pop()
+        try:
+            if self.stack and self.stack[-1].fd < 0 and len(self.stack) > 1:
+                self._reopen_parent(frame)
+        finally:
+            if frame.writing:
+                frame.left = True
+            else:
+                self._finish(frame)
+
+    def _finish(self, frame: _Frame) -> None:
+        """Apply a left directory's metadata, fsync it when names changed in it, close it."""
         try:
             if frame.fd >= 0:  # else lost (reported when it was): nothing to apply
                 if frame.entry is not None:
@@ -467,12 +490,9 @@ class _Restorer:
                         self.report.errors.append((frame.relpath or ".",
                                                    f"fsync of directory failed: {_strerror(exc)}"))
         finally:
-            try:
-                if self.stack and self.stack[-1].fd < 0 and len(self.stack) > 1:
-                    self._reopen_parent(frame)
-            finally:
-                if frame.fd >= 0:
-                    os.close(frame.fd)
+            if frame.fd >= 0:
+                os.close(frame.fd)
+                frame.fd = -1
 
     # -- entries ------------------------------------------------------------
 

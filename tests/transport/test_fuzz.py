@@ -1,6 +1,6 @@
 """Fuzz the receiver's session logic: mutated frame sequences against ``ServerSession`` over a real repository.
 
-Each session is a valid frame sequence (HELLO, OPEN, LIST/GET/PUT_PACK/REFS/COMMIT,
+Each session is a valid frame sequence (HELLO, OPEN, LIST/GET/PUT_PACK/REFS/COMMIT/FORGET/PRUNE,
 BYE or end of stream) with 0 to 3 mutations: bit flips, byte overwrites,
 truncation, dropped, duplicated, swapped or shuffled frames, frames spliced in
 from another sequence, oversized or zero lengths, random types, random junk.
@@ -21,6 +21,10 @@ Every session must:
 * leave the writer lock free (``LocalSink.open(writable=True)`` succeeds);
 * commit exactly the snapshots the model commits: nothing is committed unless
   the session's frames form a valid commit;
+* delete exactly what the model deletes: FORGET removes a snapshot that is not
+  the head of its source (on a key holder's proof), PRUNE (not a dry run) every
+  pack, with its id list, that no remaining snapshot's refs name; the packs, id
+  lists and snapshots on disk after the session are the model's;
 * stay below PEAK_BYTES of traced allocations (tracemalloc peak).
 
 SEED is fixed; a failure names the seed and the session number, and
@@ -44,8 +48,8 @@ import pytest
 
 from replicator import constants as C
 from replicator.format import layout as L
-from replicator.format.head import Claim
-from replicator.format.idlist import Verifier, decode_ids
+from replicator.format.head import Claim, decode_head
+from replicator.format.idlist import Verifier, decode_ids, parse_list
 from replicator.repo.local_sink import LocalSink
 from replicator.transport import frames as F
 from replicator.transport import protocol as P
@@ -56,6 +60,7 @@ from tests.transport.inproc import (
     commit,
     fake_pack,
     fake_snapshot,
+    keyring,
     lock_is_free,
     make_repository,
     put,
@@ -77,6 +82,9 @@ class Expect:
     answers: list[str] = field(default_factory=list)  # message class names, HELLO first
     error: int | None = None  # the ERROR code that ends the session, None for a clean end
     commits: list[str] = field(default_factory=list)  # snapshot object names committed, in order
+    forgotten: list[str] = field(default_factory=list)  # snapshot object names FORGET deleted
+    pruned: int = 0  # packs deleted by PRUNE
+    objects: set[str] = field(default_factory=set)  # what is on disk at the end, as far as the model sees
 
 
 class Repo:
@@ -93,13 +101,22 @@ class Repo:
         with open(os.path.join(root, "config"), "rb") as c, open(os.path.join(root, "keys", "default"), "rb") as k:
             self.verifier = Verifier(json.loads(c.read())["id"], bytes.fromhex(json.loads(k.read())["signing_public_key"]))
         self.id_lists: dict[str, tuple[bytes, ...]] = {}
+        self.refs: dict[str, tuple[bytes, ...]] = {}  # refs/ objects by name
+        self.heads: set[str] = set()  # snapshot digests that are the head of a source (never forgotten)
         for name in self.objects:
-            if L.IDS_RE.match(name):
+            if L.IDS_RE.match(name) or L.REFS_RE.match(name):
                 key = f"{root}/{name}"
                 if key not in self._lists:
                     with open(os.path.join(root, name), "rb") as f:
-                        self._lists[key] = tuple(decode_ids(f.read(), name))
-                self.id_lists[name] = self._lists[key]
+                        data = f.read()
+                    self._lists[key] = tuple(decode_ids(data if L.IDS_RE.match(name) else
+                                                        parse_list(data, name).ids, name))
+                (self.id_lists if L.IDS_RE.match(name) else self.refs)[name] = self._lists[key]
+            elif L.HEAD_RE.match(name):
+                with open(os.path.join(root, name), "rb") as f:
+                    head = decode_head(f.read(), name)
+                if head.snapshot:
+                    self.heads.add(head.snapshot)
 
     def held(self) -> set[bytes]:
         """Ids of ``ids/`` lists whose pack exists (what a write session may reference)."""
@@ -118,6 +135,8 @@ def model(stream: bytes, repo: Repo, perms: str) -> Expect:
     """PROTOCOL.md 3 to 6 for one session over ``stream`` (the peer's bytes, then end of stream)."""
     out = Expect(["Hello"])
     objects, id_lists, held, verifier = set(repo.objects), dict(repo.id_lists), repo.held(), repo.verifier
+    snap_refs, heads = dict(repo.refs), set(repo.heads)
+    out.objects = objects
     state, opened, mode, refs = P.STATE_START, False, 0, []
     pos = 0
 
@@ -213,8 +232,39 @@ def model(stream: bytes, repo: Repo, perms: str) -> Expect:
                 if any(r not in held for r in all_refs):
                     return fail(P.E_MISSING_REFS)
                 objects.update((msg.name, L.refs_name(L.digest_of(msg.name))))
+                snap_refs[L.refs_name(L.digest_of(msg.name))] = tuple(all_refs)
+                heads.add(L.digest_of(msg.name))  # a new source each time (commit() in inproc.py)
                 out.commits.append(msg.name)
                 out.answers.append("CommitOk")
+        elif isinstance(msg, P.Forget):
+            if not writes:
+                return fail(P.E_NOT_ALLOWED)
+            digest = L.digest_of(msg.name)
+            if not verifier.forget(digest, msg.proof):
+                return fail(P.E_INTEGRITY)
+            if digest in heads:
+                return fail(P.E_NOT_ALLOWED)  # the latest of a source is never forgotten
+            if msg.name in objects:
+                out.forgotten.append(msg.name)
+            objects.difference_update((msg.name, L.refs_name(digest)))
+            snap_refs.pop(L.refs_name(digest), None)
+            out.answers.append("ForgetOk")
+        elif isinstance(msg, P.Prune):
+            if not writes:
+                return fail(P.E_NOT_ALLOWED)
+            if not msg.flags & P.PRUNE_DRY_RUN:
+                live = {L.refs_name(L.digest_of(n)) for n in objects if L.SNAPSHOT_RE.match(n)}
+                referenced = {i for name, ids in snap_refs.items() if name in live for i in ids}
+                for name in sorted(n for n in objects if L.IDS_RE.match(n)):
+                    pack = L.pack_name(L.digest_of(name))
+                    if pack not in objects:
+                        objects.discard(name)  # an orphaned list
+                    elif not referenced.intersection(id_lists[name]):
+                        objects.difference_update((name, pack))
+                        out.pruned += 1
+                id_lists = {n: ids for n, ids in id_lists.items() if n in objects}
+                held = {i for n, ids in id_lists.items() for i in ids}
+            out.answers.append("PruneOk")
 
 
 # --- valid sessions ----------------------------------------------------------------------------
@@ -228,6 +278,9 @@ class Corpus:
 
     packs: list[tuple[str, bytes, tuple[bytes, ...]]]
     existing: list[str]  # objects a GET finds
+    heads: list[str]  # snapshots that are the head of their source: a FORGET of them is refused
+    older: str  # a snapshot that is not a head: a FORGET deletes it (put back after the session)
+    saved: dict[str, bytes]  # the older snapshot's objects, to put back
 
     @classmethod
     def build(cls, root: str, rnd: random.Random) -> Corpus:
@@ -236,16 +289,27 @@ class Corpus:
             name, data = fake_pack(rnd.randbytes(64 + 200 * i))
             packs.append((name, data, _ids(rnd, 1 + 3 * i)))
         # The repository starts with pack 0 and one snapshot referencing its ids.
+        # A second source has two snapshots: the older one is no head, so it may be forgotten.
         sink = LocalSink.open(root, writable=True, untrusted=True, role="fuzz set-up")
+        names = []
         try:
             first = put(root, packs[0][0], packs[0][2], packs[0][1])
             sink.put_pack(first.name, first.data, first.ids, first.proof)
-            sname, sdata = fake_snapshot(b"initial")
-            sink.commit(sname, sdata, packs[0][2], commit(root, sname, sdata).proof, Claim(os.urandom(16), None))
+            parent, tags = None, (os.urandom(16), os.urandom(16), None)
+            for salt, tag in zip((b"initial", b"older", b"newer"), tags):
+                sname, sdata = fake_snapshot(salt)
+                sink.commit(sname, sdata, packs[0][2], commit(root, sname, sdata).proof,
+                            Claim(tag or tags[1], parent if tag is None else None))
+                parent = L.digest_of(sname)
+                names.append(sname)
         finally:
             sink.close()
-        existing = [packs[0][0], L.ids_name(L.digest_of(packs[0][0])), sname]
-        return cls(packs, existing)
+        saved = {}
+        for name in (names[1], L.refs_name(L.digest_of(names[1]))):
+            with open(os.path.join(root, name), "rb") as f:
+                saved[name] = f.read()
+        existing = [packs[0][0], L.ids_name(L.digest_of(packs[0][0])), *names]
+        return cls(packs, existing, [names[0], names[2]], names[1], saved)
 
 
 def valid_session(rnd: random.Random, corpus: Corpus, tag: int, root: str) -> list[bytes]:
@@ -256,12 +320,20 @@ def valid_session(rnd: random.Random, corpus: Corpus, tag: int, root: str) -> li
     frames.append(P.Open(REPO, P.MODE_WRITE if write else P.MODE_READ).encode())
     held = set(corpus.packs[0][2])
     for _ in range(rnd.randint(0, 6)):
-        kind = rnd.choice(["list", "get", "pack", "commit"] if write else ["list", "get"])
+        kind = rnd.choice(["list", "get", "pack", "commit", "forget", "prune"] if write else ["list", "get"])
         if kind == "list":
             frames.append(P.List(rnd.choice(P.LIST_PREFIXES)).encode())
         elif kind == "get":
             missing = rnd.random() < 0.05
             frames.append(P.Get("ids/" + rnd.randbytes(32).hex() if missing else rnd.choice(corpus.existing)).encode())
+        elif kind == "forget":
+            r = rnd.random()  # mostly the older snapshot; a head (refused), a gone one, a proof for another
+            target = corpus.older if r < 0.6 else rnd.choice(corpus.heads) if r < 0.8 else \
+                f"snapshots/{rnd.randbytes(32).hex()}"
+            signed = f"snapshots/{rnd.randbytes(32).hex()}" if rnd.random() < 0.05 else target
+            frames.append(P.Forget(target, keyring(root).declarer.forget(L.digest_of(signed))).encode())
+        elif kind == "prune":
+            frames.append(P.Prune(P.PRUNE_DRY_RUN if rnd.random() < 0.3 else 0).encode())
         elif kind == "pack":
             name, data, ids = rnd.choice(corpus.packs)
             frames.append(put(root, name, ids, data).encode())
@@ -400,6 +472,8 @@ class _Records(logging.Handler):
 class Report:
     sessions: int = 0
     commits: int = 0
+    forgotten: int = 0  # snapshots a FORGET deleted
+    pruned: int = 0  # packs a PRUNE deleted
     clean: int = 0
     errors: dict = field(default_factory=dict)
     peak: int = 0
@@ -422,13 +496,30 @@ def writer_lock_free(root: str, full: bool) -> bool:
     return True
 
 
-def _cleanup(root: str, names: set[str]) -> None:
-    """Remove this session's snapshots and refs so the repository stays the same size run after run."""
+def _cleanup(root: str, names: set[str], corpus: Corpus, heads: set[str]) -> None:
+    """Remove this session's snapshots, refs and heads so the repository stays the same size run after run,
+    and put back the older snapshot a FORGET deleted."""
     for name in names:
         digest = name.split("/")[1]
         for path in (os.path.join(root, "snapshots", digest), os.path.join(root, "refs", digest)):
             if os.path.exists(path):
                 os.unlink(path)
+    for name in set(os.listdir(os.path.join(root, "heads"))) - heads:
+        os.unlink(os.path.join(root, "heads", name))
+    for name, data in corpus.saved.items():
+        if not os.path.exists(os.path.join(root, name)):
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(data)
+
+
+def _on_disk(root: str) -> set[str]:
+    """Packs, id lists and snapshots in the repository (what FORGET and PRUNE delete)."""
+    out: set[str] = set()
+    for prefix in (L.PACKS, L.IDS, L.SNAPSHOTS):
+        for dirpath, _dirs, files in os.walk(os.path.join(root, prefix)):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            out.update(f"{rel}/{fn}" for fn in files)
+    return out
 
 
 async def fuzz(root: str, seed: int, sessions: int) -> Report:
@@ -446,6 +537,7 @@ async def fuzz(root: str, seed: int, sessions: int) -> Report:
     report = Report()
     start = time.monotonic()
     initial = set(os.listdir(os.path.join(root, "snapshots")))
+    initial_heads = set(os.listdir(os.path.join(root, "heads")))
     try:
         for i in range(sessions):
             stream, ops = mutated_session(rnd, corpus, i, root)
@@ -474,10 +566,15 @@ async def fuzz(root: str, seed: int, sessions: int) -> Report:
             new = set(os.listdir(os.path.join(root, "snapshots"))) - initial
             assert new == {n.split("/")[1] for n in expect.commits}, \
                 f"committed {sorted(new)}, model {expect.commits} ({where})"
+            disk, modelled = _on_disk(root), {n for n in expect.objects if n.startswith((L.PACKS, L.IDS, L.SNAPSHOTS))}
+            assert disk == modelled, f"on disk beyond the model {sorted(disk - modelled)}, " \
+                                     f"missing {sorted(modelled - disk)} ({where})"
             assert peak < PEAK_BYTES, f"peak {peak} bytes ({where})"
-            _cleanup(root, {f"snapshots/{n}" for n in new})
+            _cleanup(root, {f"snapshots/{n}" for n in new}, corpus, initial_heads)
             report.sessions += 1
             report.commits += len(expect.commits)
+            report.forgotten += len(expect.forgotten)
+            report.pruned += expect.pruned
             report.clean += expect.error is None
             report.errors[expect.error] = report.errors.get(expect.error, 0) + 1
             report.peak = max(report.peak, peak)
@@ -514,10 +611,12 @@ def _run(directory, seed: int, sessions: int) -> Report:
     make_repository(root)
     report = asyncio.run(fuzz(root, seed, sessions))
     print(f"\nfuzz seed {seed}: {report.sessions} sessions in {report.seconds:.1f} s, {report.commits} commits, "
+          f"{report.forgotten} snapshots forgotten, {report.pruned} packs pruned, "
           f"{report.clean} clean ends, ERROR codes {dict(sorted((k or 0, v) for k, v in report.errors.items()))}, "
           f"peak {report.peak / 2**20:.2f} MiB over {report.traced} traced sessions")
     # The fuzz is only worth something if it reaches every outcome: commits, clean ends, each kind of refusal.
     assert report.commits > sessions // 50 and report.clean > sessions // 20, report
+    assert report.forgotten > sessions // 200 and report.pruned > sessions // 200, report
     assert {P.E_PROTOCOL, P.E_VERSION, P.E_NOT_ALLOWED, P.E_INTEGRITY, P.E_MISSING_REFS, P.E_NOT_FOUND} \
         <= set(report.errors), report.errors
     return report
