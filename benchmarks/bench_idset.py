@@ -86,6 +86,7 @@ def populated(tmp_path_factory):
     probes = [p for pair in zip(held[:BATCH // 2], _ids(N_LOOKUP, BATCH // 2)) for p in pair]
     ids = IdSet(str(d / "ids"))
     ids.add_many(held)
+    ids.save("bench")  # flushes the delta: the lookups below go to the runs, as at a repository's scale
     index = Index(str(d / "index.sqlite"), "bench")
     for start in range(0, N_LOOKUP, 10**4):  # packs of 10^4 blobs
         index.add_pack(f"pack-{start}", 0, [BlobEntry(0, i, 0, 1, 1, k) for k, i in enumerate(held[start:start + 10**4])])

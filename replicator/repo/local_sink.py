@@ -12,8 +12,9 @@ without the passphrase cannot make it store a junk snapshot or a forged list.
 
 Held ids come from the ``ids/`` lists of packs that exist and are not
 quarantined (``quarantine/<pack hash>``: a pack some verification found
-damaged), read once at open, plus what this session stores.  So a writer
-sends again every chunk a damaged pack held, and a commit naming a chunk that
+damaged), read once at open (or, for a writable sink over a directory, from the IdSet cache in
+``idset-cache/`` that the previous session saved over exactly these lists), plus what this session
+stores.  So a writer sends again every chunk a damaged pack held, and a commit naming a chunk that
 only a damaged pack holds is refused: the damage heals at the next sync.  Write order: pack, then its id list
 (a crash between leaves a pack without a list: harmless, it is sent again);
 refs, then the source's head, then the snapshot (the snapshot's appearance is the commit point).  Each

@@ -4,7 +4,8 @@ Layout (LSM-style, one level of sorted runs plus a small delta):
 
 - a **delta**: a Python set of the ids added since the last flush, at most ``delta_max`` of them;
 - **runs**: files of sorted, unique 32-byte ids in ``directory`` (``run-<n>.ids``: the 16-byte header
-  ``RIDSRUN1`` + count as u64 LE, then the ids), read through ``mmap`` (page cache, not the heap);
+  ``RIDSRUN1`` + count as u64 LE, then the ids), read with ``pread`` (the kernel's page cache, neither
+  the heap nor this process's resident set, as a mapping would be once its pages are touched);
 - for each run, an ``array('Q')`` of the ids' first 8 bytes as big-endian integers, in the same order:
   the only per-id structure in the heap (8 bytes per id).
 
@@ -28,7 +29,6 @@ import bisect
 import hashlib
 import heapq
 import json
-import mmap
 import os
 import shutil
 import sys
@@ -75,26 +75,26 @@ def _prefixes(block: bytes | memoryview) -> array:
 
 
 class _Run:
-    """One sorted run file, mapped, with its prefix array."""
+    """One sorted run file, open for ``pread``, with its prefix array."""
 
     def __init__(self, path: str, sha256: str | None = None) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(HEADER)
+        self.fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(self.fd).st_size
+            head = os.pread(self.fd, HEADER, 0)
             if len(head) != HEADER or head[:8] != RUN_MAGIC:
                 raise ValueError(f"{path}: not an id run")
             self.count = int.from_bytes(head[8:], "little")
             if size != HEADER + ID_SIZE * self.count:
                 raise ValueError(f"{path}: {size} bytes for {self.count} ids")
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.count else None
+        except BaseException:
+            self.close()
+            raise
         self.prefix = array("Q")
         digest = hashlib.sha256(head)
         last = b""
-        for start in range(0, self.count, _BLOCK_IDS):
-            assert self.map is not None
-            end = min(self.count, start + _BLOCK_IDS)
-            block = self.map[HEADER + ID_SIZE * start : HEADER + ID_SIZE * end]
+        for block in self._blocks():
             digest.update(block)
             if sha256 is not None:  # a run loaded from a cache: check the order (sorted, unique) too
                 ids = [block[i : i + ID_SIZE] for i in range(0, len(block), ID_SIZE)]
@@ -108,9 +108,18 @@ class _Run:
             self.close()
             raise ValueError(f"{path}: digest mismatch")
 
+    def _blocks(self) -> Iterator[bytes]:
+        for start in range(0, self.count, _BLOCK_IDS):
+            n = min(self.count - start, _BLOCK_IDS)
+            assert self.fd is not None
+            block = os.pread(self.fd, ID_SIZE * n, HEADER + ID_SIZE * start)
+            if len(block) != ID_SIZE * n:
+                raise ValueError(f"{self.path}: shorter than its count")
+            yield block
+
     def id_at(self, i: int) -> bytes:
-        assert self.map is not None
-        return self.map[HEADER + ID_SIZE * i : HEADER + ID_SIZE * (i + 1)]
+        assert self.fd is not None
+        return os.pread(self.fd, ID_SIZE, HEADER + ID_SIZE * i)
 
     def contains(self, blob_id: bytes, p: int) -> bool:
         prefix = self.prefix
@@ -123,17 +132,14 @@ class _Run:
         return False
 
     def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, self.count, _BLOCK_IDS):
-            end = min(self.count, start + _BLOCK_IDS)
-            assert self.map is not None
-            block = self.map[HEADER + ID_SIZE * start : HEADER + ID_SIZE * end]
+        for block in self._blocks():
             for i in range(0, len(block), ID_SIZE):
                 yield block[i : i + ID_SIZE]
 
     def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
-            self.map = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         self.prefix = array("Q")
 
     def delete(self) -> None:
@@ -195,11 +201,11 @@ class IdSet:
         return self._count
 
     def __iter__(self) -> Iterator[bytes]:
-        """Every id, sorted (a snapshot taken under the lock; the delta is flushed first)."""
+        """Every id, sorted, streamed from the runs (the delta is flushed first).  Not while others add."""
         with self._lock:
             self._flush()
             runs = list(self._runs)
-            return iter(list(heapq.merge(*runs))) if len(runs) > 1 else iter(list(runs[0]) if runs else [])
+        return heapq.merge(*runs)
 
     # --- writing ------------------------------------------------------------------
     def add(self, blob_id: bytes) -> None:
