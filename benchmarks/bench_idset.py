@@ -42,17 +42,16 @@ def _status() -> dict[str, int]:
 
 
 def rss_per_id(n: int, kind: str) -> dict:
-    """Build a set of ``n`` ids (``kind``: idset or set), probe each once, report RSS deltas per id."""
+    """Load ``n`` ids into a set (``kind``: idset or set), probe each once, report RSS deltas per id."""
     step = 1 << 16
     with tempfile.TemporaryDirectory() as d:
         before = _status()
         held: IdSet | set[bytes] = IdSet(os.path.join(d, "ids")) if kind == "idset" else set()
-        for start in range(0, n, step):
-            batch = _ids(start, min(step, n - start))
-            if isinstance(held, IdSet):
-                held.add_many(batch)
-            else:
-                held.update(batch)
+        generated = (i for start in range(0, n, step) for i in _ids(start, min(step, n - start)))
+        if isinstance(held, IdSet):
+            held.rebuild(generated)  # as both sinks load the id lists at open
+        else:
+            held.update(generated)
         for start in range(0, n, step):
             batch = _ids(start, min(step, n - start))
             found = held.contains_many(batch) if isinstance(held, IdSet) else [i in held for i in batch]

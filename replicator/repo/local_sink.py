@@ -163,18 +163,21 @@ class LocalSink:
                 self._held_stale = False
                 return
         self._held.invalidate()
-        self._held.clear()
         legacy: set[str] = set()
         warnings: list[str] = []
-        for name, data in self.get_many(self.list(L.IDS)):
-            try:
-                parsed = I.parse_list(data, name)
-            except ValueError as exc:
-                warnings.append(f"{exc}; its chunks will be sent again")
-                continue
-            if parsed.proof is None:
-                legacy.add(L.digest_of(name))
-            self._held.add_many(I.decode_ids(parsed.ids, name))
+
+        def listed() -> Iterator[bytes]:
+            for name, data in self.get_many(self.list(L.IDS)):
+                try:
+                    parsed = I.parse_list(data, name)
+                except ValueError as exc:
+                    warnings.append(f"{exc}; its chunks will be sent again")
+                    continue
+                if parsed.proof is None:
+                    legacy.add(L.digest_of(name))
+                yield from I.decode_ids(parsed.ids, name)
+
+        self._held.rebuild(listed())  # a bulk load: one sort and merge, not a lookup per id
         self.warnings.extend(warnings)
         self._held_warnings = warnings
         self.legacy_packs = legacy

@@ -234,9 +234,28 @@ class IdSet:
             self._count = 0
 
     def rebuild(self, ids: Iterable[bytes]) -> None:
-        """Empty the set, then add ``ids`` (how a pack that is gone or damaged leaves it)."""
+        """Empty the set, then add ``ids`` (how a pack that is gone or damaged leaves it).
+
+        A bulk load: an id is checked against the delta only, not the runs (so runs may overlap until
+        the end, when they are merged into one without repeats); lookups meanwhile may miss ids (a
+        false "not held" only sends a chunk again), never invent one.
+        """
         self.clear()
-        self.add_many(ids)
+        with self._lock:
+            for blob_id in ids:
+                blob_id = bytes(blob_id)
+                if len(blob_id) != ID_SIZE:
+                    raise ValueError(f"an id is {ID_SIZE} bytes, not {len(blob_id)}")
+                self._delta.add(blob_id)
+                if len(self._delta) >= self.delta_max:
+                    self._flush()
+            self._flush()
+            if len(self._runs) > 1:
+                runs, self._runs = self._runs, []
+                self._runs = [self._write_run(heapq.merge(*runs))]
+                for run in runs:
+                    self._drop(run)
+            self._count = sum(r.count for r in self._runs)
 
     def _new_path(self) -> str:
         while True:
@@ -245,18 +264,27 @@ class IdSet:
             if not os.path.exists(path):
                 return path
 
-    def _write_run(self, ids: Iterable[bytes], count: int) -> _Run:
-        """Write sorted unique ``ids`` (``count`` of them) to a new run file, then map it."""
+    def _write_run(self, ids: Iterable[bytes]) -> _Run:
+        """Write sorted ``ids`` to a new run file, each once (repeats in a row are dropped), then open it."""
         path = self._new_path()
+        count = 0
         with open(path, "wb") as f:
-            f.write(RUN_MAGIC + count.to_bytes(8, "little"))
+            f.write(RUN_MAGIC + bytes(8))
             block: list[bytes] = []
+            last = b""
             for blob_id in ids:
+                if blob_id == last:
+                    continue
+                last = blob_id
                 block.append(blob_id)
                 if len(block) >= _BLOCK_IDS:
                     f.write(b"".join(block))
+                    count += len(block)
                     block = []
             f.write(b"".join(block))
+            count += len(block)
+            f.seek(len(RUN_MAGIC))
+            f.write(count.to_bytes(8, "little"))
         return _Run(path)
 
     def _flush(self) -> None:
@@ -264,12 +292,12 @@ class IdSet:
         if not self._delta:
             return
         delta = sorted(self._delta)
-        self._runs.append(self._write_run(delta, len(delta)))
+        self._runs.append(self._write_run(delta))
         self._delta = set()
         del delta
         while len(self._runs) > 1 and 2 * self._runs[-1].count >= self._runs[-2].count:
             older, newer = self._runs[-2], self._runs[-1]
-            merged = self._write_run(heapq.merge(older, newer), older.count + newer.count)  # disjoint runs
+            merged = self._write_run(heapq.merge(older, newer))  # disjoint, but for a bulk load
             self._runs[-2:] = [merged]
             self._drop(older)
             self._drop(newer)

@@ -325,38 +325,40 @@ class RemoteSink:
         """
         names = self.list(L.IDS)
         digests = {L.digest_of(n): n for n in names}
-        held = self._ids()
         lists: set[str] = set()  # digests of the lists read, cached or fetched: their ids go straight to held
 
-        def hold(digest: str, data: bytes) -> None:
+        def ids_of(digest: str, data: bytes) -> Iterator[bytes]:
             lists.add(digest)
             try:
-                held.add_many(decode_ids(data, L.ids_name(digest)))
+                yield from decode_ids(data, L.ids_name(digest))
             except ValueError as exc:
                 self.warnings.append(f"{self.location}: {exc}; its chunks will be sent again")
 
-        if cache:
-            os.makedirs(cache, exist_ok=True)
-            for fn in os.listdir(cache):
-                path = os.path.join(cache, fn)
-                if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
-                        self.session.count_id_lists(len(data))
-                        hold(fn, data)
-                        continue
-                os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
-        missing = [digests[d] for d in digests if d not in lists]
-        for name, data in self.get_many(missing):
-            digest = L.digest_of(name)
-            self.stats["id_lists_fetched"] += 1
-            if verifier.ids_object(digest, data) is None:
-                self.legacy_packs.add(digest)
-                continue
+        def listed() -> Iterator[bytes]:
             if cache:
-                atomic.replace(os.path.join(cache, digest), data)
-            hold(digest, data)
+                os.makedirs(cache, exist_ok=True)
+                for fn in os.listdir(cache):
+                    path = os.path.join(cache, fn)
+                    if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
+                        with open(path, "rb") as f:
+                            data = f.read()
+                        if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
+                            self.session.count_id_lists(len(data))
+                            yield from ids_of(fn, data)
+                            continue
+                    os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
+            missing = [digests[d] for d in digests if d not in lists]
+            for name, data in self.get_many(missing):
+                digest = L.digest_of(name)
+                self.stats["id_lists_fetched"] += 1
+                if verifier.ids_object(digest, data) is None:
+                    self.legacy_packs.add(digest)
+                    continue
+                if cache:
+                    atomic.replace(os.path.join(cache, digest), data)
+                yield from ids_of(digest, data)
+
+        self._ids().rebuild(listed())  # a bulk load: one sort and merge, not a lookup per id
         if self.legacy_packs:
             self.warnings.append(f"{self.location}: {len(self.legacy_packs)} id list(s) carry no valid proof of a "
                                  f"key holder (written before 0.3, or forged): their chunks are sent again unless "

@@ -127,3 +127,18 @@ def test_private_directory_is_removed(tmp_path):
 def test_wrong_length_refused(tmp_path):
     with IdSet(str(tmp_path)) as ids, pytest.raises(ValueError, match="32 bytes"):
         ids.add(b"x" * 31)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.lists(st.one_of(ids_st, colliding_st), max_size=60), probes=st.lists(ids_st, max_size=10))
+def test_bulk_rebuild_with_repeats_matches_a_set(tmp_path_factory, ids, probes):
+    """A bulk load checks only the delta, so runs overlap until the final merge: still exact."""
+    with IdSet(str(tmp_path_factory.mktemp("bulk")), delta_max=4) as held:
+        held.add_many(probes)  # dropped by the rebuild
+        held.rebuild(ids + ids[::3])  # repeats in different runs
+        model = set(ids)
+        assert len(held) == len(model)
+        assert list(held) == sorted(model)
+        assert held.contains_many(probes) == [p in model for p in probes]
+        held.add_many(probes)
+        assert len(held) == len(model | set(probes))
