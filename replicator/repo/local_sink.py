@@ -12,8 +12,9 @@ without the passphrase cannot make it store a junk snapshot or a forged list.
 
 Held ids come from the ``ids/`` lists of packs that exist and are not
 quarantined (``quarantine/<pack hash>``: a pack some verification found
-damaged), read once at open, plus what this session stores.  So a writer
-sends again every chunk a damaged pack held, and a commit naming a chunk that
+damaged), read once at open (or, for a writable sink over a directory, from the IdSet cache in
+``idset-cache/`` that the previous session saved over exactly these lists), plus what this session
+stores.  So a writer sends again every chunk a damaged pack held, and a commit naming a chunk that
 only a damaged pack holds is refused: the damage heals at the next sync.  Write order: pack, then its id list
 (a crash between leaves a pack without a list: harmless, it is sent again);
 refs, then the source's head, then the snapshot (the snapshot's appearance is the commit point).  Each
@@ -29,7 +30,6 @@ import builtins
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from replicator import constants as C
@@ -49,11 +49,14 @@ from replicator.format import layout as L
 from replicator.format.keyfile import parse_keyfile
 from replicator.format.repoconfig import parse_config
 from replicator.repo.tables import ranges_reader
+from replicator.store.idset import IdSet
 from replicator.store.local import LocalStorage
 from replicator.store.lock import FileLock, Locked
 from replicator.times import rfc3339
 
 LOCK_FILE = "lock"
+HELD_CACHE_DIR = "idset-cache"  # the held ids' IdSet, beside the index: a cache, rebuilt from ids/ when in doubt
+_REFS_BATCH = 1 << 16  # refs looked up per batch at commit
 LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
 
 
@@ -118,32 +121,78 @@ class LocalSink:
         self._lock = lock
         self._writable = writable
         self._untrusted = untrusted
-        self._held: set[bytes] = set()
-        self._held_lock = threading.Lock()
+        # Held ids in bounded RAM (store/idset.py).  A writable sink over a directory keeps them beside the
+        # index and reuses them at the next open when the ids/ lists are the same; a read-only sink (which
+        # may run beside a writer) or one over another Storage builds them in a private directory.
+        root = getattr(storage, "root", None)
+        self._held_dir = os.path.join(root, HELD_CACHE_DIR) if root and writable else None
+        self._held = IdSet(self._held_dir)
+        self._held_stale = False
+        self._held_warnings: list[str] = []
+        self._held_closed = False
         # Declarations are checked with the public key kept in the clear beside the sealed key.
         config = parse_config(storage.get(L.CONFIG), self.location)
         self.verifier = I.Verifier(config["id"], bytes.fromhex(parse_keyfile(storage.get(L.KEY))["signing_public_key"]))
         self._quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
         self.legacy_packs: set[str] = set()  # digests of packs whose id list has no proof (written before 0.3)
-        self._load_held()
+        self._load_held(reuse=True)
 
-    def _load_held(self) -> None:
-        """Held ids: from the lists on this disk (checked when they were stored, so not checked again)."""
-        held: set[bytes] = set()
+    def _held_fingerprint(self) -> str:
+        """What the held ids were read from: name, size and modification time of every listed ``ids/``
+        object (a list added, gone, quarantined or rewritten changes it; this sink's own rewrites happen
+        in a writable session, which invalidates the cache until it closes)."""
+        h = hashlib.sha256()
+        for name in self.list(L.IDS):
+            st = os.stat(os.path.join(self.storage.root, name))  # a cache dir exists over a LocalStorage only
+            h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def _load_held(self, *, reuse: bool = False) -> None:
+        """Held ids: from the lists on this disk (checked when they were stored, so not checked again), or,
+        with ``reuse``, from the cache a previous session saved over the same lists."""
+        if reuse and self._held_dir is not None:
+            cached = IdSet.load(self._held_dir, self._held_fingerprint())
+            if cached is not None:
+                self._held.close()
+                self._held = cached
+                cached.invalidate()  # this session may change the lists: no cache until close saves it
+                self.legacy_packs = set(cached.extra.get("legacy", []))
+                self._held_warnings = list(cached.extra.get("warnings", []))
+                self.warnings.extend(self._held_warnings)
+                self.stats["held_from"] = "cache"
+                self._held_stale = False
+                return
+        self._held.invalidate()
         legacy: set[str] = set()
-        for name, data in self.get_many(self.list(L.IDS)):
-            try:
-                parsed = I.parse_list(data, name)
-            except ValueError as exc:
-                self.warnings.append(f"{exc}; its chunks will be sent again")
-                continue
-            if parsed.proof is None:
-                legacy.add(L.digest_of(name))
-            held.update(I.decode_ids(parsed.ids, name))
-        with self._held_lock:
-            self._held = held
+        warnings: list[str] = []
+
+        def listed() -> Iterator[bytes]:
+            for name, data in self.get_many(self.list(L.IDS)):
+                try:
+                    parsed = I.parse_list(data, name)
+                except ValueError as exc:
+                    warnings.append(f"{exc}; its chunks will be sent again")
+                    continue
+                if parsed.proof is None:
+                    legacy.add(L.digest_of(name))
+                yield from I.decode_ids(parsed.ids, name)
+
+        self._held.rebuild(listed())  # a bulk load: one sort and merge, not a lookup per id
+        self.warnings.extend(warnings)
+        self._held_warnings = warnings
         self.legacy_packs = legacy
+        self.stats["held_from"] = "lists"
         self._held_stale = False
+
+    def _save_held(self) -> None:
+        """Keep the held ids for the next writable open (only when they are exactly the listed lists')."""
+        if self._held_dir is None or self._held_stale:
+            return
+        try:
+            self._held.save(self._held_fingerprint(), {"legacy": sorted(self.legacy_packs),
+                                                      "warnings": self._held_warnings})
+        except OSError as exc:  # a cache: the next open reads the lists again
+            self.warnings.append(f"held ids not cached ({exc}); the next open reads the id lists again")
 
     @classmethod
     def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
@@ -256,14 +305,12 @@ class LocalSink:
                 self.storage.put(ids_name, data, overwrite=True)
                 self.legacy_packs.discard(digest)
                 self._held_stale = True  # the old list may have claimed ids this pack does not hold
-                with self._held_lock:
-                    self._held.update(ids)
+                self._held.add_many(ids)
                 return
             if stored != data:
                 ids = list(I.decode_ids(stored, ids_name))  # both verify: the stored list stays the declaration
         self.legacy_packs.discard(digest)
-        with self._held_lock:
-            self._held.update(ids)
+        self._held.add_many(ids)
 
     def flush(self) -> None:
         """Nothing to wait for: ``put_pack`` is durable when it returns."""
@@ -314,7 +361,8 @@ class LocalSink:
         self._check_claim(head, claim, digest)
         if self._held_stale:  # a declaration replaced a list this session: recount before checking
             self._load_held()
-        missing = sum(1 for r in refs if r not in self._held)
+        missing = sum(self._held.contains_many(refs[i : i + _REFS_BATCH]).count(False)
+                      for i in range(0, len(refs), _REFS_BATCH))
         if missing:
             raise MissingChunks(digest[:16], missing)
         # refs, then the head, the snapshot last: its appearance is the commit point.  A head naming a
@@ -503,6 +551,12 @@ class LocalSink:
         return True
 
     def close(self) -> None:
+        if not self._held_closed:
+            self._held_closed = True
+            if self._held_stale and self._held_dir is not None:
+                self._load_held()  # a list replaced this session: what is saved must be what the lists say
+            self._save_held()
+            self._held.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None

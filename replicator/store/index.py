@@ -229,14 +229,11 @@ class Index:
         db = self._db()
         with self._write_lock, db:
             db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)", (name, size, 0))
-            n = 0
-            for e in entries:
-                db.execute(
-                    f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (e.id, e.type, name, e.offset, e.length, e.raw_len, e.seq),
-                )
-                n += 1
-            db.execute("UPDATE packs SET blobs=? WHERE name=?", (n, name))
+            rows = [(e.id, e.type, name, e.offset, e.length, e.raw_len, e.seq) for e in entries]
+            # One statement per pack (not one per blob): the pack writer's thread spent most of its time here.
+            db.executemany(f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           rows)
+            db.execute("UPDATE packs SET blobs=? WHERE name=?", (len(rows), name))
 
     def remove_pack(self, name: str) -> None:
         db = self._db()

@@ -36,6 +36,7 @@ from replicator.format.head import Claim
 from replicator.format.idlist import IDS_MAGIC, Verifier, decode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
+from replicator.store.idset import IdSet
 from replicator.transport import protocol as P
 from replicator.transport import ssh
 from replicator.transport.frames import ProtocolError
@@ -278,7 +279,7 @@ class RemoteSink:
         self.warnings: list[str] = []
         self.stats = {"bytes_sent": 0, "bytes_received": 0, "id_lists_fetched": 0}
         self._inflight: collections.deque[Future] = collections.deque()
-        self._held: set[bytes] = set()
+        self._held: IdSet | None = None  # the receiver's ids in bounded RAM (store/idset.py), made at open
         self.legacy_packs: set[str] = set()  # packs whose listed ids carry no valid proof
         self._session: ClientSession | None = None
         self._io = _LoopThread()
@@ -290,6 +291,8 @@ class RemoteSink:
             self._config, self._keyfile = ok.config, ok.keyfile
             repo_id = parse_config(ok.config, self.location)["id"]
             self._cache = os.path.join(cache_dir, repo_id, "remote-ids") if cache_dir else None
+            # Its runs go in the sender's cache dir (disk, not RAM), private to this process.
+            self._held = IdSet(parent=os.path.join(cache_dir, repo_id, "remote-idset") if cache_dir else None)
         except BaseException:
             self.close()
             raise
@@ -322,38 +325,44 @@ class RemoteSink:
         """
         names = self.list(L.IDS)
         digests = {L.digest_of(n): n for n in names}
-        lists: dict[str, bytes] = {}
-        if cache:
-            os.makedirs(cache, exist_ok=True)
-            for fn in os.listdir(cache):
-                path = os.path.join(cache, fn)
-                if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
-                        lists[fn] = data
-                        self.session.count_id_lists(len(data))
-                        continue
-                os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
-        missing = [digests[d] for d in digests if d not in lists]
-        for name, data in self.get_many(missing):
-            digest = L.digest_of(name)
-            self.stats["id_lists_fetched"] += 1
-            if verifier.ids_object(digest, data) is None:
-                self.legacy_packs.add(digest)
-                continue
-            lists[digest] = data
+        lists: set[str] = set()  # digests of the lists read, cached or fetched: their ids go straight to held
+
+        def ids_of(digest: str, data: bytes) -> Iterator[bytes]:
+            lists.add(digest)
+            try:
+                yield from decode_ids(data, L.ids_name(digest))
+            except ValueError as exc:
+                self.warnings.append(f"{self.location}: {exc}; its chunks will be sent again")
+
+        def listed() -> Iterator[bytes]:
             if cache:
-                atomic.replace(os.path.join(cache, digest), data)
+                os.makedirs(cache, exist_ok=True)
+                for fn in os.listdir(cache):
+                    path = os.path.join(cache, fn)
+                    if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
+                        with open(path, "rb") as f:
+                            data = f.read()
+                        if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
+                            self.session.count_id_lists(len(data))
+                            yield from ids_of(fn, data)
+                            continue
+                    os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
+            missing = [digests[d] for d in digests if d not in lists]
+            for name, data in self.get_many(missing):
+                digest = L.digest_of(name)
+                self.stats["id_lists_fetched"] += 1
+                if verifier.ids_object(digest, data) is None:
+                    self.legacy_packs.add(digest)
+                    continue
+                if cache:
+                    atomic.replace(os.path.join(cache, digest), data)
+                yield from ids_of(digest, data)
+
+        self._ids().rebuild(listed())  # a bulk load: one sort and merge, not a lookup per id
         if self.legacy_packs:
             self.warnings.append(f"{self.location}: {len(self.legacy_packs)} id list(s) carry no valid proof of a "
                                  f"key holder (written before 0.3, or forged): their chunks are sent again unless "
                                  f"the upgrade signs them")
-        for digest, data in lists.items():
-            try:
-                self._held.update(decode_ids(data, L.ids_name(digest)))
-            except ValueError as exc:
-                self.warnings.append(f"{self.location}: {exc}; its chunks will be sent again")
 
     # --- Sink ------------------------------------------------------------------------
     def describe(self) -> tuple[bytes, bytes]:
@@ -361,12 +370,17 @@ class RemoteSink:
 
     def has(self, blob_id: bytes) -> bool:
         """Thread-safe local lookup: the receiver's id lists plus everything put in this session."""
-        return blob_id in self._held
+        return blob_id in self._ids()
+
+    def _ids(self) -> IdSet:
+        if self._held is None:
+            raise P.TransportError(f"connection to {self.location} closed")
+        return self._held
 
     def put_pack(self, name: str, data: bytes, ids: Sequence[bytes], proof: bytes) -> None:
         """Upload without waiting for the ack; at most ``window`` packs in flight."""
         self._pipeline(P.PutPack(name, tuple(ids), proof, data), P.PACK_OK)
-        self._held.update(ids)
+        self._ids().add_many(ids)
         self.legacy_packs.discard(L.digest_of(name))
 
     def _pipeline(self, msg, expect: int, window: int | None = None) -> None:
@@ -378,7 +392,7 @@ class RemoteSink:
     def declare_pack(self, name: str, ids: Sequence[bytes], proof: bytes) -> None:
         """Send a signed declaration for a stored pack (pipelined; ``flush`` waits for the answers)."""
         self._pipeline(P.Declare(name, tuple(ids), proof), P.DECLARE_OK, GET_BATCH)
-        self._held.update(ids)
+        self._ids().add_many(ids)
         self.legacy_packs.discard(L.digest_of(name))
 
     def declare_snapshot(self, name: str, proof: bytes) -> None:
@@ -455,6 +469,9 @@ class RemoteSink:
                 pass
             self._session = None
         self._io.stop()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> RemoteSink:
         return self

@@ -1,0 +1,81 @@
+"""The receiver's held ids (LocalSink): an IdSet cached beside the index, reused at the next writable open,
+and never trusted over the ids/ lists (a list gone or changed since makes it rebuild)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from replicator import constants as C
+from replicator.format import layout as L
+from replicator.repo.local_sink import HELD_CACHE_DIR, LocalSink
+from replicator.repo.repository import Repository
+from replicator.store.idset import MANIFEST, IdSet
+from tests.conformance.test_sink import keyring_of, make_pack
+
+PW = b"correct horse battery staple"
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "repo"
+    Repository.init(str(p), PW, log2n=C.SCRYPT_LOG2N_MIN).close()
+    return p
+
+
+def _store_two(path):
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        kr = keyring_of(sink)
+        first = make_pack(kr, b"first pack" * 100)
+        second = make_pack(kr, b"second pack" * 100)
+        for name, data, ids, proof in (first, second):
+            sink.put_pack(name, data, ids, proof)
+    return first, second
+
+
+def test_held_ids_are_saved_beside_the_index_and_reused(path):
+    (_n1, _d1, ids1, _p1), (_n2, _d2, ids2, _p2) = _store_two(path)
+    cache = path / HELD_CACHE_DIR
+    assert (cache / MANIFEST).exists()
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert sink.stats["held_from"] == "cache"
+        assert isinstance(sink._held, IdSet) and len(sink._held) == len(ids1) + len(ids2)
+        assert all(sink.has(i) for i in ids1 + ids2)
+        assert not (cache / MANIFEST).exists()  # a writable session invalidates it until it closes
+
+
+def test_a_list_gone_since_the_cache_was_saved_is_not_held(path):
+    (name1, _d1, ids1, _p1), (_n2, _d2, ids2, _p2) = _store_two(path)
+    os.unlink(path / L.ids_name(L.digest_of(name1)))  # out of band: the cache still names those ids
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert sink.stats["held_from"] == "lists"
+        assert not any(sink.has(i) for i in ids1) and all(sink.has(i) for i in ids2)
+
+
+def test_a_damaged_cache_is_rebuilt_from_the_lists(path):
+    (_n1, _d1, ids1, _p1), (_n2, _d2, ids2, _p2) = _store_two(path)
+    cache = path / HELD_CACHE_DIR
+    for run in cache.glob("run-*"):
+        run.write_bytes(run.read_bytes()[:-1])
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert sink.stats["held_from"] == "lists"
+        assert all(sink.has(i) for i in ids1 + ids2)
+
+
+def test_a_crashed_session_leaves_no_cache_to_trust(path):
+    _store_two(path)
+    sink = LocalSink.open(str(path), writable=True, untrusted=True)
+    assert not (path / HELD_CACHE_DIR / MANIFEST).exists()  # were it to crash now, the next open rebuilds
+    sink.close()
+    assert (path / HELD_CACHE_DIR / MANIFEST).exists()
+
+
+def test_a_list_rewritten_since_the_cache_was_saved_is_read_again(path):
+    (name1, _d1, ids1, _p1), _second = _store_two(path)
+    listed = path / L.ids_name(L.digest_of(name1))
+    data = listed.read_bytes()
+    os.unlink(listed)
+    listed.write_bytes(data)  # the same bytes written again out of band: not the list the cache saw
+    os.utime(listed, ns=(1, 1))
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert sink.stats["held_from"] == "lists"
