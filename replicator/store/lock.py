@@ -1,6 +1,19 @@
-"""The one lock helper: an exclusive, non-blocking flock on a file, naming its holder.
+"""The one lock helper: lock objects in a repository's Storage, and an exclusive flock on a file.
 
-Used for the repository writer lock (``REPO/lock``: every local sync, every
+ObjectLock: ``locks/<32 hex>`` objects (docs/FORMAT.md 2.4), shared (writers) or
+exclusive (forget, prune, upgrade, key changes), through put/list/get/delete
+only, so they work on any Storage (a local directory, memory, an object store).
+Taking one: remove the stale locks (each with a warning naming it), refuse at
+once if a live conflicting one exists, write ours (put without overwrite), list
+again, and if a live conflicting lock appeared meanwhile remove ours and refuse.
+Two exclusive takers racing both see each other after writing and both back
+off: never both succeed (at worst both are refused and try again later).
+A held lock is refreshed by a background thread every ``refresh`` seconds.
+A lock is stale when its last refresh is older than ``stale_after`` seconds,
+or when its holder is on this host and that process (pid, boot, start time)
+is gone, so a kill -9 never blocks the next run on the same host.
+
+FileLock is used for the repository writer lock (``REPO/lock``: every local sync, every
 write session of ``replicator serve``, forget and prune) and for the
 daemon's per-job locks.  flock is released by the kernel when the process
 dies, so a kill -9 never leaves a stale lock behind.
@@ -13,10 +26,24 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
+import logging
 import os
 import socket
+import threading
+import time
+from dataclasses import dataclass
 
-from replicator.errors import ReplicatorError, StorageError
+from replicator.errors import ObjectNotFound, ReplicatorError, StorageError
+
+log = logging.getLogger(__name__)
+
+LOCKS = "locks"  # the folder of lock objects
+LOCK_VERSION = 1
+LOCK_MAX = 4096  # bytes of a lock object read; a bigger one is damaged
+REFRESH_SECONDS = 300.0  # a held lock object is rewritten this often
+STALE_SECONDS = 1800.0  # a lock object not refreshed for this long is stale
+SHARED, EXCLUSIVE = "shared", "exclusive"
 
 HOLDER_MAX = 200  # bytes of the holder line read back for the message
 
@@ -71,6 +98,213 @@ class FileLock:
             self._fd = None
 
     def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (/proc), or None if it is gone
+    (or /proc is not there)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    try:  # field 22; the command (field 2) may hold spaces and parentheses: split after its last ")"
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` of this host still runs and is the one that started at ``start``."""
+    if os.path.isdir("/proc/self"):
+        now = process_start(pid)
+        return now is not None and (start is None or now == start)
+    try:  # no /proc: the pid alone (a reused pid keeps a lock until it goes stale by time)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """One lock object as read back (docs/FORMAT.md 2.4)."""
+
+    name: str
+    kind: str
+    host: str
+    pid: int
+    start: int | None
+    boot: str
+    role: str
+    taken: float
+    refreshed: float
+
+    @classmethod
+    def parse(cls, name: str, data: bytes) -> LockInfo:
+        """:raises ValueError: not a lock object of a version this release reads."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("v") != LOCK_VERSION or doc.get("kind") not in (SHARED, EXCLUSIVE):
+            raise ValueError("not a version 1 lock object")
+        start = doc.get("start")
+        return cls(name, doc["kind"], str(doc["host"]), int(doc["pid"]), None if start is None else int(start),
+                   str(doc.get("boot", "")), str(doc.get("role", "")), float(doc["taken"]), float(doc["refreshed"]))
+
+    def describe(self) -> str:
+        role = f" ({self.role})" if self.role else ""
+        taken = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.taken))
+        return f"{self.kind} lock {self.name}: pid {self.pid} on {self.host}{role} since {taken}"
+
+    def stale_because(self, now: float, stale_after: float, host: str, boot: str) -> str | None:
+        """Why this lock is stale, or None when its holder may still be alive."""
+        if now - self.refreshed > stale_after:
+            return f"not refreshed for {int(now - self.refreshed)} s"
+        if self.host == host:
+            if self.boot and boot and self.boot != boot:
+                return "its host has rebooted since"
+            if not _alive(self.pid, self.start):
+                return f"process {self.pid} on this host is gone"
+        return None
+
+
+class ObjectLock:
+    """``with ObjectLock(storage, EXCLUSIVE, "prune"):`` holds a lock object or raises Locked at once.
+
+    ``warnings`` lists the stale locks removed while taking it; ``lost`` says why the lock was
+    found gone at a refresh (another process took it as stale), else None.
+    """
+
+    def __init__(self, storage, kind: str = SHARED, role: str = "", *, refresh: float = REFRESH_SECONDS,
+                 stale_after: float = STALE_SECONDS, host: str | None = None, pid: int | None = None) -> None:
+        if kind not in (SHARED, EXCLUSIVE):
+            raise ValueError(f"lock kind {kind!r}")
+        self.storage = storage
+        self.kind = kind
+        self.role = role
+        self.refresh = refresh
+        self.stale_after = stale_after
+        self.host = host or socket.gethostname()
+        self.pid = os.getpid() if pid is None else pid
+        self.boot = _boot_id()
+        self.name: str | None = None
+        self.taken = 0.0
+        self.warnings: list[str] = []
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        return self.name is not None
+
+    def _document(self, refreshed: float) -> bytes:
+        doc = {"v": LOCK_VERSION, "kind": self.kind, "host": self.host, "pid": self.pid,
+               "start": process_start(self.pid), "boot": self.boot, "role": self.role,
+               "taken": self.taken, "refreshed": refreshed}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    def _conflicts(self, other: LockInfo) -> bool:
+        return self.kind == EXCLUSIVE or other.kind == EXCLUSIVE
+
+    def _live_conflict(self) -> LockInfo | None:
+        """Remove the stale locks; :returns: a live lock that conflicts with ours, if any."""
+        now = time.time()
+        for name in list(self.storage.list(LOCKS + "/")):
+            if name == self.name:
+                continue
+            try:
+                info = LockInfo.parse(name, self.storage.get(name, 0, LOCK_MAX))
+            except ObjectNotFound:
+                continue  # released meanwhile
+            except (ValueError, KeyError, TypeError) as exc:
+                self._remove_stale(name, f"unreadable ({exc})")
+                continue
+            why = info.stale_because(now, self.stale_after, self.host, self.boot)
+            if why is not None:
+                self._remove_stale(name, f"{info.describe()}: {why}")
+            elif self._conflicts(info):
+                return info
+        return None
+
+    def _remove_stale(self, name: str, why: str) -> None:
+        message = f"removed stale lock {name} of {self.storage.location}: {why}"
+        log.warning("%s", message)
+        self.warnings.append(message)
+        self.storage.delete(name)
+
+    def acquire(self) -> ObjectLock:
+        """:raises Locked: a live conflicting lock exists (named in the message).  :raises StorageError:"""
+        if self.held:
+            raise RuntimeError("lock already held")
+        conflict = self._live_conflict()
+        if conflict is not None:
+            raise Locked(self.storage.location, conflict.describe())
+        self.taken = time.time()
+        self.name = f"{LOCKS}/{os.urandom(16).hex()}"
+        self.storage.put(self.name, self._document(self.taken))
+        try:
+            conflict = self._live_conflict()  # a conflicting taker that wrote between our list and our put
+        except BaseException:
+            self.release()
+            raise
+        if conflict is not None:
+            self.release()
+            raise Locked(self.storage.location, conflict.describe())
+        if self.refresh > 0:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._refresher, name=f"lock-refresh {self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def refresh_now(self) -> None:
+        """Rewrite our lock object with a new refresh time; sets ``lost`` when it was removed meanwhile."""
+        with self._write_lock:
+            name = self.name
+            if name is None or self.lost is not None:
+                return
+            if not self.storage.exists(name):
+                self.lost = f"lock {name} of {self.storage.location} was removed by another process"
+                log.error("%s", self.lost)
+                return
+            self.storage.put(name, self._document(time.time()), overwrite=True)
+
+    def _refresher(self) -> None:
+        while not self._stop.wait(self.refresh):
+            try:
+                self.refresh_now()
+            except ReplicatorError as exc:  # a storage hiccup: try again at the next period
+                log.warning("cannot refresh lock %s: %s", self.name, exc)
+
+    def release(self) -> None:
+        """Stop refreshing and remove our lock object; never raises for a storage error."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+        with self._write_lock:
+            name, self.name = self.name, None
+        if name is not None and self.lost is None:
+            try:
+                self.storage.delete(name)
+            except ReplicatorError as exc:
+                log.warning("cannot remove lock %s: %s (it goes stale after %d s)", name, exc, self.stale_after)
+
+    def __enter__(self) -> ObjectLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
