@@ -77,8 +77,9 @@ def _error(name: str, exc: Exception) -> StorageError:
 
 
 class S3Storage:
-    def __init__(self, settings: S3Settings, *, client: object | None = None) -> None:
+    def __init__(self, settings: S3Settings, *, root: str = "", client: object | None = None) -> None:
         self.settings = settings
+        self.root = root  # the local cache directory for the index and lock file (store/location.py)
         self.bucket = settings.bucket
         self.location = settings.location
         prefix = settings.prefix.strip("/")
