@@ -55,3 +55,28 @@ def sync_repo(src: str, repo, source: str, *, state=None, **options):
 
     with repo.writer() as writer:
         return SyncRun(src, writer, SyncOptions(source, use_state=state is not None, **options), state=state).run()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS server (`weed server -s3` on loopback) and one bucket for the session; tests take a prefix each."""
+    from tests.seaweed import SeaweedServer, new_bucket
+
+    server = SeaweedServer(str(tmp_path_factory.mktemp("seaweed")))
+    try:
+        server.start()
+        server.bucket = new_bucket(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_settings(seaweed):
+    """Settings for a fresh prefix in the session's bucket on SeaweedFS.
+
+    A prefix, not a bucket, per test: SeaweedFS gives every bucket its own collection of volumes, which
+    takes a second to allocate and soon exhausts the volume limit of a small test server."""
+    from tests.seaweed import fresh_prefix, settings
+
+    return settings(seaweed, seaweed.bucket, fresh_prefix())

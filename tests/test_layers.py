@@ -28,6 +28,7 @@ OWNERS = {
     "zstandard": "core/compress.py",
     "blake3": "core/ids.py",
     "asyncssh": "transport/ssh.py",
+    "botocore": "store/s3.py",  # the optional s3 extra (replicator[s3])
     "watchdog": "daemon/watch.py",
     "prometheus_client": "daemon/metrics.py",
     "tqdm": "cli/common.py",

@@ -43,6 +43,7 @@ from replicator.app.sdnotify import Notifier
 from replicator.cli.common import emit
 from replicator.errors import AddressInUse, RepositoryError, UsageError
 from replicator.repo.keyless import verify_without_key
+from replicator.store.location import is_object_url
 from replicator.transport import server as S
 
 
@@ -95,7 +96,7 @@ def _repos(args) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"--repo {item!r}: expected NAME=PATH")
-        repos[name] = os.path.abspath(path)
+        repos[name] = path if is_object_url(path) else os.path.abspath(path)
     return repos
 
 

@@ -51,6 +51,7 @@ from replicator.format.repoconfig import parse_config
 from replicator.repo.tables import ranges_reader
 from replicator.store.idset import IdSet
 from replicator.store.local import LocalStorage
+from replicator.store.location import is_object_url, open_location
 from replicator.store.lock import FileLock, Locked
 from replicator.times import rfc3339
 
@@ -80,14 +81,17 @@ def quarantine_damaged(path: str, damaged: dict[str, str], found_by: str) -> tup
 
 
 def open_storage(path: str) -> tuple[LocalStorage, dict]:
-    """The storage and parsed config of the repository directory at ``path``; needs no passphrase.
+    """The storage and parsed config of the repository at ``path`` (a directory or s3:// URL); needs no passphrase.
 
     :raises RepositoryNotFound: no directory, or no config in it.  :raises RepositoryError: foreign or damaged config.
     """
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise RepositoryNotFound(path)
-    storage = LocalStorage(path)
+    if is_object_url(path):
+        storage = open_location(path)
+    else:
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            raise RepositoryNotFound(path)
+        storage = LocalStorage(path)
     try:
         data = storage.get(L.CONFIG)
     except ObjectNotFound:

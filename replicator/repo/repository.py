@@ -51,6 +51,7 @@ from replicator.repo.tables import TABLE_BATCH, ranges_reader, read_tables
 from replicator.repo.writer import Writer
 from replicator.store.index import Index
 from replicator.store.local import LocalStorage
+from replicator.store.location import is_object_url, open_location
 from replicator.store.lock import FileLock, Locked
 
 INDEX_FILE = "index.sqlite"
@@ -129,6 +130,23 @@ class SnapshotListing:
         return top[0]
 
 
+def _new_storage(path: str):
+    """Empty storage for ``init`` at a directory (absent or empty) or an s3:// URL (no config under the prefix)."""
+    if is_object_url(path):
+        storage = open_location(path)
+        if storage.exists(L.CONFIG) or storage.exists(L.KEY):
+            raise RepositoryExists(path)
+        return storage
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise RepositoryExists(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{path}: {exc.strerror}") from None
+    return LocalStorage(path)
+
+
 class Repository:
     """An open, unlocked repository.  Use as a context manager."""
 
@@ -185,14 +203,7 @@ class Repository:
              created_by: str | None = None) -> Repository:
         """A new repository at ``path`` whose first key slot, ``keys/default``, seals a new master key under
         ``passphrase`` (labelled ``created_by``, default ``user@host`` of this process)."""
-        path = os.path.abspath(path)
-        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-            raise RepositoryExists(path)
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"{path}: {exc.strerror}") from None
-        storage = LocalStorage(path)
+        storage = _new_storage(path)
         repo_id = crypto.random_bytes(32)
         master = crypto.random_bytes(C.KEY_SIZE)
         # The key file first, the config last: a directory without config is
@@ -200,6 +211,7 @@ class Repository:
         storage.put(L.KEY, seal_slot(master, repo_id, L.DEFAULT_KEY_SLOT, passphrase, log2n,
                                      created_by or local_identity()))
         storage.put(L.CONFIG, make_config(repo_id, params or DEFAULT_PARAMS, compression_level, time.time_ns()))
+        storage.close()
         return cls.open(path, passphrase, exclusive=True)
 
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from replicator.errors import UsageError
+from replicator.store.location import is_object_url
 from replicator.transport.frames import MAX_NAME_SIZE
 
 SCHEME = "ssh://"
@@ -32,8 +33,9 @@ class RemoteUrl:
 
 
 def is_remote(target: str) -> bool:
-    """Whether ``target`` names a remote repository (anything with a scheme) rather than a local path."""
-    return target.startswith("ssh:") or "://" in target
+    """Whether ``target`` names a remote repository (anything with a scheme but s3://, which is storage
+    opened in this process: store/location.py) rather than a local path or bucket."""
+    return not is_object_url(target) and (target.startswith("ssh:") or "://" in target)
 
 
 def parse_url(url: str, default_user: str | None = None, *, what: str = "remote") -> RemoteUrl:

@@ -10,11 +10,18 @@ from replicator.store.memory import MemoryStorage
 INVALID_NAMES = ["../x", "/abs", "A", "a//b", "", "a/../b", "a/", ".hidden", "a b", "data/\x00"]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request, tmp_path):
     if request.param == "local":
-        return LocalStorage(str(tmp_path / "store"))
-    return MemoryStorage()
+        yield LocalStorage(str(tmp_path / "store"))
+    elif request.param == "s3":  # a real SeaweedFS server on loopback (tests/seaweed.py), one bucket per test
+        from replicator.store.s3 import S3Storage
+
+        store = S3Storage(request.getfixturevalue("s3_settings"))
+        yield store
+        store.close()
+    else:
+        yield MemoryStorage()
 
 
 def test_put_get(storage):
