@@ -30,7 +30,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks import corpus
-from benchmarks.bench_ssh import sshd  # noqa: F401  (the fixture: a private OpenSSH server, when there is one)
 from benchmarks.conftest import dir_bytes, fresh_copy, served_site
 from tests.conftest import run_cli
 from tests.transport.conftest import stop_server
