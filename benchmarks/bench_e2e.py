@@ -124,6 +124,14 @@ def _need(tool: Tool) -> None:
 def test_initial(benchmark, tool, corpus_days, tmp_path):
     _need(tool)
     day1, _ = corpus_days
+    (m, info), stored = measure_initial(benchmark, tool, day1, tmp_path)
+    record_rate(benchmark, dir_bytes(day1), tool=tool.name, peak_rss_mib=round(m.peak_rss_mib, 1),
+                repo_bytes=stored, **info)
+
+
+def measure_initial(benchmark, tool: Tool, src, tmp_path):
+    """``tool``'s initial backup of ``src`` into a new repository each round; the last round's
+    ((measured run, tool's own figures), repository bytes)."""
     n = itertools.count()
     results = []
 
@@ -134,12 +142,10 @@ def test_initial(benchmark, tool, corpus_days, tmp_path):
         return (repo, cache), {}
 
     def run(repo, cache):
-        results.append((tool.backup(day1, repo, cache, "day1"), dir_bytes(repo)))
+        results.append((tool.backup(src, repo, cache, "day1"), dir_bytes(repo)))
 
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
-    (m, info), stored = results[-1]
-    record_rate(benchmark, dir_bytes(day1), tool=tool.name, peak_rss_mib=round(m.peak_rss_mib, 1),
-                repo_bytes=stored, **info)
+    return results[-1]
 
 
 @pytest.mark.benchmark(group="next-day")

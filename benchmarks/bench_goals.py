@@ -14,7 +14,6 @@ A peer that is not installed is skipped with the reason.  Nothing here asserts o
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -23,10 +22,9 @@ import time
 import pytest
 
 from benchmarks import corpus
-from benchmarks.bench_e2e import ENV, Borg, Replicator, Restic, _need
+from benchmarks.bench_e2e import ENV, Borg, Replicator, Restic, _need, measure_initial
 from benchmarks.conftest import (
     QUICK,
-    ROUNDS,
     dir_bytes,
     fresh_copy,
     record_rate,
@@ -35,6 +33,7 @@ from benchmarks.conftest import (
     run_measured,
     served_site,
 )
+from benchmarks.measure import hwm_kib
 from tests.conftest import PASSPHRASE as SITE_PASSPHRASE
 from tests.transport.conftest import stop_server
 
@@ -55,14 +54,6 @@ def mixed_corpus(tmp_path_factory):
     return root, corpus.generate(root, MIXED_SIZE, seed=1)
 
 
-def _hwm_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _replicator_over_ssh(benchmark, tmp, src):
     """Initial, no-change, then next-day sync of a working copy of ``src`` to a `replicator serve` of its own."""
     site = served_site(tmp)
@@ -71,9 +62,9 @@ def _replicator_over_ssh(benchmark, tmp, src):
         env = ENV | {"REPLICATOR_PASSPHRASE": SITE_PASSPHRASE, "REPLICATOR_CACHE_DIR": str(tmp / "cache"),
                      "REPLICATOR_RESET_HWM_AFTER_UNLOCK": "1"}
         cmd = replicator_cmd(*site.sync_args(work), "--json")
-        receiver_idle = _hwm_mib(site.proc.pid)
+        receiver_idle = hwm_kib(site.proc.pid) / 1024
         initial = run_measured(cmd, env)
-        receiver_peak = _hwm_mib(site.proc.pid)
+        receiver_peak = hwm_kib(site.proc.pid) / 1024
         s1 = json.loads(initial.stdout)
         out = {}
 
@@ -146,18 +137,9 @@ def test_mixed_over_ssh_rsync(benchmark, sshd, mixed_corpus, tmp_path):
 def test_small_files_initial_local(benchmark, tool, small_corpus, tmp_path):
     _need(tool)
     src, stats = small_corpus
-    n = itertools.count()
-    peaks = []
-
-    def setup():
-        i = next(n)
-        tool.init(tmp_path / f"repo{i}", tmp_path / f"cache{i}")
-        return (tmp_path / f"repo{i}", tmp_path / f"cache{i}"), {}
-
-    benchmark.pedantic(lambda repo, cache: peaks.append(tool.backup(src, repo, cache, "day1")[0]), setup=setup,
-                       rounds=ROUNDS, iterations=1)
+    (m, _info), _stored = measure_initial(benchmark, tool, src, tmp_path)
     record_rate(benchmark, stats.bytes, tool=tool.name, files=stats.files, quick=QUICK,
-                peak_rss_mib=round(peaks[-1].peak_rss_mib, 1))
+                peak_rss_mib=round(m.peak_rss_mib, 1))
 
 
 @pytest.fixture(scope="module")

@@ -18,24 +18,16 @@ _round = itertools.count()
 
 @pytest.fixture(scope="module")
 def weed(tmp_path_factory):
-    from tests.seaweed import SeaweedServer, new_bucket
+    from tests.seaweed import running
 
-    server = SeaweedServer(str(tmp_path_factory.mktemp("seaweed")))
-    try:
-        server.start()
-        server.bucket = new_bucket(server)
+    with running(str(tmp_path_factory.mktemp("seaweed"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _env(server, cache) -> dict:
-    from tests.seaweed import ACCESS_KEY, SECRET_KEY
+    from tests.seaweed import cli_env
 
-    return {"REPLICATOR_PASSPHRASE": PASSPHRASE, "REPLICATOR_CACHE_DIR": str(cache),
-            "REPLICATOR_S3_ENDPOINT": server.endpoint, "REPLICATOR_S3_REGION": "us-east-1",
-            "REPLICATOR_S3_ACCESS_KEY_ID": ACCESS_KEY, "REPLICATOR_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-            "REPLICATOR_S3_PATH_STYLE": "1"}
+    return {"REPLICATOR_PASSPHRASE": PASSPHRASE, "REPLICATOR_CACHE_DIR": str(cache)} | cli_env(server)
 
 
 def _sync(src, repo: str, cache, env) -> float:

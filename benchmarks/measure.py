@@ -22,7 +22,7 @@ class Measured:
     stderr: str
 
 
-def _hwm_kib(pid: int) -> int:
+def hwm_kib(pid: int) -> int:
     """VmHWM (peak RSS of the process's current image) from /proc, 0 once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -54,7 +54,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
         t.start()
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _hwm_kib(proc.pid))
+        peak = max(peak, hwm_kib(proc.pid))
         time.sleep(0.01)
     seconds = time.perf_counter() - t0
     for t in threads:

@@ -227,13 +227,7 @@ def main(path: str) -> None:
                     br = f"{ours['extra_info'].get(bytes_key, 0) / other:.2f}"
             print(f"| {info.get('tool', b['name'])} | {b['stats']['min']:.2f} | {info.get('MB/s', '')} | "
                   f"{info.get('peak_rss_mib', '')} | {shown} | {tr} | {br} |")
-    goals = [b for b in benches if b["group"].startswith("goals-")]
-    if goals:
-        print("\n### Runs behind the goals\n")
-        print("| group | benchmark | recorded |")
-        print("| --- | --- | --- |")
-        for b in goals:
-            print(f"| {b['group']} | {b['name']} | {json.dumps(b['extra_info'])} |")
+    _recorded_table("Runs behind the goals", [b for b in benches if b["group"].startswith("goals-")])
     rows = [b for b in benches if b["group"] in ("restore-verify", "scaling")]
     if rows:
         print("\n### Restore, verify --data, and scaling of the initial sync\n")
@@ -243,14 +237,20 @@ def main(path: str) -> None:
             info = b["extra_info"]
             print(f"| {b['name']} | {b['stats']['min']:.2f} | {info.get('MB/s', '')} | {info.get('files', '')} | "
                   f"{info.get('peak_rss_mib', '')} |")
-    other = [b for b in benches if b["group"] not in ("chunker", "initial", "next-day", "restore-verify", "scaling")
-             and not b["group"].startswith(("stage-", "goals-"))]
-    if other:
-        print("\n### Other\n")
-        print("| group | benchmark | wall s (best) | extra |")
-        print("| --- | --- | --- | --- |")
-        for b in other:
-            print(f"| {b['group']} | {b['name']} | {b['stats']['min']:.3f} | {json.dumps(b['extra_info'])} |")
+    _recorded_table("Other", [b for b in benches
+                              if b["group"] not in ("chunker", "initial", "next-day", "restore-verify", "scaling")
+                              and not b["group"].startswith(("stage-", "goals-"))])
+
+
+def _recorded_table(title: str, rows: list[dict]) -> None:
+    """One row per benchmark: its group, name, best wall time and everything it recorded."""
+    if not rows:
+        return
+    print(f"\n### {title}\n")
+    print("| group | benchmark | wall s (best) | recorded |")
+    print("| --- | --- | --- | --- |")
+    for b in rows:
+        print(f"| {b['group']} | {b['name']} | {b['stats']['min']:.3f} | {json.dumps(b['extra_info'])} |")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -60,15 +60,10 @@ def sync_repo(src: str, repo, source: str, *, state=None, **options):
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """One SeaweedFS server (`weed server -s3` on loopback) and one bucket for the session; tests take a prefix each."""
-    from tests.seaweed import SeaweedServer, new_bucket
+    from tests.seaweed import running
 
-    server = SeaweedServer(str(tmp_path_factory.mktemp("seaweed")))
-    try:
-        server.start()
-        server.bucket = new_bucket(server)
+    with running(str(tmp_path_factory.mktemp("seaweed"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ skip only when the binary is missing or cannot run here, and say so.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -139,3 +141,22 @@ def settings(server: SeaweedServer, bucket: str, prefix: str = "repo"):
 
     return S3Settings(bucket=bucket, prefix=prefix, endpoint_url=server.endpoint, region="us-east-1",
                       access_key=ACCESS_KEY, secret_key=SECRET_KEY, path_style=True)
+
+
+def cli_env(server: SeaweedServer) -> dict:
+    """The REPLICATOR_S3_* environment that points a `replicator` subprocess at ``server``."""
+    return {"REPLICATOR_S3_ENDPOINT": server.endpoint, "REPLICATOR_S3_REGION": "us-east-1",
+            "REPLICATOR_S3_ACCESS_KEY_ID": ACCESS_KEY, "REPLICATOR_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+            "REPLICATOR_S3_PATH_STYLE": "1"}
+
+
+@contextlib.contextmanager
+def running(workdir: str) -> Iterator[SeaweedServer]:
+    """A started server with one bucket (``server.bucket``), stopped on leaving."""
+    server = SeaweedServer(workdir)
+    try:
+        server.start()
+        server.bucket = new_bucket(server)
+        yield server
+    finally:
+        server.stop()

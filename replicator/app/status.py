@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replicator.store import atomic
+from replicator.store.lock import pid_alive
 from replicator.times import rfc3339
 
 STATUS_NAME = "status.json"
@@ -74,16 +75,6 @@ def read_status(state_dir: str) -> dict | None:
     if not isinstance(doc, dict):
         raise ValueError(f"a JSON {type(doc).__name__}, not an object")
     return doc
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the status file as a monitoring check (Nagios/Icinga plugin conventions) ---------------------

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 
 from replicator.app.passphrase import passphrase_from
 from replicator.errors import UsageError
-
-CACHE_ENV = "REPLICATOR_CACHE_DIR"
+from replicator.store.location import default_cache_root
 
 
 def read_passphrase(args, *, confirm: bool = False, new: bool = False) -> bytes:
@@ -52,10 +51,7 @@ def read_passphrase(args, *, confirm: bool = False, new: bool = False) -> bytes:
 def cache_dir(args) -> str:
     if getattr(args, "cache_dir", None):
         return args.cache_dir
-    if os.environ.get(CACHE_ENV):
-        return os.environ[CACHE_ENV]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "replicator")
+    return default_cache_root(os.environ)
 
 
 def emit(args, summary: dict, lines: list[str]) -> None:

@@ -25,6 +25,7 @@ from replicator.store.storage import check_name
 
 S3_SCHEME = "s3://"
 ENV = "REPLICATOR_S3_"
+CACHE_ENV = "REPLICATOR_CACHE_DIR"
 
 
 def is_object_url(target: str) -> bool:
@@ -64,8 +65,9 @@ def cache_dir_for(location: str, cache_root: str) -> str:
 
 
 def default_cache_root(env: Mapping[str, str]) -> str:
-    if env.get("REPLICATOR_CACHE_DIR"):
-        return env["REPLICATOR_CACHE_DIR"]
+    """$REPLICATOR_CACHE_DIR, else $XDG_CACHE_HOME/replicator, else ~/.cache/replicator (also the CLI's default)."""
+    if env.get(CACHE_ENV):
+        return env[CACHE_ENV]
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "replicator")
 

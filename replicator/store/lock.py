@@ -131,7 +131,12 @@ def _alive(pid: int, start: int | None) -> bool:
     if os.path.isdir("/proc/self"):
         now = process_start(pid)
         return now is not None and (start is None or now == start)
-    try:  # no /proc: the pid alone (a reused pid keeps a lock until it goes stale by time)
+    return pid_alive(pid)  # no /proc: the pid alone (a reused pid keeps a lock until it goes stale by time)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (the lock holders here, the daemon's status file in app/)."""
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

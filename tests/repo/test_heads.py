@@ -15,17 +15,9 @@ from replicator.errors import Fenced, IntegrityError, LineageConflict
 from replicator.format import head as H
 from replicator.format import layout as L
 from replicator.repo.local_sink import LocalSink, set_fence
-from replicator.repo.repository import Repository
-from tests.conformance.test_sink import PW, keyring_of, make_snapshot
+from tests.conformance.test_sink import keyring_of, make_snapshot
 
 TAG = b"\x42" * H.TAG_SIZE
-
-
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "repo"
-    Repository.init(str(p), PW, log2n=C.SCRYPT_LOG2N_MIN).close()
-    return p
 
 
 def _snap(kr, n: int):

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
-from replicator import constants as C
 from replicator.format import layout as L
 from replicator.repo.local_sink import HELD_CACHE_DIR, LocalSink
-from replicator.repo.repository import Repository
 from replicator.store.idset import MANIFEST, IdSet
 from tests.conformance.test_sink import keyring_of, make_pack
-
-PW = b"correct horse battery staple"
-
-
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "repo"
-    Repository.init(str(p), PW, log2n=C.SCRYPT_LOG2N_MIN).close()
-    return p
 
 
 def _store_two(path):

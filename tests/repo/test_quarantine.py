@@ -6,22 +6,12 @@ import os
 
 import pytest
 
-from replicator import constants as C
 from replicator.errors import MissingChunks, ReadOnly
 from replicator.format import layout as L
 from replicator.format.head import Claim
 from replicator.repo.local_sink import LocalSink
 from replicator.repo.repository import Repository
-from tests.conformance.test_sink import keyring_of, make_pack, make_snapshot
-
-PW = b"correct horse battery staple"
-
-
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "repo"
-    Repository.init(str(p), PW, log2n=C.SCRYPT_LOG2N_MIN).close()
-    return p
+from tests.conformance.test_sink import PW, keyring_of, make_pack, make_snapshot
 
 
 def test_quarantined_ids_are_not_held_listed_or_committable(path):

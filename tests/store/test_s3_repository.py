@@ -4,15 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+from tests.seaweed import cli_env as s3_env
 from tests.treecompare import diff, manifest
-
-
-def s3_env(seaweed) -> dict:
-    from tests.seaweed import ACCESS_KEY, SECRET_KEY
-
-    return {"REPLICATOR_S3_ENDPOINT": seaweed.endpoint, "REPLICATOR_S3_REGION": "us-east-1",
-            "REPLICATOR_S3_ACCESS_KEY_ID": ACCESS_KEY, "REPLICATOR_S3_SECRET_ACCESS_KEY": SECRET_KEY,
-            "REPLICATOR_S3_PATH_STYLE": "1"}
 
 
 def make_tree(root) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import run_cli
-from tests.store.test_s3_repository import s3_env
+from tests.seaweed import cli_env as s3_env
 from tests.transport.conftest import SshSite, free_port, make_tree, start_server, stop_server
 from tests.treecompare import diff, manifest
 
