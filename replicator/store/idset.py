@@ -237,8 +237,8 @@ class IdSet:
         """Empty the set, then add ``ids`` (how a pack that is gone or damaged leaves it).
 
         A bulk load: an id is checked against the delta only, not the runs (so runs may overlap until
-        the end, when they are merged into one without repeats); lookups meanwhile may miss ids (a
-        false "not held" only sends a chunk again), never invent one.
+        the end, when they are merged into one without repeats).  It holds the lock throughout: a
+        lookup from another thread waits for the whole set.
         """
         self.clear()
         with self._lock:
@@ -252,9 +252,7 @@ class IdSet:
             self._flush()
             if len(self._runs) > 1:
                 runs, self._runs = self._runs, []
-                self._runs = [self._write_run(heapq.merge(*runs))]
-                for run in runs:
-                    self._drop(run)
+                self._runs = [self._merge(runs)]
             self._count = sum(r.count for r in self._runs)
 
     def _new_path(self) -> str:
@@ -264,8 +262,19 @@ class IdSet:
             if not os.path.exists(path):
                 return path
 
+    def _merge(self, runs: list[_Run]) -> _Run:
+        """One run from ``runs``, which are dropped before the new one's prefix array is built (so the
+        prefix arrays of the inputs and of the output are never in RAM together)."""
+        path = self._write_file(heapq.merge(*runs))
+        for run in runs:
+            self._drop(run)
+        return _Run(path)
+
     def _write_run(self, ids: Iterable[bytes]) -> _Run:
-        """Write sorted ``ids`` to a new run file, each once (repeats in a row are dropped), then open it."""
+        return _Run(self._write_file(ids))
+
+    def _write_file(self, ids: Iterable[bytes]) -> str:
+        """Write sorted ``ids`` to a new run file, each once (repeats in a row are dropped)."""
         path = self._new_path()
         count = 0
         with open(path, "wb") as f:
@@ -285,7 +294,7 @@ class IdSet:
             count += len(block)
             f.seek(len(RUN_MAGIC))
             f.write(count.to_bytes(8, "little"))
-        return _Run(path)
+        return path
 
     def _flush(self) -> None:
         """The delta becomes a run; then merge the newest runs while the newer is at least half the older."""
@@ -297,10 +306,7 @@ class IdSet:
         del delta
         while len(self._runs) > 1 and 2 * self._runs[-1].count >= self._runs[-2].count:
             older, newer = self._runs[-2], self._runs[-1]
-            merged = self._write_run(heapq.merge(older, newer))  # disjoint, but for a bulk load
-            self._runs[-2:] = [merged]
-            self._drop(older)
-            self._drop(newer)
+            self._runs[-2:] = [self._merge([older, newer])]  # disjoint, but for a bulk load
 
     def _drop(self, run: _Run) -> None:
         if run.path in self._adopted:  # named by a saved manifest: that manifest no longer describes us
