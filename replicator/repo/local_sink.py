@@ -26,6 +26,7 @@ write a snapshot whose refs are not all held or a declaration that does not veri
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -50,28 +51,28 @@ from replicator.format.keyfile import parse_keyfile
 from replicator.format.repoconfig import parse_config
 from replicator.repo.tables import ranges_reader
 from replicator.store.local import LocalStorage
-from replicator.store.lock import FileLock, Locked
+from replicator.store.lock import EXCLUSIVE, SHARED, Locked, RepositoryLock
 from replicator.times import rfc3339
 
-LOCK_FILE = "lock"
 LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
 
 
 def quarantine_damaged(path: str, damaged: dict[str, str], found_by: str) -> tuple[list[str], str | None]:
     """Quarantine the packs in ``damaged`` (digest -> reason) under the writer lock.
 
-    :returns: (digests quarantined now, a note when it could not be done now: a sync holds the lock).
+    :returns: (digests quarantined now, a note when it could not be done now: an exclusive lock is held).
     """
     if not damaged:
         return [], None
     done: list[str] = []
     try:
-        with LocalSink.open(path, writable=True, untrusted=True, role=found_by) as sink:
+        with LocalSink.open(path, writable=True, untrusted=True, role=found_by, exclusive=True) as sink:
             for digest, reason in sorted(damaged.items()):
                 if sink.quarantine(digest, reason, found_by):
                     done.append(digest)
     except Locked:
-        return done, (f"{len(damaged)} damaged pack(s) not quarantined now: a sync holds the repository lock; "
+        return done, (f"{len(damaged)} damaged pack(s) not quarantined now: a forget, prune or upgrade holds the "
+                      f"repository lock; "
                       f"run again when it has finished")
     return done, None
 
@@ -109,7 +110,7 @@ def set_fence(storage, tag: bytes, fence: H.Fence | None) -> H.Head:
 class LocalSink:
     """Use ``LocalSink.open(path)`` for a directory, or the constructor over any Storage."""
 
-    def __init__(self, storage, *, lock: FileLock | None = None, writable: bool = True,
+    def __init__(self, storage, *, lock: RepositoryLock | None = None, writable: bool = True,
                  untrusted: bool = False) -> None:
         self.storage = storage
         self.location = storage.location
@@ -146,16 +147,16 @@ class LocalSink:
         self._held_stale = False
 
     @classmethod
-    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
-        """Open the repository directory at ``path``; a writable sink holds the writer lock.
+    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "", exclusive: bool = False) -> LocalSink:
+        """Open the repository directory at ``path``; a writable sink holds a shared writer lock
+        (store/lock.py RepositoryLock: other writers may write at the same time; its forget and prune
+        take an exclusive lock as well); ``exclusive``: an exclusive lock instead (quarantine: no writer runs).
 
-        :raises RepositoryNotFound: :raises Locked: another writer holds the lock.
+        :raises RepositoryNotFound: :raises Locked: an exclusive holder (or an older release) holds the lock.
         """
         storage, _config = open_storage(path)
-        lock = FileLock(os.path.join(storage.root, LOCK_FILE), role).acquire() if writable else None
+        lock = RepositoryLock(storage, EXCLUSIVE if exclusive else SHARED, role).acquire() if writable else None
         try:
-            if writable:
-                storage.clean_temporaries()
             return cls(storage, lock=lock, writable=writable, untrusted=untrusted)
         except BaseException:
             if lock is not None:
@@ -315,6 +316,9 @@ class LocalSink:
         if self._held_stale:  # a declaration replaced a list this session: recount before checking
             self._load_held()
         missing = sum(1 for r in refs if r not in self._held)
+        if missing:  # other writers (sharing the repository) may have stored them since this session began
+            self._load_held()
+            missing = sum(1 for r in refs if r not in self._held)
         if missing:
             raise MissingChunks(digest[:16], missing)
         # refs, then the head, the snapshot last: its appearance is the commit point.  A head naming a
@@ -394,7 +398,24 @@ class LocalSink:
             self.storage.put(refs_name, I.encode_list(I.REFS_MAGIC, bytes(parsed.ids), proof), overwrite=True)
 
     # --- deleting: a key holder's forget, then prune by refs/ and ids/ alone (no key) ----------------
+    def _exclusive(self, role: str):
+        """An exclusive lock beside this session's shared one (a write session of ``serve`` told to forget
+        or prune); nothing when the caller holds the lock (a Repository opened exclusively).
+
+        :raises Locked: another writer holds a lock: refused at once, nothing deleted."""
+        if self._lock is None or self._lock.kind == EXCLUSIVE:
+            return contextlib.nullcontext()
+        return self._lock.exclusively(role)
+
     def forget(self, name: str, proof: bytes) -> bool:
+        with self._exclusive("forget"):
+            return self._forget(name, proof)
+
+    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+        with contextlib.nullcontext() if dry_run else self._exclusive("prune"):
+            return self._prune(dry_run=dry_run)
+
+    def _forget(self, name: str, proof: bytes) -> bool:
         """Delete snapshot ``name``, then its refs, on the key holder's forget proof (format/idlist.py).
 
         :returns: False when it is not here (a retry after a lost answer: nothing to do).
@@ -424,7 +445,7 @@ class LocalSink:
         self.storage.delete(L.refs_name(digest))
         return present
 
-    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+    def _prune(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete every pack that no remaining snapshot's ``refs/`` names, with its id list, key-less.
 
         A pack's contents are its ``ids/`` list (checked when stored); a pack without a readable list is
