@@ -31,7 +31,7 @@ def open_destination(target: str, passphrase: bytes, *, cache_dir: str, identity
     :raises UsageError: an ssh:// target without identity or known_hosts.
     """
     if not is_remote(target):
-        repo = Repository.open(target, passphrase, exclusive=True)
+        repo = Repository.open(target, passphrase, exclusive=True, shared=True, role="sync")  # writers share
         try:
             return repo.writer(owned=True, lineage=LineageMemory(lineage_path(cache_dir, repo.id, repo.location),
                                                                  repo.location))

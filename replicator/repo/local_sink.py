@@ -27,6 +27,7 @@ write a snapshot whose refs are not all held or a declaration that does not veri
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -52,11 +53,11 @@ from replicator.repo.tables import ranges_reader
 from replicator.store.idset import IdSet
 from replicator.store.local import LocalStorage
 from replicator.store.location import is_object_url, open_location
-from replicator.store.lock import FileLock, Locked
+from replicator.store.lock import EXCLUSIVE, SHARED, FileLock, Locked, RepositoryLock
 from replicator.times import rfc3339
 
-LOCK_FILE = "lock"
 HELD_CACHE_DIR = "idset-cache"  # the held ids' IdSet, beside the index: a cache, rebuilt from ids/ when in doubt
+HELD_CACHE_LOCK = "lock"  # in HELD_CACHE_DIR: the one session that uses (and saves) the cache
 _REFS_BATCH = 1 << 16  # refs looked up per batch at commit
 LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
 
@@ -64,18 +65,19 @@ LIST_PREFIXES = (L.SNAPSHOTS, L.IDS, L.PACKS)
 def quarantine_damaged(path: str, damaged: dict[str, str], found_by: str) -> tuple[list[str], str | None]:
     """Quarantine the packs in ``damaged`` (digest -> reason) under the writer lock.
 
-    :returns: (digests quarantined now, a note when it could not be done now: a sync holds the lock).
+    :returns: (digests quarantined now, a note when it could not be done now: an exclusive lock is held).
     """
     if not damaged:
         return [], None
     done: list[str] = []
     try:
-        with LocalSink.open(path, writable=True, untrusted=True, role=found_by) as sink:
+        with LocalSink.open(path, writable=True, untrusted=True, role=found_by, exclusive=True) as sink:
             for digest, reason in sorted(damaged.items()):
                 if sink.quarantine(digest, reason, found_by):
                     done.append(digest)
     except Locked:
-        return done, (f"{len(damaged)} damaged pack(s) not quarantined now: a sync holds the repository lock; "
+        return done, (f"{len(damaged)} damaged pack(s) not quarantined now: a forget, prune or upgrade holds the "
+                      f"repository lock; "
                       f"run again when it has finished")
     return done, None
 
@@ -116,7 +118,7 @@ def set_fence(storage, tag: bytes, fence: H.Fence | None) -> H.Head:
 class LocalSink:
     """Use ``LocalSink.open(path)`` for a directory, or the constructor over any Storage."""
 
-    def __init__(self, storage, *, lock: FileLock | None = None, writable: bool = True,
+    def __init__(self, storage, *, lock: RepositoryLock | None = None, writable: bool = True,
                  untrusted: bool = False) -> None:
         self.storage = storage
         self.location = storage.location
@@ -126,11 +128,24 @@ class LocalSink:
         self._writable = writable
         self._untrusted = untrusted
         # Held ids in bounded RAM (store/idset.py).  A writable sink over a directory keeps them beside the
-        # index and reuses them at the next open when the ids/ lists are the same; a read-only sink (which
-        # may run beside a writer) or one over another Storage builds them in a private directory.
-        root = getattr(storage, "root", None)
-        self._held_dir = os.path.join(root, HELD_CACHE_DIR) if root and writable else None
-        self._held = IdSet(self._held_dir)
+        # index and reuses them at the next open when the ids/ lists are the same; writers share a
+        # repository, so the cache belongs to one session at a time (its flock): the others, a read-only
+        # sink (which may run beside a writer) and a sink over another Storage build theirs privately.
+        self._held_dir: str | None = None
+        self._held_owner: FileLock | None = None
+        self._held_names: set[str] = set()  # the ids/ lists the held ids were read from or written by us
+        private_parent = None
+        if isinstance(storage, LocalStorage):
+            cache = os.path.join(storage.root, HELD_CACHE_DIR)
+            private_parent = cache
+            if writable:
+                os.makedirs(cache, exist_ok=True)
+                try:
+                    self._held_owner = FileLock(os.path.join(cache, HELD_CACHE_LOCK), "held ids").acquire()
+                    self._held_dir = cache
+                except Locked:
+                    pass
+        self._held = IdSet(self._held_dir, parent=None if self._held_dir else private_parent)
         self._held_stale = False
         self._held_warnings: list[str] = []
         self._held_closed = False
@@ -162,6 +177,7 @@ class LocalSink:
                 cached.invalidate()  # this session may change the lists: no cache until close saves it
                 self.legacy_packs = set(cached.extra.get("legacy", []))
                 self._held_warnings = list(cached.extra.get("warnings", []))
+                self._held_names = set(cached.extra.get("lists", []))
                 self.warnings.extend(self._held_warnings)
                 self.stats["held_from"] = "cache"
                 self._held_stale = False
@@ -170,8 +186,11 @@ class LocalSink:
         legacy: set[str] = set()
         warnings: list[str] = []
 
+        names = self.list(L.IDS)
+        self._held_names = set(names)
+
         def listed() -> Iterator[bytes]:
-            for name, data in self.get_many(self.list(L.IDS)):
+            for name, data in self.get_many(names):
                 try:
                     parsed = I.parse_list(data, name)
                 except ValueError as exc:
@@ -188,27 +207,34 @@ class LocalSink:
         self.stats["held_from"] = "lists"
         self._held_stale = False
 
+    def _count_missing(self, refs: Sequence[bytes]) -> int:
+        return sum(self._held.contains_many(refs[i : i + _REFS_BATCH]).count(False)
+                   for i in range(0, len(refs), _REFS_BATCH))
+
     def _save_held(self) -> None:
         """Keep the held ids for the next writable open (only when they are exactly the listed lists')."""
         if self._held_dir is None or self._held_stale:
             return
+        if set(self.list(L.IDS)) != self._held_names:
+            return  # another writer stored (or prune removed) lists meanwhile: not what these ids were read from
         try:
             self._held.save(self._held_fingerprint(), {"legacy": sorted(self.legacy_packs),
-                                                      "warnings": self._held_warnings})
+                                                      "warnings": self._held_warnings,
+                                                      "lists": sorted(self._held_names)})
         except OSError as exc:  # a cache: the next open reads the lists again
             self.warnings.append(f"held ids not cached ({exc}); the next open reads the id lists again")
 
     @classmethod
-    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "") -> LocalSink:
-        """Open the repository directory at ``path``; a writable sink holds the writer lock.
+    def open(cls, path: str, *, writable: bool, untrusted: bool, role: str = "", exclusive: bool = False) -> LocalSink:
+        """Open the repository directory at ``path``; a writable sink holds a shared writer lock
+        (store/lock.py RepositoryLock: other writers may write at the same time; its forget and prune
+        take an exclusive lock as well); ``exclusive``: an exclusive lock instead (quarantine: no writer runs).
 
-        :raises RepositoryNotFound: :raises Locked: another writer holds the lock.
+        :raises RepositoryNotFound: :raises Locked: an exclusive holder (or an older release) holds the lock.
         """
         storage, _config = open_storage(path)
-        lock = FileLock(os.path.join(storage.root, LOCK_FILE), role).acquire() if writable else None
+        lock = RepositoryLock(storage, EXCLUSIVE if exclusive else SHARED, role).acquire() if writable else None
         try:
-            if writable:
-                storage.clean_temporaries()
             return cls(storage, lock=lock, writable=writable, untrusted=untrusted)
         except BaseException:
             if lock is not None:
@@ -302,7 +328,9 @@ class LocalSink:
                    replace: bool = False) -> None:
         ids_name = L.ids_name(digest)
         data = I.encode_list(I.IDS_MAGIC, ids_blob, proof)
-        if not self._store_once(ids_name, data):
+        stored_now = self._store_once(ids_name, data)
+        self._held_names.add(ids_name)
+        if not stored_now:
             stored = self.storage.get(ids_name)
             if stored != data and (replace or self.verifier.ids_object(digest, stored) is None):
                 # A list without proof (or a forged one) gives way to the key holder's declaration.
@@ -365,8 +393,10 @@ class LocalSink:
         self._check_claim(head, claim, digest)
         if self._held_stale:  # a declaration replaced a list this session: recount before checking
             self._load_held()
-        missing = sum(self._held.contains_many(refs[i : i + _REFS_BATCH]).count(False)
-                      for i in range(0, len(refs), _REFS_BATCH))
+        missing = self._count_missing(refs)
+        if missing:  # other writers (sharing the repository) may have stored them since this session began
+            self._load_held()
+            missing = self._count_missing(refs)
         if missing:
             raise MissingChunks(digest[:16], missing)
         # refs, then the head, the snapshot last: its appearance is the commit point.  A head naming a
@@ -446,7 +476,24 @@ class LocalSink:
             self.storage.put(refs_name, I.encode_list(I.REFS_MAGIC, bytes(parsed.ids), proof), overwrite=True)
 
     # --- deleting: a key holder's forget, then prune by refs/ and ids/ alone (no key) ----------------
+    def _exclusive(self, role: str):
+        """An exclusive lock beside this session's shared one (a write session of ``serve`` told to forget
+        or prune); nothing when the caller holds the lock (a Repository opened exclusively).
+
+        :raises Locked: another writer holds a lock: refused at once, nothing deleted."""
+        if self._lock is None or self._lock.kind == EXCLUSIVE:
+            return contextlib.nullcontext()
+        return self._lock.exclusively(role)
+
     def forget(self, name: str, proof: bytes) -> bool:
+        with self._exclusive("forget"):
+            return self._forget(name, proof)
+
+    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+        with contextlib.nullcontext() if dry_run else self._exclusive("prune"):
+            return self._prune(dry_run=dry_run)
+
+    def _forget(self, name: str, proof: bytes) -> bool:
         """Delete snapshot ``name``, then its refs, on the key holder's forget proof (format/idlist.py).
 
         :returns: False when it is not here (a retry after a lost answer: nothing to do).
@@ -476,7 +523,7 @@ class LocalSink:
         self.storage.delete(L.refs_name(digest))
         return present
 
-    def prune(self, *, dry_run: bool = False) -> dict[str, int]:
+    def _prune(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete every pack that no remaining snapshot's ``refs/`` names, with its id list, key-less.
 
         A pack's contents are its ``ids/`` list (checked when stored); a pack without a readable list is
@@ -561,6 +608,8 @@ class LocalSink:
                 self._load_held()  # a list replaced this session: what is saved must be what the lists say
             self._save_held()
             self._held.close()
+            if self._held_owner is not None:
+                self._held_owner.release()
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from replicator import constants as C
 from replicator.core import crypto
@@ -46,13 +47,16 @@ from replicator.format.tree import TreeFormatError, TreeItem, decode_tree
 from replicator.repo.keyring import Keyring
 from replicator.repo.keys import KeySlots, local_identity, seal_slot
 from replicator.repo.lineage import LineageMemory
-from replicator.repo.local_sink import LOCK_FILE, LocalSink, open_storage
+from replicator.repo.local_sink import LocalSink, open_storage
 from replicator.repo.tables import TABLE_BATCH, ranges_reader, read_tables
 from replicator.repo.writer import Writer
 from replicator.store.index import Index
 from replicator.store.local import LocalStorage
 from replicator.store.location import is_object_url, open_location
-from replicator.store.lock import FileLock, Locked
+from replicator.store.lock import EXCLUSIVE, SHARED, Locked, RepositoryLock
+
+if TYPE_CHECKING:
+    from replicator.repo.upgrade import UpgradeReport
 
 INDEX_FILE = "index.sqlite"
 TREE_ROUND = 256  # trees read in one round by walk_tree
@@ -152,9 +156,14 @@ class Repository:
 
     key_slot: str = L.DEFAULT_KEY_SLOT  # the key slot whose passphrase opened it (repo/keys.py)
 
-    def __init__(self, storage, keyring: Keyring, *, exclusive: bool, index_path: str | None = None) -> None:
+    def __init__(self, storage, keyring: Keyring, *, exclusive: bool, index_path: str | None = None,
+                 shared: bool = False, role: str = "") -> None:
         """``storage``: a LocalStorage, or any read-only Storage (over SSH) with ``index_path`` for the index
-        cache (the index of a local repository lives in its directory)."""
+        cache (the index of a local repository lives in its directory).
+
+        ``exclusive``: take the repository lock (store/lock.py RepositoryLock), exclusive unless ``shared``
+        (a sync: writers share the repository; a shared open neither removes temporaries nor upgrades,
+        which need every writer gone)."""
         self.storage = storage
         self.location = storage.location
         self.keyring = keyring
@@ -166,7 +175,7 @@ class Repository:
         self.public_key = keyring.public_key
         self.chunk_hasher = keyring.chunk_hasher
         self.tree_hasher = keyring.tree_hasher
-        self._lock: FileLock | None = None
+        self._lock: RepositoryLock | None = None
         self._index: Index | None = None
         self._pack_keys: dict[str, crypto.Aead] = {}
         self._reader: ThreadPoolExecutor | None = None  # read_blobs's next round (started on first use)
@@ -174,27 +183,58 @@ class Repository:
         self.damaged_packs: dict[str, str] = {}
         # Things an operator should hear about that did not stop the operation.
         self.warnings: list[str] = []
-        self.upgraded = None  # the UpgradeReport of a locked open, when anything was brought up to date
+        self.upgraded: UpgradeReport | None = None  # the UpgradeReport of a locked open, when anything was brought up to date
         try:
             if exclusive:
                 try:
-                    self._lock = FileLock(os.path.join(storage.root, LOCK_FILE)).acquire()
+                    self._lock = RepositoryLock(storage, SHARED if shared else EXCLUSIVE, role).acquire()
                 except Locked as exc:
                     raise RepositoryLocked(self.location, exc.holder) from None
-                storage.clean_temporaries()
+                self.warnings.extend(self._lock.warnings)  # stale locks taken over
+                if not shared:
+                    storage.clean_temporaries()
             self._index = Index(index_path or os.path.join(storage.root, INDEX_FILE), self.id)
             if self._index.rebuilt_because:  # a damaged or empty cache, set aside: the packs are indexed again
                 self.warnings.append(self._index.rebuilt_because)
             self.catch_up()
             if exclusive:
-                from replicator.repo.upgrade import upgrade
-
-                report = upgrade(self)
-                if report.changed:
-                    self.upgraded = report
+                self._upgrade(shared)
         except BaseException:
             self.close()
             raise
+
+    def _upgrade(self, shared: bool) -> None:
+        """Bring objects an older release wrote up to date (repo/upgrade.py).  A shared (writer's) open does
+        it only when something is missing, under an exclusive lock taken beside its shared one; when
+        another writer holds a lock it is left for later, with a warning."""
+        from replicator.repo.upgrade import upgrade
+
+        if not shared:
+            report = upgrade(self)
+        elif self._needs_upgrade():
+            assert self._lock is not None
+            try:
+                with self._lock.exclusively("upgrade"):
+                    report = upgrade(self)
+            except Locked as exc:
+                self.warnings.append(f"{self.location} holds objects of an older release, not brought up to date "
+                                     f"now: {exc.holder} (run 'replicator upgrade' when no writer runs)")
+                return
+        else:
+            return
+        if report.changed:
+            self.upgraded = report
+
+    def _needs_upgrade(self) -> bool:
+        from replicator.format import idlist as I
+        from replicator.repo.upgrade import DECLARATIONS_META
+
+        if self.index.get_meta(DECLARATIONS_META) != str(I.LIST_VERSION):
+            return True
+        packs = sum(1 for n in self.storage.list(L.PACKS) if L.is_pack(n))
+        snapshots = sum(1 for n in self.storage.list(L.SNAPSHOTS) if L.SNAPSHOT_RE.match(n))
+        return (sum(1 for _ in self.storage.list(L.IDS)) < packs
+                or sum(1 for _ in self.storage.list(L.REFS)) < snapshots)
 
     # --- lifecycle ---------------------------------------------------------
     @classmethod
@@ -215,7 +255,8 @@ class Repository:
         return cls.open(path, passphrase, exclusive=True)
 
     @classmethod
-    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False, key: str | None = None) -> Repository:
+    def open(cls, path: str, passphrase: bytes, *, exclusive: bool = False, key: str | None = None,
+             shared: bool = False, role: str = "") -> Repository:
         """Unlock with ``passphrase``: key slot ``key`` only, else each slot (repo/keys.py); ``key_slot`` then
         names the one that matched, and ``warnings`` the damaged slots skipped.
 
@@ -223,7 +264,7 @@ class Repository:
         """
         storage, config = open_storage(path)
         unlocked = KeySlots(storage, config).unlock(passphrase, key)
-        repo = cls(storage, unlocked.keyring, exclusive=exclusive)
+        repo = cls(storage, unlocked.keyring, exclusive=exclusive, shared=shared, role=role)
         repo.key_slot = unlocked.slot.name
         repo.warnings[:0] = unlocked.warnings
         return repo

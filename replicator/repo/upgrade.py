@@ -116,8 +116,8 @@ def upgrade(repo: Repository) -> UpgradeReport:
         _put_new(storage, L.refs_name(digest), I.encode_list(I.REFS_MAGIC, blob, declarer.snapshot(digest)))
         report.refs_written += 1
     if repo.index.get_meta(DECLARATIONS_META) != str(I.LIST_VERSION):
-        sink = LocalSink(storage)  # under the caller's lock
-        sign_declarations(repo.keyring, sink, sink.legacy_snapshots(), report)
+        with LocalSink(storage) as sink:  # under the caller's lock
+            sign_declarations(repo.keyring, sink, sink.legacy_snapshots(), report)
         if not report.problems:
             repo.index.set_meta(DECLARATIONS_META, str(I.LIST_VERSION))
     return report

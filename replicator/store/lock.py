@@ -62,9 +62,11 @@ class Locked(ReplicatorError):
 class FileLock:
     """``with FileLock(path, "serve"):`` holds an exclusive flock on ``path`` or raises Locked at once."""
 
-    def __init__(self, path: str, role: str = "") -> None:
+    def __init__(self, path: str, role: str = "", *, shared: bool = False) -> None:
+        """``shared``: a shared flock (many holders; excludes only exclusive ones); it writes no holder line."""
         self.path = path
         self.role = role
+        self.shared = shared
         self._fd: int | None = None
 
     @property
@@ -79,16 +81,17 @@ class FileLock:
         except OSError as exc:
             raise StorageError(f"{self.path}: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             holder = os.pread(fd, HOLDER_MAX, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise Locked(self.path, holder) from None
             raise StorageError(f"{self.path}: {exc.strerror}") from None
-        os.ftruncate(fd, 0)
-        role = f" ({self.role})" if self.role else ""
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}{role}\n".encode(), 0)
+        if not self.shared:
+            os.ftruncate(fd, 0)
+            role = f" ({self.role})" if self.role else ""
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}{role}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -194,7 +197,10 @@ class ObjectLock:
     """
 
     def __init__(self, storage, kind: str = SHARED, role: str = "", *, refresh: float = REFRESH_SECONDS,
-                 stale_after: float = STALE_SECONDS, host: str | None = None, pid: int | None = None) -> None:
+                 stale_after: float = STALE_SECONDS, host: str | None = None, pid: int | None = None,
+                 ignore: str | None = None) -> None:
+        """``ignore``: the name of a lock this same holder already has (a write session taking an exclusive
+        lock for a forget or prune it was sent), not counted as a conflict."""
         if kind not in (SHARED, EXCLUSIVE):
             raise ValueError(f"lock kind {kind!r}")
         self.storage = storage
@@ -206,6 +212,7 @@ class ObjectLock:
         self.pid = os.getpid() if pid is None else pid
         self.boot = _boot_id()
         self.name: str | None = None
+        self.ignore = ignore
         self.taken = 0.0
         self.warnings: list[str] = []
         self.lost: str | None = None
@@ -230,7 +237,7 @@ class ObjectLock:
         """Remove the stale locks; :returns: a live lock that conflicts with ours, if any."""
         now = time.time()
         for name in list(self.storage.list(LOCKS + "/")):
-            if name == self.name:
+            if name in (self.name, self.ignore):
                 continue
             try:
                 info = LockInfo.parse(name, self.storage.get(name, 0, LOCK_MAX))
@@ -310,6 +317,70 @@ class ObjectLock:
                 log.warning("cannot remove lock %s: %s (it goes stale after %d s)", name, exc, self.stale_after)
 
     def __enter__(self) -> ObjectLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+LOCK_FILE = "lock"  # the flock(2) target of a local repository directory (docs/FORMAT.md 2, 2.4)
+
+
+class RepositoryLock:
+    """The lock of one repository: a lock object of ``kind`` (ObjectLock) and, for a local directory, a
+    shared flock on ``REPO/lock`` as well, so that a release before 0.5 (which takes that flock
+    exclusively and knows no lock objects) and this one still exclude each other.
+
+    :raises Locked: at ``acquire``, naming the holder.
+    """
+
+    def __init__(self, storage, kind: str, role: str = "") -> None:
+        self.storage = storage
+        self.kind = kind
+        self.role = role
+        root = getattr(storage, "root", None)
+        self._file = FileLock(os.path.join(root, LOCK_FILE), role, shared=True) if root else None
+        self._object = ObjectLock(storage, kind, role)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._object.warnings
+
+    @property
+    def lost(self) -> str | None:
+        return self._object.lost
+
+    @property
+    def held(self) -> bool:
+        return self._object.held
+
+    def acquire(self) -> RepositoryLock:
+        if self._file is not None:
+            try:
+                self._file.acquire()
+            except Locked as exc:
+                raise Locked(exc.path, f"an older release ({exc.holder})") from None
+        try:
+            self._object.acquire()
+        except BaseException:
+            if self._file is not None:
+                self._file.release()
+            raise
+        return self
+
+    def exclusively(self, role: str) -> ObjectLock:
+        """An exclusive lock taken while this shared one is held (ours does not count as a conflict):
+        ``with lock.exclusively("prune"):``.  :raises Locked: another holder exists."""
+        if self.kind == EXCLUSIVE:
+            raise RuntimeError("already exclusive")
+        return ObjectLock(self.storage, EXCLUSIVE, role, ignore=self._object.name)
+
+    def release(self) -> None:
+        self._object.release()
+        if self._file is not None:
+            self._file.release()
+
+    def __enter__(self) -> RepositoryLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

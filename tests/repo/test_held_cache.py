@@ -66,3 +66,33 @@ def test_a_list_rewritten_since_the_cache_was_saved_is_read_again(path):
     os.utime(listed, ns=(1, 1))
     with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
         assert sink.stats["held_from"] == "lists"
+
+
+def test_two_writers_at_once_each_hold_their_ids_and_the_next_open_holds_both(path):
+    # Writers share a repository (store/lock.py RepositoryLock): two sessions open at the same time must
+    # not share the cache's run files, and the cache saved last must not claim the other's lists.
+    first = LocalSink.open(str(path), writable=True, untrusted=True)
+    second = LocalSink.open(str(path), writable=True, untrusted=True)
+    kr = keyring_of(first)
+    n1, d1, ids1, p1 = make_pack(kr, b"first writer" * 200)
+    n2, d2, ids2, p2 = make_pack(kr, b"second writer" * 200)
+    first.put_pack(n1, d1, ids1, p1)
+    second.put_pack(n2, d2, ids2, p2)
+    assert all(first.has(i) for i in ids1) and all(second.has(i) for i in ids2)
+    first.close()  # first closes while second still writes
+    second.close()
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert all(sink.has(i) for i in ids1 + ids2)
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:  # and again, from what was saved
+        assert all(sink.has(i) for i in ids1 + ids2)
+
+
+def test_a_writer_closing_after_another_stored_a_list_does_not_save_a_cache_without_it(path):
+    long_lived = LocalSink.open(str(path), writable=True, untrusted=True)
+    kr = keyring_of(long_lived)
+    n1, d1, ids1, p1 = make_pack(kr, b"other host" * 200)
+    with LocalSink.open(str(path), writable=True, untrusted=True) as other:
+        other.put_pack(n1, d1, ids1, p1)
+    long_lived.close()  # its held ids never saw the other's list
+    with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
+        assert all(sink.has(i) for i in ids1)

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 
 from replicator import constants as C
-from replicator.repo.local_sink import LocalSink
+from replicator.repo.local_sink import open_storage
 from replicator.transport import protocol as P
 from replicator.transport.server import Peer, ServerSession
 
@@ -128,11 +128,11 @@ async def run_session(repo_path, data: bytes, *, perms: str = "rw", eof: bool = 
 
 
 def lock_is_free(repo_path) -> bool:
-    """Whether a writer could open the repository now (flock: also fails for another descriptor of this process)."""
-    from replicator.store.lock import Locked
+    """Whether no session holds a lock on the repository now: an exclusive RepositoryLock could be taken."""
+    from replicator.store.lock import EXCLUSIVE, Locked, RepositoryLock
 
     try:
-        LocalSink.open(str(repo_path), writable=True, untrusted=True, role="test").close()
+        RepositoryLock(open_storage(str(repo_path))[0], EXCLUSIVE, "test").acquire().release()
     except Locked:
         return False
     return True

@@ -486,8 +486,7 @@ def writer_lock_free(root: str, full: bool) -> bool:
     flock on the same file (store/lock.py) for the others (LocalSink.open reads every id list: 0.9 ms)."""
     if full:
         return lock_is_free(root)
-    from replicator.repo.local_sink import LOCK_FILE
-    from replicator.store.lock import FileLock, Locked
+    from replicator.store.lock import LOCK_FILE, FileLock, Locked
 
     try:
         FileLock(os.path.join(root, LOCK_FILE), "fuzz").acquire().release()
