@@ -28,6 +28,9 @@ def register(sub) -> None:
                        "unchanged files are not read again.  Files that cannot be read are reported and skipped "
                        "(exit code 1); the snapshot is committed last, so an interrupted sync loses nothing.")
     add_sync_arguments(p)
+    p.add_argument("--always-commit", action="store_true",
+                   help="commit a new snapshot even when nothing changed since this site's last one (by default "
+                        "such a sync commits nothing and says 'no change since snapshot ID', exit code 0)")
     p.add_argument("--dry-run", action="store_true",
                    help="walk and chunk, say what would be read and sent, write nothing anywhere (exit code 0)")
     p.set_defaults(func=run)
@@ -95,7 +98,8 @@ def run(args) -> int:
     options = SyncOptions(name, excludes=_excludes(args), use_state=not args.no_cache, cache_dir=cache_dir(args),
                           workers=args.workers, max_shrink=max_shrink, require_marker=args.require_marker,
                           confirm_source=args.confirm_source, exclude_if_present=args.exclude_if_present,
-                          one_file_system=args.one_file_system, dry_run=dry_run)
+                          one_file_system=args.one_file_system, dry_run=dry_run,
+                          always_commit=getattr(args, "always_commit", True))  # promote always commits
     passphrase = read_passphrase(args)
     with (_open_dry_run(args, passphrase) if dry_run else _open_destination(args, passphrase)) as repo:
         unlock_peak = reset_peak_rss_after_unlock()
@@ -113,8 +117,11 @@ def run(args) -> int:
         summary["repository_warnings"] = [m for p, m in report.warnings if p == DESTINATION]  # also in "warnings"
         summary.update(peak_rss_summary(unlock_peak))
         assert snap is not None  # a run that returns has committed
+        head = (f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed" if report.committed
+                else f"no change since snapshot {snap.short_id} of {name} (generation {snap.generation}): "
+                     f"nothing committed")
         lines = [
-            f"snapshot {snap.short_id} of {name} (generation {snap.generation}) committed",
+            head,
             f"  {report.files} files, {report.dirs} dirs, {report.symlinks} symlinks, {human_bytes(report.bytes_total)}",
             f"  read {human_bytes(report.bytes_read)} ({report.files_unchanged} files unchanged, not read); "
             f"{report.chunks_new} new of {report.chunks_total} chunks; "

@@ -347,7 +347,9 @@ class JobRunner(threading.Thread):
             m.refused(name, None)
         for path, message in report.warnings:
             self.log.warning(f"skipped {path}: {message}")
-        self.log.info("snapshot committed", fields={
+        # A sync that changed nothing is a success too (the source was checked: the lag drops), but it
+        # committed nothing, so it is logged as such and leaves no audit record.
+        self.log.info("snapshot committed" if report.committed else "no change since snapshot", fields={
             "snapshot": snap.short_id, "generation": snap.generation, "files": report.files,
             "files_read": report.files - report.files_unchanged, "bytes_read": report.bytes_read,
             "chunks_new": report.chunks_new, "bytes_sent": stats.get("bytes_sent", 0),
@@ -356,7 +358,7 @@ class JobRunner(threading.Thread):
                   last_duration=round(duration, 3), failures=0, next_retry=None, last_warnings=len(report.warnings),
                   refused=None)
         audit = self.svc.config.audit_log
-        if audit:
+        if audit and report.committed:
             record = {"event": "commit", "job": name, "source": job.source, "source_name": job.source_name,
                       "destination": job.destination, "repository": dest_id, "snapshot": snap.id,
                       "generation": snap.generation, "root_tree": snap.tree.hex(),

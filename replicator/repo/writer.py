@@ -72,6 +72,7 @@ class Writer:
         self._refs: set[bytes] = set()
         self._thread: ThreadPoolExecutor | None = None
         self._jobs: list[Future] = []
+        self.committed = False  # whether the last commit_snapshot wrote a snapshot (False: nothing changed)
 
     @property
     def stats(self) -> dict:
@@ -156,9 +157,11 @@ class Writer:
         self._load(self.sink.list("snapshots/"), found, damaged)
         return found
 
-    def commit_snapshot(self, source: str, tree_id: bytes, stats: dict) -> Snapshot:
+    def commit_snapshot(self, source: str, tree_id: bytes, stats: dict, *, skip_unchanged: bool = False) -> Snapshot:
         """Flush, check the destination's history, seal, sign and commit the snapshot root, read it back.
 
+        :param skip_unchanged: commit nothing when nothing changed (``unchanged``): the history checks
+            run all the same, then the latest snapshot is returned and ``self.committed`` is False.
         :raises HistoryDiverged: the destination's latest snapshot of ``source`` is not the one this
             site committed there last (nor a descendant), or the commit is not there afterwards.
         """
@@ -176,6 +179,11 @@ class Writer:
             self._warn_new_lineage(source, every)
         if self.lineage is not None:
             self.lineage.check(source, latest, every)
+        if skip_unchanged and not damaged and self.unchanged(source, latest, tree_id, stats):
+            assert latest is not None
+            self._refs = set()
+            self.committed = False
+            return latest
         snap = Snapshot(
             id="", repository=self.id, source=source,
             # Generations of damaged snapshots are unknown: stay above them by
@@ -194,7 +202,17 @@ class Writer:
         self._read_back(committed, data, set(listed))
         if self.lineage is not None:
             self.lineage.record(committed)
+        self.committed = True
         return committed
+
+    def unchanged(self, source: str, latest: Snapshot | None, tree_id: bytes, stats: dict) -> bool:
+        """Whether a snapshot of ``tree_id`` with ``stats`` would say nothing ``latest`` does not: ``latest``
+        is the destination's latest snapshot of ``source``, this site committed it last (the lineage memory
+        names it; without one, never), from this host, with the same root tree and the same stats (counts,
+        bytes, root device, mount and filesystem).  Its time alone would differ."""
+        head = self.lineage.head(source) if self.lineage is not None else None
+        return (latest is not None and head is not None and latest.id == head.id and latest.source == source
+                and latest.hostname == socket.gethostname() and latest.tree == tree_id and latest.stats == stats)
 
     def _warn_new_lineage(self, source: str, every: list[Snapshot]) -> None:
         """A first snapshot of ``source`` where this host already wrote others: likely the same data under a

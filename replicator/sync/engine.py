@@ -29,6 +29,12 @@ files.  ``options.confirm_source`` commits it all the same (not a missing
 marker).  The snapshot records its root (``root_dev``, ``root_mount``,
 ``root_fs`` in its stats) for the next run to compare.
 
+A sync that changes nothing commits nothing (unless ``options.always_commit``):
+when the root tree and the stats equal those of the destination's latest
+snapshot of the source and that snapshot is this site's last commit there
+(repo/writer.py ``Writer.unchanged``), after the same walk and the same
+history checks, the report names that snapshot with ``unchanged`` set.
+
 What the walk leaves out (``options.selection()``, sync/select.py) is counted
 in the report by reason, the first ``EXCLUDED_LISTED`` paths named.
 
@@ -94,6 +100,8 @@ class SyncReport:
     mounts_not_crossed: int = 0  # --one-file-system: mount points recorded as empty directories
     excluded_paths: list[tuple[str, str]] = field(default_factory=list)  # (path, why): the first EXCLUDED_LISTED
     dry_run: bool = False  # nothing was written: ``snapshot`` is None
+    committed: bool = False  # a new snapshot was committed: ``snapshot`` is it
+    unchanged: bool = False  # nothing changed since ``snapshot``, this site's last commit: none was committed
     # (path, message): source files skipped, then the destination's (path DESTINATION)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     destination_stats: dict = field(default_factory=dict)  # dest.stats after the commit (packs_written, ...)
@@ -368,8 +376,11 @@ class SyncRun:
     def _commit(self, tree: bytes, root: SourceRoot) -> None:
         r = self.report
         stats = {"files": r.files, "dirs": r.dirs, "symlinks": r.symlinks, "bytes": r.bytes_total, **root.stats()}
-        r.snapshot = self.dest.commit_snapshot(self.options.source, tree, stats)
-        if self._state is not None:
+        r.snapshot = self.dest.commit_snapshot(self.options.source, tree, stats,
+                                               skip_unchanged=not self.options.always_commit)
+        r.committed = self.dest.committed
+        r.unchanged = not r.committed
+        if self._state is not None:  # unchanged too: its rows name chunks of the latest snapshot's tree
             self._state.remember_snapshot(r.snapshot.id, r.snapshot.generation, stats)
             self._state.commit()
             self._state.forget_unseen()

@@ -46,6 +46,9 @@ class SyncOptions:
     :param dry_run: walk and chunk, count what would be read and sent, and write nothing: no blob,
         tree or snapshot, no state-cache row (it is only read).  The destination should be opened
         read-only for it (app/destinations.py ``open_dry_run``).
+    :param always_commit: commit a new snapshot even when nothing changed.  False (the default): a
+        sync whose root tree and stats equal those of this site's last commit of the source commits
+        nothing and reports that snapshot (repo/writer.py ``commit_snapshot``, docs/OPERATIONS.md).
     """
 
     source: str
@@ -59,6 +62,7 @@ class SyncOptions:
     exclude_if_present: tuple[str, ...] = ()
     one_file_system: bool = False
     dry_run: bool = False
+    always_commit: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -84,7 +88,7 @@ class SyncOptions:
         if isinstance(tags, (str, bytes)) or not isinstance(tags, (tuple, list)):
             raise UsageError(f"sync: exclude_if_present must be a list of file names, not {tags!r}")
         object.__setattr__(self, "exclude_if_present", tuple(check_tag_name(t) for t in tags))
-        for key in ("one_file_system", "dry_run"):
+        for key in ("one_file_system", "dry_run", "always_commit"):
             if not isinstance(getattr(self, key), bool):
                 raise UsageError(f"sync: {key} must be true or false, not {getattr(self, key)!r}")
 

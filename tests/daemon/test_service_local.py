@@ -108,14 +108,27 @@ def test_sighup_adds_job_and_keeps_old_on_bad_config(tmp_path, daemons):
 
 
 def test_schedule_mode_and_json_logs(tmp_path, daemons):
+    """Scheduled syncs of an unchanged source: one commit, then checks that commit nothing but count as
+    successes (the status file's last_success moves, the lag stays low)."""
     src, repo, state, cfg = _setup(tmp_path, mode="every 1 seconds")
     (src / "x").write_bytes(b"x")
     d = daemons(cfg, tmp_path / "daemon.log").start("--log-format", "json")
-    wait_for(lambda: len(snapshots(repo)) >= 2, what="two scheduled syncs")
+    wait_for(lambda: snapshots(repo), what="a first scheduled sync")
+    def job_status() -> dict:
+        return status(state).get("jobs", {}).get("local", {})
+
+    first = wait_for(lambda: job_status().get("last_success"), what="a first success")
+    wait_for(lambda: (job_status().get("last_success") or 0) > first + 1.5,
+             what="later scheduled syncs recorded as successes")
+    job = job_status()
+    assert job["last_error"] is None and job["lag_seconds"] < 5 and job["last_snapshot"] == snapshots(repo)[0]["id"]
     assert d.stop() == 0
+    assert len(snapshots(repo)) == 1
     events = [json.loads(line) for line in d.text().splitlines()]
     commits = [e for e in events if e["message"] == "snapshot committed"]
-    assert commits and all(e["job"] == "local" and "snapshot" in e for e in commits)
+    checks = [e for e in events if e["message"] == "no change since snapshot"]
+    assert len(commits) == 1 and all(e["job"] == "local" and "snapshot" in e for e in commits)
+    assert checks and all(e["snapshot"] == commits[0]["snapshot"] for e in checks)
 
 
 def test_job_lock_across_processes(tmp_path, daemons):
