@@ -6,6 +6,13 @@ hint: the engine uses it only when every chunk id in it is still in the
 repository, so a stale or damaged cache can cost time, never correctness.
 One SQLite file per (repository, source name), kept outside the repository.
 
+Rows are keyed by (directory, name), and read one directory at a time: the
+first lookup in a directory fetches all its rows in one query, and the rows of
+the directories on the walk's current path stay in memory until the walk
+leaves them (memory bounded by the directories on one path, not the tree).
+Rows are written in the sync's one transaction, committed after the snapshot:
+a kill at any moment leaves the cache as the last complete sync left it.
+
 It also remembers the snapshot the last sync committed (id, generation,
 stats): the engine's second witness, beside the repository's own latest
 snapshot, for "has this source vanished?" (sync/engine.py).  Deleting the
@@ -22,11 +29,14 @@ import urllib.parse
 from replicator.constants import ID_SIZE
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, chunks BLOB
+CREATE TABLE IF NOT EXISTS entries (
+    dir BLOB, name BLOB, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, chunks BLOB,
+    PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
+# Caches before per-directory rows keyed each file by its whole path; their rows are moved over once.
+_OLD_TABLE = "files"
 _LAST_SNAPSHOT = "last_snapshot"
 
 
@@ -40,9 +50,7 @@ class StateCache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.path = path
         try:
-            self._db = sqlite3.connect(path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = _open_writable(path)
         except sqlite3.DatabaseError:
             # A damaged cache is thrown away: it is only a hint.
             for suffix in ("", "-wal", "-shm"):
@@ -50,12 +58,11 @@ class StateCache:
                     os.unlink(path + suffix)
                 except FileNotFoundError:
                     pass
-            self._db = sqlite3.connect(path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = _open_writable(path)
         # Paths are kept as their file-system bytes: a name that is not UTF-8 (os.fsdecode gives it
         # surrogates) is a valid file name and must not crash the cache.
         self._seen: set[bytes] = set()
+        self._dirs: dict[bytes, dict[bytes, tuple]] = {}  # the rows of the directories on the current path
 
     @classmethod
     def open_read_only(cls, path: str) -> StateCache | None:
@@ -73,37 +80,59 @@ class StateCache:
         self = cls.__new__(cls)
         self.path = path
         self._seen = set()
+        self._dirs = {}
         try:
             self._db = sqlite3.connect(uri, uri=True)
-            self._db.execute("SELECT path, size, mtime_ns, ino, ctime_ns, chunks FROM files LIMIT 1").fetchall()
+            # A cache of the older layout is not converted here (nothing is written): not used.
+            self._db.execute("SELECT dir, name, size, mtime_ns, ino, ctime_ns, chunks FROM entries LIMIT 1").fetchall()
             self._db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
         except sqlite3.DatabaseError:
             return None  # damaged, or not ours: only a hint, and a dry run leaves it to the next sync
         return self
 
+    def _rows(self, path: str) -> tuple[dict[bytes, tuple], bytes]:
+        """The rows of ``path``'s directory (one query when the walk enters it) and its name."""
+        raw = os.fsencode(path)
+        cut = raw.rfind(b"/")
+        parent, name = (raw[:cut], raw[cut + 1:]) if cut >= 0 else (b"", raw)
+        rows = self._dirs.get(parent)
+        if rows is None:
+            # Keep the directories on the path to this one (the walk comes back to them), drop the rest.
+            self._dirs = {d: r for d, r in self._dirs.items() if d == b"" or parent.startswith(d + b"/")}
+            rows = self._dirs[parent] = {
+                n: tuple(rest) for n, *rest in self._db.execute(
+                    "SELECT name, size, mtime_ns, ino, ctime_ns, chunks FROM entries WHERE dir=?", (parent,))}
+        return rows, name
+
     def lookup(self, path: str, key: tuple[int, int, int, int]) -> tuple[bytes, ...] | None:
         """:returns: the cached chunk ids when the file's stat key is unchanged."""
-        row = self._db.execute(
-            "SELECT size, mtime_ns, ino, ctime_ns, chunks FROM files WHERE path=?", (os.fsencode(path),)
-        ).fetchone()
+        rows, name = self._rows(path)
+        row = rows.get(name)
         if row is None or tuple(row[:4]) != key:
             return None
         raw = row[4]
-        if len(raw) % ID_SIZE:
+        if not isinstance(raw, bytes) or len(raw) % ID_SIZE:
             return None
         return tuple(raw[i : i + ID_SIZE] for i in range(0, len(raw), ID_SIZE))
 
     def known(self, path: str) -> bool:
         """Whether the cache has a row for ``path`` (whatever its stat): a file the last sync saw."""
         try:
-            return self._db.execute("SELECT 1 FROM files WHERE path=?", (os.fsencode(path),)).fetchone() is not None
+            rows, name = self._rows(path)
         except sqlite3.DatabaseError:
             return False
+        return name in rows
 
     def record(self, path: str, key: tuple[int, int, int, int], chunks: tuple[bytes, ...]) -> None:
         raw = os.fsencode(path)
         self._seen.add(raw)
-        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (raw, *key, b"".join(chunks)))
+        cut = raw.rfind(b"/")
+        parent, name = (raw[:cut], raw[cut + 1:]) if cut >= 0 else (b"", raw)
+        data = b"".join(chunks)
+        self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", (parent, name, *key, data))
+        rows = self._dirs.get(parent)
+        if rows is not None:
+            rows[name] = (*key, data)
 
     def keep(self, path: str) -> None:
         self._seen.add(os.fsencode(path))
@@ -131,11 +160,42 @@ class StateCache:
 
     def forget_unseen(self) -> None:
         """Drop rows of files that no longer exist at the source (after a complete sync)."""
-        # Rows of older caches hold text paths: never in _seen, so they go (a cache miss, once).
-        rows = [p for (p,) in self._db.execute("SELECT path FROM files") if p not in self._seen]
-        self._db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in rows])
+        seen = self._seen
+        gone = [(d, n) for d, n in self._db.execute("SELECT dir, name FROM entries")
+                if (d + b"/" + n if d else n) not in seen]
+        self._db.executemany("DELETE FROM entries WHERE dir=? AND name=?", gone)
         self._db.commit()
+        self._dirs = {}
 
     def close(self) -> None:
         self._db.commit()
         self._db.close()
+
+
+def _split(path: object) -> tuple[bytes, bytes] | None:
+    """A whole-path key of the older layout as (directory, name); None for a row that is not bytes."""
+    if not isinstance(path, bytes):
+        return None  # text paths of still older caches: dropped (a cache miss, once)
+    cut = path.rfind(b"/")
+    return (path[:cut], path[cut + 1:]) if cut >= 0 else (b"", path)
+
+
+def _open_writable(path: str) -> sqlite3.Connection:
+    """Open (create) the cache at ``path`` and move the rows of an older layout over, in one transaction."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(_SCHEMA)
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_OLD_TABLE,)).fetchone()
+    if old is not None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(f"SELECT path, size, mtime_ns, ino, ctime_ns, chunks FROM {_OLD_TABLE}")
+            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((*where, *rest) for p, *rest in rows if (where := _split(p)) is not None))
+            db.execute(f"DROP TABLE {_OLD_TABLE}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    db.isolation_level = "DEFERRED"  # the sync's rows in one implicit transaction, committed after the snapshot
+    return db
