@@ -43,7 +43,7 @@ def _sink(site, key="writer", mode=P.MODE_WRITE):
 
 
 def test_forget_and_prune_over_ssh_keep_what_restores(site, tmp_path):
-    _src, contents = _three_days(site, tmp_path)
+    src, contents = _three_days(site, tmp_path)
     packs_before = {p.name for p in (site.repo / "data").rglob("*") if p.is_file()}
     r = run_cli(*site.remote("forget", site.url(), "--keep-last", "2", "--json"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -80,8 +80,9 @@ def test_forget_and_prune_over_ssh_keep_what_restores(site, tmp_path):
     assert v.returncode == 0, v.stdout + v.stderr
     k = run_cli("serve", "--verify-only", "--repo", f"amiens={site.repo}", "--json", passphrase=None)
     assert k.returncode == 0, k.stdout + k.stderr
-    # and the next sync still deduplicates against what is left, and commits on top
-    r = run_cli(*site.sync_args(_src), "--json")
+    # and the next sync of a changed tree still deduplicates against what is left, and commits on top
+    (src / "day-4.txt").write_text("admissions of day 4\n")
+    r = run_cli(*site.sync_args(src), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["generation"] == 4, r.stderr
 
 
