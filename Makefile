@@ -6,7 +6,7 @@ PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 EXT_SRC := $(wildcard ext/*.pyx ext/*.h ext/*.c)
 
-.PHONY: all venv build test demo bench lint clean drill
+.PHONY: all venv build test demo bench bench-scale lint clean drill
 
 all: build
 
@@ -40,9 +40,17 @@ drill: build
 
 bench: build
 	mkdir -p bench-out
-	$(PYTHON) -m pytest --benchmark-only --benchmark-json=bench-out/bench.json benchmarks
+	$(PYTHON) -m pytest --benchmark-only --benchmark-json=bench-out/bench.json --ignore=benchmarks/bench_scale.py benchmarks
 	$(PYTHON) scripts/bench_report.py --readme README.md bench-out/bench.json > bench-out/bench.md
 	cat bench-out/bench.md
+
+# Issue 12's scale runs (benchmarks/bench_scale.py; hours, tens of GB of disk at full size):
+# BENCH_SCALE_FILES (10^6), BENCH_SCALE_SOURCES (500), BENCH_SCALE_PARALLEL (4) change the sizes.
+bench-scale: build
+	mkdir -p bench-out
+	$(PYTHON) -m pytest -s --benchmark-only --benchmark-json=bench-out/bench-scale.json benchmarks/bench_scale.py
+	$(PYTHON) scripts/bench_report.py bench-out/bench-scale.json > bench-out/bench-scale.md
+	cat bench-out/bench-scale.md
 
 # Offline installation (docs/OPERATIONS.md "Installing"): dist/replicator-*.whl with the compiled extension, man
 # page and completions, and dist/wheelhouse/ with it and every runtime dependency as a binary wheel for this

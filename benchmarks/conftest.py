@@ -83,9 +83,10 @@ def fresh_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def served_site(tmp: Path, repo_name: str = "secondary"):
+def served_site(tmp: Path, repo_name: str = "secondary", extra_serve=()):
     """A repository at ``tmp/repo_name`` served by ``replicator serve`` on a free loopback port, its host key
-    pinned and one key, ``writer``, allowed to write it.  Stop it with tests.transport.conftest.stop_server."""
+    pinned and one key, ``writer``, allowed to write it (``extra_serve``: more arguments for ``serve``).  Stop it
+    with tests.transport.conftest.stop_server."""
     from replicator.transport.ssh import generate_key
     from tests.conftest import run_cli
     from tests.transport.conftest import SshSite, free_port, start_server
@@ -99,7 +100,7 @@ def served_site(tmp: Path, repo_name: str = "secondary"):
     assert run_cli("init", str(repo), "--kdf-work", "14", "-q").returncode == 0
     site = SshSite(tmp=tmp, repo=repo, port=free_port(), host_key=keys.pop("host"), host_fp="", keys=keys,
                    known_hosts=tmp / "known_hosts")
-    start_server(site)
+    start_server(site, extra_args=extra_serve)
     site.pin()
     return site
 
