@@ -77,6 +77,8 @@ MESSAGES = [
     P.ForgetOk(SNAP),
     P.Prune(P.PRUNE_DRY_RUN),
     P.PruneOk((2, 10, 3, 50_331_648, 4, 1, 0)),
+    P.RefsBase("dd" * 32, 3, bytes.fromhex("ee" * 32)),  # version 4: the next commit's refs as a difference
+    P.Drop((ID_AA,)),
     P.Error(P.E_VERSION, "no common protocol version"),
     P.Bye(),
 ]
@@ -174,6 +176,10 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
         return _u8("flags", msg.flags)
     if isinstance(msg, P.PruneOk):
         return [piece for label, v in zip(P.PRUNE_COUNTERS, msg.counters) for piece in _u64(label, v)]
+    if isinstance(msg, P.RefsBase):
+        return [("base", bytes.fromhex(msg.base))] + _u64("count", msg.count) + [("digest", msg.digest)]
+    if isinstance(msg, P.Drop):
+        return _ids("ids", msg.ids)
     if isinstance(msg, P.Error):
         return _u16("code", msg.code) + _bytes("message", msg.message.encode("utf-8"))
     if isinstance(msg, P.Bye):
@@ -190,7 +196,7 @@ def layout(msg) -> list[tuple[str, bytes]]:
 TYPE_NAMES = {getattr(P, n): n for n in ("HELLO", "OPEN", "OPEN_OK", "LIST", "NAMES", "GET", "DATA", "PUT_PACK",
                                          "PACK_OK", "REFS", "COMMIT", "COMMIT_OK", "ERROR", "BYE", "GET_RANGE",
                                          "RANGE", "DECLARE", "DECLARE_OK", "FORGET", "FORGET_OK", "PRUNE",
-                                         "PRUNE_OK")}
+                                         "PRUNE_OK", "REFS_BASE", "DROP")}
 
 
 def vector(msg) -> dict:

@@ -113,7 +113,8 @@ def run(args) -> int:
         summary = report.as_dict()
         summary.update(source=name, bytes_stored=stats["bytes_written"], packs_written=stats["packs_written"])
         if "bytes_sent" in stats:
-            summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"])
+            summary.update(bytes_sent=stats["bytes_sent"], bytes_received=stats["bytes_received"],
+                           refs_sent=stats.get("refs_sent", 0))
         summary["repository_warnings"] = [m for p, m in report.warnings if p == DESTINATION]  # also in "warnings"
         summary.update(peak_rss_summary(unlock_peak))
         assert snap is not None  # a run that returns has committed

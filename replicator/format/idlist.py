@@ -28,7 +28,7 @@ Must never: do I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from replicator.constants import HKDF_INFO_PREFIX, ID_SIZE
@@ -60,6 +60,54 @@ def decode_ids(data: bytes | memoryview, what: str) -> Iterator[bytes]:
     view = parse_list(data, what).ids
     for i in range(0, len(view), ID_SIZE):
         yield bytes(view[i : i + ID_SIZE])
+
+
+def difference(old: Sequence[bytes], new: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(dropped, added): the ids of sorted, unique ``old`` not in ``new``, and of ``new`` not in ``old``
+    (a merge of the two in one pass; both come out sorted)."""
+    dropped: list[bytes] = []
+    added: list[bytes] = []
+    i = j = 0
+    while i < len(old) and j < len(new):
+        a, b = old[i], new[j]
+        if a == b:
+            i += 1
+            j += 1
+        elif a < b:
+            dropped.append(a)
+            i += 1
+        else:
+            added.append(b)
+            j += 1
+    dropped.extend(old[i:])
+    added.extend(new[j:])
+    return dropped, added
+
+
+def apply_difference(base: Iterable[bytes], dropped: Sequence[bytes], added: Sequence[bytes]) -> list[bytes]:
+    """``base`` (sorted, unique) without ``dropped``, with ``added`` (both sorted, unique), sorted.
+
+    :raises ValueError: a dropped id is not in ``base``, or an added one already is (a difference made
+        against other refs than these).
+    """
+    out: list[bytes] = []
+    d = a = 0
+    for x in base:
+        while a < len(added) and added[a] < x:
+            out.append(added[a])
+            a += 1
+        if a < len(added) and added[a] == x:
+            raise ValueError("an added ref is in the base refs already")
+        if d < len(dropped) and dropped[d] == x:
+            d += 1
+            continue
+        if d < len(dropped) and dropped[d] < x:
+            break
+        out.append(x)
+    if d < len(dropped):
+        raise ValueError(f"{len(dropped) - d} dropped ref(s) not in the base refs")
+    out.extend(added[a:])
+    return out
 
 
 @dataclass(frozen=True)

@@ -440,6 +440,22 @@ class LocalSink:
         except ObjectNotFound:
             return False
 
+    def refs_of(self, digest: str) -> builtins.list[bytes]:
+        """The refs of stored snapshot ``digest`` (sorted), what a commit's refs difference applies to.
+
+        :raises ObjectNotFound: no snapshot or no refs.  :raises IntegrityError: a damaged refs object.
+        """
+        name = L.refs_name(digest)
+        if not self.storage.exists(L.snapshot_name(digest)):
+            raise ObjectNotFound(L.snapshot_name(digest))
+        try:
+            refs = builtins.list(I.decode_ids(self.storage.get(name), name))
+        except ValueError as exc:
+            raise IntegrityError(str(exc)) from None
+        if any(a >= b for a, b in zip(refs, refs[1:])):
+            raise IntegrityError(f"{name}: ids out of order")
+        return refs
+
     def legacy_snapshots(self) -> builtins.list[str]:
         """Digests of snapshots whose refs object has no proof (written before 0.3): 8 bytes read per snapshot."""
         found = []

@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.head import Claim
 from replicator.format.idlist import IDS_MAGIC, Verifier, decode_ids
@@ -40,6 +41,7 @@ from replicator.store.idset import IdSet
 from replicator.transport import protocol as P
 from replicator.transport import ssh
 from replicator.transport.frames import ProtocolError
+from replicator.transport.refs_cache import RefsCache
 from replicator.transport.url import RemoteUrl
 
 DEFAULT_WINDOW = 4  # packs in flight: 4 x 16 MiB keeps a 20 ms RTT link full up to ~3 GB/s
@@ -286,11 +288,13 @@ class RemoteSink:
         try:
             conn = self._io.run(ssh.connect(url.host, url.port, url.user, identity, known_hosts, accept_host_key))
             self._session = ClientSession(conn, f"{url.host}:{url.port}", bwlimit)
-            self._io.run(self._session.start())
+            self.version = self._io.run(self._session.start())
             ok = self._call(P.Open(url.name, mode), P.OPEN_OK)
             self._config, self._keyfile = ok.config, ok.keyfile
             repo_id = parse_config(ok.config, self.location)["id"]
             self._cache = os.path.join(cache_dir, repo_id, "remote-ids") if cache_dir else None
+            # The refs this site last committed per source: the next commit sends a difference from them.
+            self._last_refs = RefsCache(os.path.join(cache_dir, repo_id)) if cache_dir else None
             # Its runs go in the sender's cache dir (disk, not RAM), private to this process.
             self._held = IdSet(parent=os.path.join(cache_dir, repo_id, "remote-idset") if cache_dir else None)
         except BaseException:
@@ -433,13 +437,35 @@ class RemoteSink:
         self._update_stats()
 
     def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None:
-        refs = list(refs)
+        """Commit; the refs (sorted) go as a difference from the parent's when this site committed that parent
+        and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else whole."""
+        full = list(refs)
+        send = full
+        cache = self._last_refs if self.version >= P.REFS_DIFF_VERSION else None
+        base = cache.load(claim.tag, claim.parent) if cache is not None and claim.parent else None
+        if base is not None and claim.parent:
+            dropped, added = I.difference(base, full)
+            if len(dropped) + len(added) < len(full):
+                self._io.run(self.session.send(P.RefsBase(claim.parent, len(full), P.refs_digest(full)), None))
+                for i in range(0, len(dropped), P.MAX_IDS_PER_FRAME):
+                    self._io.run(self.session.send(P.Drop(tuple(dropped[i : i + P.MAX_IDS_PER_FRAME])), None))
+                send = added
+            del base, dropped
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
-        while len(refs) > last:
-            batch = min(P.MAX_IDS_PER_FRAME, len(refs) - last)
-            self._io.run(self.session.send(P.Refs(tuple(refs[:batch])), None))
-            refs = refs[batch:]
-        self._call(P.Commit(name, data, proof, claim.tag, claim.parent, tuple(refs)), P.COMMIT_OK)
+        start = 0
+        while len(send) - start > last:
+            batch = min(P.MAX_IDS_PER_FRAME, len(send) - start - last)
+            self._io.run(self.session.send(P.Refs(tuple(send[start : start + batch])), None))
+            start += batch
+        try:
+            self._call(P.Commit(name, data, proof, claim.tag, claim.parent, tuple(send[start:])), P.COMMIT_OK)
+        except BaseException:
+            if cache is not None:
+                cache.forget(claim.tag)  # whatever went wrong, the next commit sends its refs whole
+            raise
+        if cache is not None:
+            cache.save(claim.tag, L.digest_of(name), full)
+        self.stats["refs_sent"] = self.stats.get("refs_sent", 0) + len(send)
         self._update_stats()
 
     # --- deleting (a write session: the receiver holds its lock) ---------------------

@@ -17,6 +17,7 @@ which take any asyncio-style reader (``readexactly``) and writer
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import ClassVar
@@ -30,12 +31,14 @@ from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
 PROTOCOL_MAGIC = b"RPLPROTO"
+# Version 4 (release 0.6): a commit's refs may travel as a difference from its parent's (REFS_BASE, DROP).
 # Version 3 (release 0.4): COMMIT carries its lineage claim (source tag, parent), checked by the receiver.
 # Version 2 (release 0.3): PUT_PACK and COMMIT carry declaration proofs; GET_RANGE and DECLARE are new.
 # Versions 1 and 2 are refused: a version 2 commit names no parent, so the receiver could not refuse a
 # stale writer's commit (and version 1's writes carried no proof that a key holder made them).
 PROTOCOL_VERSION_MIN = 3
-PROTOCOL_VERSION_MAX = 3
+PROTOCOL_VERSION_MAX = 4
+REFS_DIFF_VERSION = 4  # the first version with REFS_BASE and DROP
 SUBSYSTEM = "replicator"  # SSH subsystem name; the OpenSSH ForceCommand alternative is "replicator serve --stdio"
 
 # Limits (PROTOCOL.md 3 and 4; tests/transport/test_protocol_vectors.py checks the doc quotes these values).
@@ -62,6 +65,7 @@ MODE_WRITE = 2
 HELLO, OPEN, OPEN_OK, LIST, NAMES, GET, DATA, PUT_PACK, PACK_OK, REFS, COMMIT, COMMIT_OK, ERROR, BYE = range(1, 15)
 GET_RANGE, RANGE, DECLARE, DECLARE_OK = range(15, 19)
 FORGET, FORGET_OK, PRUNE, PRUNE_OK = range(19, 23)  # version 3: retention run at the receiver, under its lock
+REFS_BASE, DROP = 23, 24  # version 4: the refs of a commit as a difference from its parent's
 PRUNE_DRY_RUN = 1  # PRUNE flags bit 0: report, delete nothing
 PRUNE_COUNTERS = C.PRUNE_COUNTERS  # PRUNE_OK's u64 fields, in wire order
 
@@ -335,6 +339,53 @@ class Refs(Message):
 
 
 @dataclass(frozen=True)
+class RefsBase(Message):
+    """Version 4, before a commit's REFS, DROP and COMMIT: its refs are those of snapshot ``base`` (the
+    commit's parent) without the DROP ids, plus the REFS and COMMIT ids; the result must have ``count``
+    ids whose SHA-256 (over the sorted ids, concatenated) is ``digest``.  No reply."""
+
+    TYPE: ClassVar[int] = REFS_BASE
+    base: str  # the parent snapshot's digest (hex)
+    count: int
+    digest: bytes  # 32 bytes
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(REFS_BASE, _fixed(bytes.fromhex(self.base), C.ID_SIZE, "base"), F.u64(self.count),
+                             _fixed(self.digest, C.ID_SIZE, "digest"))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> RefsBase:
+        base = d.get_fixed(C.ID_SIZE, "base")
+        count = d.get_u64()
+        if count > MAX_SNAPSHOT_REFS:
+            raise ProtocolError(f"REFS_BASE count {count} is above MAX_SNAPSHOT_REFS ({MAX_SNAPSHOT_REFS})")
+        return cls(base.hex(), count, d.get_fixed(C.ID_SIZE, "digest"))
+
+
+@dataclass(frozen=True)
+class Drop(Message):
+    """Version 4: a batch of ids the base snapshot's refs hold and this commit's do not; no reply."""
+
+    TYPE: ClassVar[int] = DROP
+    ids: tuple[bytes, ...]
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(DROP, F.ids(list(self.ids)))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> Drop:
+        return cls(tuple(d.get_ids(MAX_IDS_PER_FRAME)))
+
+
+def refs_digest(ids) -> bytes:
+    """REFS_BASE's ``digest``: SHA-256 over sorted ids, concatenated (an iterable, read once)."""
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(i)
+    return h.digest()
+
+
+@dataclass(frozen=True)
 class Commit(Message):
     TYPE: ClassVar[int] = COMMIT
     name: str
@@ -562,7 +613,7 @@ class Bye(Message):
 
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Open, OpenOk, List, Names, Get, Data, PutPack, PackOk, Refs, Commit,
                                       CommitOk, Error, Bye, GetRange, Range, Declare, DeclareOk, Forget, ForgetOk,
-                                      Prune, PruneOk)}
+                                      Prune, PruneOk, RefsBase, Drop)}
 
 # Receiver state machine: which sender messages each state accepts (PROTOCOL.md 5).  ERROR is in no
 # state: the sender never sends it (it closes the channel instead), so an ERROR from it is a violation.
@@ -570,10 +621,10 @@ STATE_START, STATE_READY, STATE_OPEN = "start", "ready", "open"
 ALLOWED = {
     STATE_START: {HELLO},
     STATE_READY: {OPEN, BYE},
-    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE, FORGET, PRUNE},
+    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE, FORGET, PRUNE, REFS_BASE, DROP},
 }
 
-# The answer each request gets, in request order (PROTOCOL.md 4); REFS and BYE get none.  Instead of
+# The answer each request gets, in request order (PROTOCOL.md 4); REFS, REFS_BASE, DROP and BYE get none.  Instead of
 # its answer the receiver may send ERROR, which ends the session.
 ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK, GET_RANGE: RANGE,
            DECLARE: DECLARE_OK, FORGET: FORGET_OK, PRUNE: PRUNE_OK}

@@ -39,6 +39,7 @@ from replicator.errors import (
     RepositoryLocked,
     StorageError,
 )
+from replicator.format import idlist as I
 from replicator.format.head import Claim
 from replicator.repo.local_sink import LocalSink
 from replicator.store.lock import Locked
@@ -145,6 +146,8 @@ class ServerSession:
         self._repo_name = ""
         self._mode = 0
         self._refs: list[bytes] = []
+        self._base: P.RefsBase | None = None  # version 4: this commit's refs are a difference from these
+        self._dropped: list[bytes] = []
         self.failure: Failure | None = None
         self.commits = 0
         self.packs = 0
@@ -211,7 +214,8 @@ class ServerSession:
                 return
             job = {P.Open: self._open, P.List: self._list, P.Get: self._get, P.PutPack: self._put_pack,
                    P.Refs: self._add_refs, P.Commit: self._commit, P.GetRange: self._get_range,
-                   P.Declare: self._declare, P.Forget: self._forget, P.Prune: self._prune}[type(msg)]
+                   P.Declare: self._declare, P.Forget: self._forget, P.Prune: self._prune,
+                   P.RefsBase: self._refs_base, P.Drop: self._drop}[type(msg)]
             fut = await self._queue(loop, self._guarded, job, msg)
             if isinstance(msg, P.Open):
                 # The big frame limit only once the OPEN succeeded: wait for it before reading on.
@@ -287,7 +291,7 @@ class ServerSession:
     def _end(self, why: str):
         if self._failed.is_set():
             return _SKIPPED
-        if self._refs:
+        if self._refs or self._base is not None:
             log.info("%s: %s with an uncommitted snapshot pending; nothing committed", self._peer.label, why)
         self._release()
         return _END
@@ -409,10 +413,55 @@ class ServerSession:
         self._refs.extend(msg.ids)
         return None
 
+    def _refs_base(self, msg: P.RefsBase):
+        self._need_write_session("committing snapshots")
+        if self._base is not None or self._refs or self._dropped:
+            raise Refused(P.E_PROTOCOL, "REFS_BASE after refs of the same commit")
+        self._base = msg
+        return None
+
+    def _drop(self, msg: P.Drop):
+        self._need_write_session("committing snapshots")
+        if self._base is None:
+            raise Refused(P.E_PROTOCOL, "DROP without REFS_BASE")
+        if len(self._dropped) + len(msg.ids) > P.MAX_SNAPSHOT_REFS:
+            raise Refused(P.E_PROTOCOL, f"more than MAX_SNAPSHOT_REFS ({P.MAX_SNAPSHOT_REFS}) dropped refs")
+        try:
+            P.check_sorted(list(msg.ids), "DROP ids", self._dropped[-1] if self._dropped else None)
+        except ProtocolError as exc:
+            raise Refused(P.E_PROTOCOL, str(exc)) from None
+        self._dropped.extend(msg.ids)
+        return None
+
+    def _full_refs(self, added: list[bytes], parent: str | None) -> list[bytes]:
+        """The commit's refs: ``added`` itself, or (after REFS_BASE) the base's refs with the difference applied,
+        checked against the count and digest the key holder's side computed over the refs it means."""
+        base, dropped = self._base, self._dropped
+        self._base, self._dropped = None, []
+        if base is None:
+            return added
+        if base.base != parent:
+            raise Refused(P.E_PROTOCOL, f"REFS_BASE names {base.base[:16]}, not the commit's parent "
+                                        f"{(parent or 'none')[:16]}")
+        try:
+            refs = I.apply_difference(self.sink.refs_of(base.base), dropped, added)
+        except ObjectNotFound:
+            raise Refused(P.E_NOT_FOUND, f"the refs of base snapshot {base.base[:16]} are not here; "
+                                         "the next sync sends its refs whole") from None
+        except ValueError as exc:
+            raise Refused(P.E_INTEGRITY, f"refs difference against snapshot {base.base[:16]}: {exc}; "
+                                         "the next sync sends its refs whole") from None
+        if len(refs) != base.count or P.refs_digest(refs) != base.digest:
+            raise Refused(P.E_INTEGRITY, f"refs difference against snapshot {base.base[:16]} gives {len(refs)} "
+                                         f"refs that are not the {base.count} the sender meant; "
+                                         "the next sync sends its refs whole")
+        return refs
+
     def _commit(self, msg: P.Commit):
         self._need_write_session("committing snapshots")
         self._check_refs(msg.refs, "COMMIT refs")
-        refs, self._refs = self._refs + list(msg.refs), []
+        added, self._refs = self._refs + list(msg.refs), []
+        refs = self._full_refs(added, msg.parent)
         self.sink.commit(msg.name, msg.data, refs, msg.proof, Claim(msg.tag, msg.parent))
         self.commits += 1
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))

@@ -33,7 +33,8 @@ TYPE_NAMES = {"HELLO": P.HELLO, "OPEN": P.OPEN, "OPEN_OK": P.OPEN_OK, "LIST": P.
               "GET": P.GET, "DATA": P.DATA, "PUT_PACK": P.PUT_PACK, "PACK_OK": P.PACK_OK, "REFS": P.REFS,
               "COMMIT": P.COMMIT, "COMMIT_OK": P.COMMIT_OK, "ERROR": P.ERROR, "BYE": P.BYE,
               "GET_RANGE": P.GET_RANGE, "RANGE": P.RANGE, "DECLARE": P.DECLARE, "DECLARE_OK": P.DECLARE_OK,
-              "FORGET": P.FORGET, "FORGET_OK": P.FORGET_OK, "PRUNE": P.PRUNE, "PRUNE_OK": P.PRUNE_OK}
+              "FORGET": P.FORGET, "FORGET_OK": P.FORGET_OK, "PRUNE": P.PRUNE, "PRUNE_OK": P.PRUNE_OK,
+              "REFS_BASE": P.REFS_BASE, "DROP": P.DROP}
 
 
 # --- JSON form of fields (as scripts/gen_protocol_vectors.py writes it) ----------------
