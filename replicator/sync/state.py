@@ -10,6 +10,10 @@ Rows are keyed by (directory, name), and read one directory at a time: the
 first lookup in a directory fetches all its rows in one query, and the rows of
 the directories on the walk's current path stay in memory until the walk
 leaves them (memory bounded by the directories on one path, not the tree).
+What the walk saw is tracked the same way: when it leaves a directory, the
+names of its rows it did not see go to a temporary table, as does the
+directory; after a complete sync ``forget_unseen`` deletes those rows and
+the rows of every directory the walk never entered (nothing per file in RAM).
 Rows are written in the sync's one transaction, committed after the snapshot:
 a kill at any moment leaves the cache as the last complete sync left it.
 
@@ -61,8 +65,11 @@ class StateCache:
             self._db = _open_writable(path)
         # Paths are kept as their file-system bytes: a name that is not UTF-8 (os.fsdecode gives it
         # surrogates) is a valid file name and must not crash the cache.
-        self._seen: set[bytes] = set()
         self._dirs: dict[bytes, dict[bytes, tuple]] = {}  # the rows of the directories on the current path
+        self._seen_names: dict[bytes, set[bytes]] = {}  # and the names the walk saw in each of them
+        self._track = True
+        self._db.executescript("CREATE TEMP TABLE IF NOT EXISTS visited (dir BLOB PRIMARY KEY) WITHOUT ROWID;"
+                               "CREATE TEMP TABLE IF NOT EXISTS gone (dir BLOB, name BLOB);")
 
     @classmethod
     def open_read_only(cls, path: str) -> StateCache | None:
@@ -79,8 +86,9 @@ class StateCache:
         uri = "file:" + urllib.parse.quote(path) + ("?mode=ro" if in_use else "?mode=ro&immutable=1")
         self = cls.__new__(cls)
         self.path = path
-        self._seen = set()
         self._dirs = {}
+        self._seen_names = {}
+        self._track = False  # a dry run forgets nothing
         try:
             self._db = sqlite3.connect(uri, uri=True)
             # A cache of the older layout is not converted here (nothing is written): not used.
@@ -91,18 +99,39 @@ class StateCache:
         return self
 
     def _rows(self, path: str) -> tuple[dict[bytes, tuple], bytes]:
-        """The rows of ``path``'s directory (one query when the walk enters it) and its name."""
+        """The rows of ``path``'s directory (one query when the walk enters it) and its name; ``path`` is seen."""
         raw = os.fsencode(path)
         cut = raw.rfind(b"/")
         parent, name = (raw[:cut], raw[cut + 1:]) if cut >= 0 else (b"", raw)
         rows = self._dirs.get(parent)
         if rows is None:
             # Keep the directories on the path to this one (the walk comes back to them), drop the rest.
-            self._dirs = {d: r for d, r in self._dirs.items() if d == b"" or parent.startswith(d + b"/")}
+            keep = {d: r for d, r in self._dirs.items() if d == b"" or parent.startswith(d + b"/")}
+            for d in self._dirs.keys() - keep.keys():
+                self._left(d)
+            self._dirs = keep
             rows = self._dirs[parent] = {
                 n: tuple(rest) for n, *rest in self._db.execute(
                     "SELECT name, size, mtime_ns, ino, ctime_ns, chunks FROM entries WHERE dir=?", (parent,))}
+            if self._track:
+                self._seen_names[parent] = set()
+                self._db.execute("INSERT OR IGNORE INTO temp.visited VALUES (?)", (parent,))
+        self._saw(parent, name)  # the walk looked the file up: it exists
         return rows, name
+
+    def _left(self, directory: bytes) -> None:
+        """The walk is done with ``directory``: its rows it did not see are to go (at ``forget_unseen``)."""
+        seen = self._seen_names.pop(directory, None)
+        if seen is None:
+            return
+        gone = [(directory, n) for n in self._dirs.get(directory, {}) if n not in seen]
+        if gone:
+            self._db.executemany("INSERT INTO temp.gone VALUES (?, ?)", gone)
+
+    def _saw(self, parent: bytes, name: bytes) -> None:
+        seen = self._seen_names.get(parent)
+        if seen is not None:
+            seen.add(name)
 
     def lookup(self, path: str, key: tuple[int, int, int, int]) -> tuple[bytes, ...] | None:
         """:returns: the cached chunk ids when the file's stat key is unchanged."""
@@ -124,18 +153,21 @@ class StateCache:
         return name in rows
 
     def record(self, path: str, key: tuple[int, int, int, int], chunks: tuple[bytes, ...]) -> None:
+        """A file chunked now (the pipeline's consumer calls this after the walk looked the file up, which is
+        what marks it seen: this never moves the walk's directories)."""
         raw = os.fsencode(path)
-        self._seen.add(raw)
         cut = raw.rfind(b"/")
         parent, name = (raw[:cut], raw[cut + 1:]) if cut >= 0 else (b"", raw)
         data = b"".join(chunks)
         self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", (parent, name, *key, data))
+        if parent not in self._seen_names:  # a directory the walk has left (or never looked up): still visited
+            self._db.execute("INSERT OR IGNORE INTO temp.visited VALUES (?)", (parent,))
         rows = self._dirs.get(parent)
         if rows is not None:
             rows[name] = (*key, data)
 
     def keep(self, path: str) -> None:
-        self._seen.add(os.fsencode(path))
+        """Nothing to do: the lookup that found the file unchanged marked it seen (kept for callers)."""
 
     def remember_snapshot(self, snapshot_id: str, generation: int, stats: dict) -> None:
         """Record the snapshot this sync committed (written at the next ``commit``)."""
@@ -159,11 +191,14 @@ class StateCache:
         self._db.commit()
 
     def forget_unseen(self) -> None:
-        """Drop rows of files that no longer exist at the source (after a complete sync)."""
-        seen = self._seen
-        gone = [(d, n) for d, n in self._db.execute("SELECT dir, name FROM entries")
-                if (d + b"/" + n if d else n) not in seen]
-        self._db.executemany("DELETE FROM entries WHERE dir=? AND name=?", gone)
+        """Drop rows of files that no longer exist at the source (after a complete sync): the names the walk
+        did not see in the directories it entered, and every row of the directories it never entered."""
+        for d in list(self._seen_names):
+            self._left(d)
+        self._db.execute("DELETE FROM entries WHERE (dir, name) IN (SELECT dir, name FROM temp.gone)")
+        self._db.execute("DELETE FROM entries WHERE dir NOT IN (SELECT dir FROM temp.visited)")
+        self._db.execute("DELETE FROM temp.gone")
+        self._db.execute("DELETE FROM temp.visited")
         self._db.commit()
         self._dirs = {}
 

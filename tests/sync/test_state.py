@@ -92,3 +92,39 @@ def test_sync_with_the_cache_reads_nothing_unchanged(tmp_path, src, repo):
     assert again.files_unchanged == 60 and again.bytes_read == 0
     assert len([q for q in queries if q.startswith("SELECT name")]) == 3  # a, a/deep, b (the root holds no file)
     state.close()
+
+
+def _rows(path) -> set[bytes]:
+    db = sqlite3.connect(path)
+    try:
+        return {d + b"/" + n if d else n for d, n in db.execute("SELECT dir, name FROM entries")}
+    finally:
+        db.close()
+
+
+def test_rows_of_files_gone_are_dropped_and_what_is_kept_in_memory_is_one_path(tmp_path, src, repo):
+    import shutil
+
+    for d in [f"ward{w}" for w in range(30)] + ["ward0/sub"]:
+        (src / d).mkdir()
+        for i in range(10):
+            (src / d / f"f{i}").write_bytes(f"{d}/{i}".encode())
+    path = str(tmp_path / "state.sqlite")
+    state = StateCache(path)
+    sync_repo(str(src), repo, "ward", state=state)
+    state.close()
+    assert len(_rows(path)) == 310
+    os.unlink(src / "ward3" / "f1")  # a file gone from a directory still there
+    shutil.rmtree(src / "ward7")  # a whole directory gone
+    for i in range(10):
+        os.unlink(src / "ward9" / f"f{i}")  # a directory left with no file
+    state = StateCache(path)
+    again = sync_repo(str(src), repo, "ward", state=state)
+    assert again.files_unchanged == 289
+    # what the cache tracks for the walk is the directories on its current path, not every file it saw
+    assert sum(len(v) for v in state._seen_names.values()) <= 20
+    state.close()
+    rows = _rows(path)
+    assert len(rows) == 289
+    assert b"ward3/f1" not in rows and not any(r.startswith((b"ward7/", b"ward9/")) for r in rows)
+    assert b"ward0/sub/f3" in rows and b"ward3/f2" in rows
