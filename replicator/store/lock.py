@@ -192,7 +192,9 @@ class LockInfo:
 class ObjectLock:
     """``with ObjectLock(storage, EXCLUSIVE, "prune"):`` holds a lock object or raises Locked at once.
 
-    ``warnings`` lists the stale locks removed while taking it; ``lost`` says why the lock was
+    ``removed`` lists the stale locks removed while taking it, ``warnings`` those of them that were not
+    certainly dead (not refreshed in time, or unreadable: a holder of this host whose process or boot is
+    gone is certainly dead and is only logged, as a flock would have vanished with it); ``lost`` says why the lock was
     found gone at a refresh (another process took it as stale), else None.
     """
 
@@ -215,6 +217,7 @@ class ObjectLock:
         self.ignore = ignore
         self.taken = 0.0
         self.warnings: list[str] = []
+        self.removed: list[str] = []
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -248,15 +251,20 @@ class ObjectLock:
                 continue
             why = info.stale_because(now, self.stale_after, self.host, self.boot)
             if why is not None:
-                self._remove_stale(name, f"{info.describe()}: {why}")
+                self._remove_stale(name, f"{info.describe()}: {why}", certain=info.host == self.host
+                                   and now - info.refreshed <= self.stale_after)
             elif self._conflicts(info):
                 return info
         return None
 
-    def _remove_stale(self, name: str, why: str) -> None:
+    def _remove_stale(self, name: str, why: str, *, certain: bool = False) -> None:
         message = f"removed stale lock {name} of {self.storage.location}: {why}"
-        log.warning("%s", message)
-        self.warnings.append(message)
+        self.removed.append(message)
+        if certain:
+            log.info("%s", message)
+        else:
+            log.warning("%s", message)
+            self.warnings.append(message)
         self.storage.delete(name)
 
     def acquire(self) -> ObjectLock:

@@ -80,7 +80,7 @@ def test_dead_process_on_this_host_is_stale_at_once(storage):
     dead = _plant(storage, "c" * 32, host=socket.gethostname(), pid=child.pid, start=None, boot="")
     with ObjectLock(storage, EXCLUSIVE, "prune") as lock:
         assert dead not in _locks(storage)
-        assert f"process {child.pid} on this host is gone" in lock.warnings[0]
+        assert f"process {child.pid} on this host is gone" in lock.removed[0] and not lock.warnings
 
 
 def test_reused_pid_with_another_start_time_is_stale(storage):
@@ -89,7 +89,7 @@ def test_reused_pid_with_another_start_time_is_stale(storage):
     reused = _plant(storage, "d" * 32, host=socket.gethostname(), pid=os.getpid(),
                     start=process_start(os.getpid()) + 1, boot="")
     with ObjectLock(storage, EXCLUSIVE, "prune") as lock:
-        assert reused not in _locks(storage) and lock.warnings
+        assert reused not in _locks(storage) and lock.removed
 
 
 def test_unreadable_lock_object_is_removed_with_a_warning(storage):
@@ -153,7 +153,7 @@ def test_kill_9_of_a_holder_does_not_block_the_next_run(tmp_path):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         with ObjectLock(storage, EXCLUSIVE, "prune") as lock:
-            assert f"process {child.pid} on this host is gone" in lock.warnings[0]
+            assert f"process {child.pid} on this host is gone" in lock.removed[0] and not lock.warnings
     finally:
         if child.poll() is None:
             child.kill()
