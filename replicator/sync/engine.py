@@ -309,8 +309,11 @@ class SyncRun:
         self.report = SyncReport(dry_run=options.dry_run)
         self._builder: TreeBuilder | None = None if options.dry_run else TreeBuilder(dest)
         self._dry_new: set[bytes] = set()  # dry run: the ids counted new (each counted once)
-        self._file_chunks: dict[str, tuple[tuple[bytes, ...], int]] = {}  # path -> (chunks, size), for hard links
-        self._stored_ok: set[str] = set()  # files in the snapshot (a hard link to any other is re-read)
+        # Hard links: only the first path of an inode with st_nlink > 1 (what a later link_to names) is kept,
+        # so memory follows the hard-linked files, not the tree.
+        self._file_chunks: dict[str, tuple[tuple[bytes, ...], int]] = {}  # path -> (chunks, size)
+        self._stored_ok: set[str] = set()  # of those, the files in the snapshot (a link to any other is re-read)
+        self._link_targets: set[str] = set()  # first paths of inodes with st_nlink > 1
 
     # --- the run ------------------------------------------------------------------
     def run(self) -> SyncReport:
@@ -472,15 +475,20 @@ class SyncRun:
         if entry.kind == KIND_FILE:
             if entry.link_to and entry.link_to in self._stored_ok:
                 self._pipe.submit(EntryEvent(entry))  # type: ignore[union-attr]
-                self._stored_ok.add(entry.path)
                 return
-            entry = replace(entry, link_to="")
+            target = item.nlink > 1
+            if entry.link_to:  # its first path is not in the snapshot: read it, and let later links name it
+                entry = replace(entry, link_to="")
+            if target:
+                self._link_targets.add(entry.path)
             cached = self._unchanged(item)
             if cached is not None:
                 self.report.files_unchanged += 1
                 self._pipe.submit(EntryEvent(replace(entry, chunks=cached)))  # type: ignore[union-attr]
-                self._stored_ok.add(entry.path)
-            elif self._read_file(entry, item):
+                stored = True
+            else:
+                stored = self._read_file(entry, item)
+            if stored and target:
                 self._stored_ok.add(entry.path)
         elif entry.kind in (KIND_DIR, KIND_SYMLINK):
             self._pipe.submit(EntryEvent(entry))  # type: ignore[union-attr]
@@ -584,7 +592,8 @@ class SyncRun:
     def _add(self, entry: Entry) -> None:
         report = self.report
         if entry.kind == KIND_FILE:
-            self._file_chunks[entry.path] = (entry.chunks, entry.size)
+            if entry.path in self._link_targets:
+                self._file_chunks[entry.path] = (entry.chunks, entry.size)
             report.files += 1
             report.bytes_total += entry.size
         elif entry.kind == KIND_DIR:

@@ -79,6 +79,7 @@ class WalkItem:
     dev: int
     ino: int
     key: tuple[int, int, int, int] = (0, 0, 0, 0)  # stat_key() of the lstat taken by the walk
+    nlink: int = 1  # st_nlink: a file above 1 may be named by a later item's link_to
     root: str = field(default="", repr=False, compare=False)  # the source root the walk was given
     _parent: _Dir | None = field(default=None, repr=False, compare=False)  # the walk's frame of its directory
 
@@ -368,7 +369,7 @@ def _scan_one(
     except OSError as exc:
         on_error(relpath, _reason("cannot read", exc))
         return None, None
-    item = WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino, key=stat_key(st), root=root,
+    item = WalkItem(entry=entry, dev=st.st_dev, ino=st.st_ino, key=stat_key(st), nlink=st.st_nlink, root=root,
                     _parent=parent if sub is None else None)
     return item, sub
 
