@@ -428,7 +428,8 @@ class Repository:
         written in that order) are read as one range of at most ``SPAN_MAX`` bytes, so a round costs a
         few requests (over ssh://) or reads (locally), not one per blob.
         """
-        located = [self._locate(b) for b in blob_ids]
+        found = self.index.lookup_many(blob_ids) if len(blob_ids) > 1 else {}
+        located = [found.get(b) or self._locate(b) for b in blob_ids]  # _locate raises for a missing one
         spans: list[tuple[str, int, int, list[int]]] = []  # (pack, start, end, indexes of its blobs)
         for i in sorted(range(len(located)), key=lambda i: (located[i][0], located[i][1].offset)):
             pack, entry = located[i]

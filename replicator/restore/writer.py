@@ -45,6 +45,7 @@ It never prints, logs or exits: per-entry problems are collected in a
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -164,6 +165,7 @@ class _Frame:
     ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) when opened: a reopened descriptor must match it
     writing: int = 0  # its files still being written by the writer threads (applied before its metadata)
     left: bool = False  # popped while ``writing``: finished (metadata, fsync, close) by the last of its files
+    fresh: bool = False  # made empty by this restore's mkdir: its names need no look before they are written
 
 
 def restore(
@@ -261,6 +263,10 @@ class _Restorer:
         self.root_dev = root_st.st_dev
         self.stack: list[_Frame] = [_Frame("", root_fd, None, ident=(root_st.st_dev, root_st.st_ino))]
         self._open_from = 1  # stack[1:_open_from] are closed; the root never is
+        # Temporary names: a random part per restore and a counter (not a getrandom call per file); a
+        # name taken anyway (O_EXCL) is skipped.  next() on a count is atomic, so writer threads share it.
+        self._tmp_base = f"{TMP_PREFIX}{secrets.token_hex(6)}-"
+        self._tmp_seq = itertools.count()
 
     # -- driver -------------------------------------------------------------
 
@@ -497,9 +503,10 @@ class _Restorer:
     # -- entries ------------------------------------------------------------
 
     def _dir(self, parent: _Frame, name: str, entry: Entry) -> None:
+        fresh = False
         try:
             os.mkdir(name, 0o700, dir_fd=parent.fd)
-            parent.dirty = True
+            parent.dirty = fresh = True
         except FileExistsError:
             # An existing directory is reused; _open_dir refuses anything else, unless it is to go.
             if self.delete_extras and not stat.S_ISDIR(os.stat(name, dir_fd=parent.fd, follow_symlinks=False).st_mode):
@@ -507,10 +514,12 @@ class _Restorer:
                 os.mkdir(name, 0o700, dir_fd=parent.fd)
                 parent.dirty = True
         fd = self._open_dir(parent.fd, name, entry.path)
-        self._push(_Frame(entry.path, fd, entry))
+        self._push(_Frame(entry.path, fd, entry, fresh=fresh and not self.delete_extras))
         self.report.dirs += 1
         if self.delete_extras:
             self._restored_dirs.append(entry)
+        if fresh:
+            return  # made 0o700 by us
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
             # An existing read-only directory: make it writable for its
@@ -550,12 +559,15 @@ class _Restorer:
             return False
 
     def _tmp_name(self) -> str:
-        return TMP_PREFIX + secrets.token_hex(8)
+        return f"{self._tmp_base}{next(self._tmp_seq):x}"
 
     def _file(self, parent: _Frame, name: str, entry: Entry) -> None:
-        self._check_replaceable(parent, name)
+        # In a directory this restore made (empty), the name is free unless the snapshot names it twice: then
+        # the rename replaces the file of that name, or fails on a directory of that name (EISDIR, an error).
+        if not parent.fresh:
+            self._check_replaceable(parent, name)
         pfd = parent.fd
-        if self.keep_unchanged and self._unchanged(pfd, name, entry):
+        if self.keep_unchanged and not parent.fresh and self._unchanged(pfd, name, entry):
             self.report.kept += 1
             return
         if self._pool is not None and entry.size <= SMALL_FILE:
