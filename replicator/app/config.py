@@ -110,20 +110,25 @@ class DaemonConfig:
         raise KeyError(name)
 
 
-class _Locator:
-    """Finds the line of a key in the TOML text (tomllib does not keep positions)."""
+class Locator:
+    """Finds the line of a key in the TOML text (tomllib does not keep positions).
+
+    ``table`` names the array of tables (``[[job]]`` for the daemon, ``[[repo]]`` for ``serve --config``)."""
 
     _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, table: str = "job") -> None:
         self.lines = text.splitlines()
+        self._table = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+        self._starts = [i for i, line in enumerate(self.lines) if self._HEADER.match(line)]
+        self._tables = [i for i in self._starts if self._table.match(self.lines[i])]
 
     def _section(self, job: int | None) -> tuple[int, int]:
-        """Line range (0-based, end exclusive) of the top level or of the job-th [[job]] table."""
-        starts = [i for i, line in enumerate(self.lines) if self._HEADER.match(line)]
+        """Line range (0-based, end exclusive) of the top level or of the job-th [[table]]."""
+        starts = self._starts
         if job is None:
             return 0, starts[0] if starts else len(self.lines)
-        jobs = [i for i in starts if re.match(r"^\s*\[\[\s*job\s*\]\]", self.lines[i])]
+        jobs = self._tables
         if job >= len(jobs):
             return 0, 0
         begin = jobs[job]
@@ -138,6 +143,27 @@ class _Locator:
                 if pat.match(self.lines[i]):
                     return i + 1
         return begin + 1 if job is not None else 1
+
+
+def read_toml(path: str, table: str = "job", error: type[ConfigError] = ConfigError) -> tuple[dict, Locator]:
+    """The parsed TOML file at ``path`` and a Locator over its text (arrays of tables named ``table``).
+
+    :raises error: ``FILE: cannot read the configuration: why`` or ``FILE:LINE: TOML syntax error: what``.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise error(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        line = m.group(1) if m else "1"
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise error(f"{path}:{line}: TOML syntax error: {msg}") from None
+    return data, Locator(text, table)
 
 
 def parse_mode(text: str) -> float | None:
@@ -168,20 +194,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
     :raises ConfigError: ``FILE:LINE: KEY: message`` for the first problem found.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    text = raw.decode("utf-8", errors="replace")
-    loc = _Locator(text)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        line = m.group(1) if m else "1"
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(f"{path}:{line}: TOML syntax error: {msg}") from None
+    data, loc = read_toml(path)
 
     def fail(key: str | None, message: str, job: int | None = None, label: str | None = None) -> None:
         where = label or (f"job[{job}].{key}" if job is not None and key else key or "job")
@@ -436,9 +449,9 @@ def check_files(cfg: DaemonConfig, *, sources: bool = True) -> list[str]:
     boot) fails only its own job, at each run, instead of keeping every job down."""
     try:
         with open(cfg.path, "rb") as f:
-            loc = _Locator(f.read().decode("utf-8", errors="replace"))
+            loc = Locator(f.read().decode("utf-8", errors="replace"))
     except OSError:
-        loc = _Locator("")
+        loc = Locator("")
     problems = []
     for i, job in enumerate(cfg.jobs):
         for key, path, directory in (("source", job.source, True), ("identity", job.identity, False),

@@ -12,6 +12,13 @@ Three forms:
   every repository on this command line (so a per-key ``command=`` is its rights).
 * ``serve --verify-only --repo NAME=PATH``: the checks possible without the passphrase.
 
+``--config FILE`` (app/serve_config.py) gives the repositories of a receiver with many tenants, each with
+its storage URL, its own authorized-keys file and a quota, and ``listen``, ``host_key``, ``log_format``
+and ``metrics_listen``; flags given as well win, and ``--repo`` adds repositories (a name given twice is
+refused).  SIGHUP reads FILE again: new repositories are served from the next OPEN, removed ones refuse
+new sessions while sessions already open finish, changed keys and quotas apply to new sessions; a file
+that does not load is logged and the configuration in force is kept.
+
 Every PATH must be a repository when serve starts (else exit 3 naming it).  Logs
 go to stderr in the daemon's formats (app/log.py; ``--log-format json``).  Under
 systemd (``Type=notify``), ``--listen`` sends READY=1 once its port is bound,
@@ -40,11 +47,13 @@ from replicator import constants as C
 from replicator.app.config import LOG_FORMATS
 from replicator.app.log import setup_logging
 from replicator.app.sdnotify import Notifier
+from replicator.app.serve_config import ServeConfig, ServeConfigError, check_serve_files, load_serve_config
 from replicator.cli.common import emit
-from replicator.errors import AddressInUse, RepositoryError, UsageError
+from replicator.errors import AddressInUse, ReplicatorError, RepositoryError, UsageError
 from replicator.repo.keyless import verify_without_key
 from replicator.store.location import is_object_url
 from replicator.transport import server as S
+from replicator.transport.tenants import Tenant, Tenants
 
 
 def register(sub) -> None:
@@ -54,9 +63,12 @@ def register(sub) -> None:
                        "Serve local repositories to replicator senders.  The receiver never needs the passphrase: "
                        "it stores sealed packs and snapshots, checks every pack's checksum and that a snapshot's "
                        "chunks are all present before committing it.")
-    p.add_argument("--repo", action="append", default=[], metavar="NAME=PATH", required=True,
+    p.add_argument("--repo", action="append", default=[], metavar="NAME=PATH",
                    help="a repository to serve under NAME (repeatable); create it with 'replicator init PATH'")
-    mode = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--config", metavar="FILE",
+                   help="the repositories to serve, with their storage URLs, keys and quotas, and listen, host_key, "
+                        "log_format, metrics_listen (TOML, docs/OPERATIONS.md); read again on SIGHUP")
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--listen", metavar="HOST:PORT", help="run the built-in SSH server on HOST:PORT")
     mode.add_argument("--stdio", action="store_true", help="serve one session on stdin/stdout (OpenSSH ForceCommand)")
     mode.add_argument("--verify-only", action="store_true",
@@ -84,8 +96,9 @@ def register(sub) -> None:
     p.add_argument("--passphrase-file", metavar="FILE",
                    help="with --mirror: read the passphrase from FILE (else $REPLICATOR_PASSPHRASE)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
-                   help="log lines on stderr as text or JSON, as the daemon's (default text)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                   help="log lines on stderr as text or JSON, as the daemon's (default: log_format of --config, "
+                        "else text)")
     add_common(p, passphrase=False)
     p.set_defaults(func=run)
 
@@ -96,8 +109,31 @@ def _repos(args) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"--repo {item!r}: expected NAME=PATH")
+        if name in repos:
+            raise UsageError(f"--repo {item!r}: repository {name!r} defined twice")
         repos[name] = path if is_object_url(path) else os.path.abspath(path)
     return repos
+
+
+def _load_config(path: str) -> ServeConfig:
+    """The --config file with the key files it names checked.  :raises ServeConfigError: the first problem."""
+    cfg = load_serve_config(path)
+    problems = check_serve_files(cfg)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ServeConfigError(problems[0] + more)
+    return cfg
+
+
+def _tenants(flags: dict[str, str], cfg: ServeConfig | None) -> list[Tenant]:
+    """The --repo flags and the file's [[repo]] sections.  :raises UsageError: a name defined in both."""
+    tenants = [Tenant(name, url) for name, url in flags.items()]
+    for r in cfg.repos if cfg is not None else ():
+        if r.name in flags:
+            raise UsageError(f"repository {r.name!r} defined twice: --repo {r.name}={flags[r.name]} and "
+                             f"{cfg.path}:{r.line} [[repo]]")  # type: ignore[union-attr]
+        tenants.append(Tenant(r.name, r.url, r.quota, r.authorized_keys))
+    return tenants
 
 
 def _check_repos(repos: dict[str, str]) -> None:
@@ -125,9 +161,10 @@ def _check_stdio() -> None:
                              "(ForceCommand, command= or a Subsystem line), not by hand")
 
 
-def _setup_logging(args) -> None:
+def _setup_logging(args, cfg: ServeConfig | None = None) -> None:
     # asyncssh's own warnings (e.g. a peer's failed key exchange) go through the same handler.
-    setup_logging(args.log_format, getattr(logging, args.log_level.upper()), also=("asyncssh",))
+    fmt = args.log_format or (cfg.log_format if cfg is not None else "text")
+    setup_logging(fmt, getattr(logging, args.log_level.upper()), also=("asyncssh",))
 
 
 def _names(items: list[str], option: str, targets: dict[str, str]) -> set[str]:
@@ -230,37 +267,63 @@ class _Mirrors:
             repo.close()
 
 
+class _Keys:
+    """The authorized-keys files in force (ssh.listen asks at each connection): the global one, whose keys
+    carry replicator-repos options, and each served repository's own."""
+
+    def __init__(self, tenants: Tenants, global_file: str | None) -> None:
+        self.tenants = tenants
+        self.global_file = global_file
+
+    def __call__(self) -> list[tuple[str, str | None]]:
+        files: list[tuple[str, str | None]] = [(self.global_file, None)] if self.global_file else []
+        return files + [(t.authorized_keys, t.name) for t in self.tenants.all() if t.authorized_keys]
+
+
 def run(args) -> int:
-    repos = _repos(args)
+    flags = _repos(args)
+    cfg = _load_config(args.config) if args.config else None
+    tenants = Tenants(_tenants(flags, cfg), count_usage=not args.stdio)
+    repos = {t.name: t.url for t in tenants.all()}
+    if not repos:
+        raise UsageError("nothing to serve: give --repo NAME=PATH or [[repo]] sections in --config")
     _check_repos(repos)
     if args.verify_only:
         return _verify(args, repos)
     listen = None
     perms: dict[str, str] = {}
+    keys = _Keys(tenants, args.authorized_keys or (cfg.authorized_keys if cfg is not None else None))
+    host_key = args.host_key or (cfg.host_key if cfg is not None else None)
     if args.stdio:
         try:
             perms = S.parse_permissions(",".join(args.allow)) if args.allow else {n: "rw" for n in repos}
         except ValueError as exc:
             raise UsageError(f"--allow: {exc}") from None
-    else:
-        if not args.host_key or not args.authorized_keys:
-            raise UsageError("--listen needs --host-key and --authorized-keys")
+    elif args.listen:
         host, sep, port = args.listen.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:
             raise UsageError(f"--listen {args.listen!r}: expected HOST:PORT")
         listen = (host.strip("[]") or "0.0.0.0", int(port))
-    _setup_logging(args)
+    elif cfg is not None and cfg.listen is not None:
+        listen = (cfg.listen[0] or "0.0.0.0", cfg.listen[1])
+    else:
+        raise UsageError("give --listen HOST:PORT, --stdio or --verify-only (or listen = HOST:PORT in --config)")
+    if listen is not None and (not host_key or not keys()):
+        raise UsageError("--listen needs --host-key and --authorized-keys (or host_key and authorized_keys in "
+                         "--config, globally or per [[repo]])")
+    _setup_logging(args, cfg)
     mirrors = _Mirrors(args, repos)
     try:
         mirrors.start()
         if listen is None:
             _check_stdio()
             label = args.peer_label or f"stdio peer {os.environ.get('SSH_CLIENT', '?').split(' ')[0]}"
-            asyncio.run(_stdio(repos, S.Peer(label, perms), mirrors.on_commit))
+            asyncio.run(_stdio(tenants, S.Peer(label, perms), mirrors.on_commit))
             return 0
         notifier = Notifier.from_env(os.environ)  # systemd Type=notify: $NOTIFY_SOCKET, $WATCHDOG_USEC
+        serving = _Serving(tenants, keys, host_key, flags, args.config)
         try:
-            asyncio.run(_listen(*listen, repos, args, mirrors.on_commit, notifier))
+            asyncio.run(_listen(*listen, serving, mirrors.on_commit, notifier))
         finally:
             notifier.close()
         return 0
@@ -268,43 +331,107 @@ def run(args) -> int:
         mirrors.close()  # stops a running mirror update between two files, within a moment
 
 
-async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=None,
-                  notifier: Notifier | None = None) -> None:
+def _summary(repos) -> str:
+    names = list(repos)
+    return ", ".join(names) if len(names) <= 8 else f"{len(names)} repositories ({', '.join(names[:3])}, ...)"
+
+
+class _Serving:
+    """What ``serve --listen`` serves, and its reload (SIGHUP): the table of repositories and the key files."""
+
+    def __init__(self, tenants: Tenants, keys: _Keys, host_key: str | None, flags: dict[str, str],
+                 config: str | None) -> None:
+        self.tenants = tenants
+        self.keys = keys
+        self.host_key = host_key
+        self.flags = flags  # --repo: served whatever the file says
+        self.config = config
+        self.log = logging.getLogger("replicator.serve")
+
+    def count_usage(self) -> None:
+        """Read the usage of every repository not counted yet from its storage (a thread; once per URL)."""
+        from replicator.repo.local_sink import open_storage
+
+        for tenant in self.tenants.uncounted():
+            try:
+                storage, _config = open_storage(tenant.url)
+                try:
+                    self.tenants.stats(tenant.name).count(storage)
+                finally:
+                    storage.close()
+            except Exception as exc:  # noqa: BLE001 - counted again at its next OPEN
+                self.log.warning("cannot count the usage of repository %s: %s", tenant.name, exc)
+
+    def reload(self) -> None:
+        """Read --config again and serve what it says; a file that does not load changes nothing (a thread)."""
+        if self.config is None:
+            self.log.info("SIGHUP: no --config to read again; nothing changed")
+            return
+        try:
+            cfg = _load_config(self.config)
+            tenants = _tenants(self.flags, cfg)
+            new = {t.name: t.url for t in tenants if (old := self.tenants.get(t.name)) is None or old.url != t.url}
+            _check_repos(new)
+        except ReplicatorError as exc:
+            self.log.error("reload failed, still serving the %d repositories in force: %s", len(self.tenants), exc)
+            return
+        added, removed = self.tenants.replace(tenants)
+        self.keys.global_file = self.keys.global_file if cfg.authorized_keys is None else cfg.authorized_keys
+        self.log.info("reloaded %s: serving %d repositories (%d added, %d removed)", self.config, len(self.tenants),
+                      len(added), len(removed), extra={"fields": {"added": ",".join(added) or "-",
+                                                                   "removed": ",".join(removed) or "-"}})
+        self.count_usage()
+
+
+async def _listen(host: str, port: int, serving: _Serving, on_commit=None, notifier: Notifier | None = None) -> None:
     from replicator.transport import ssh
 
     notify = notifier or Notifier(None)
     log = logging.getLogger("replicator.serve")
-    serving = ", ".join(repos)
+    tenants = serving.tenants
     sessions = 0
     where = ""
 
     def show() -> None:
-        notify.status(f"listening on {where}, serving {serving}; {sessions} session{'s' if sessions != 1 else ''}")
+        notify.status(f"listening on {where}, serving {_summary(tenants.names())}; "
+                      f"{sessions} session{'s' if sessions != 1 else ''}")
 
     async def handler(reader, writer, label: str, perms: dict) -> None:
         nonlocal sessions
         sessions += 1
         show()
         try:
-            await S.serve_session(reader, writer, repos, S.Peer(label, perms), on_commit)
+            await S.serve_session(reader, writer, tenants, S.Peer(label, perms), on_commit)
         finally:
             sessions -= 1
             show()
 
+    assert serving.host_key is not None
     try:
-        acceptor, bound = await ssh.listen(host, port, args.host_key, args.authorized_keys, handler,
-                                           S.parse_permissions)
+        acceptor, bound = await ssh.listen(host, port, serving.host_key, serving.keys, handler, S.parse_permissions)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise AddressInUse(f"{host}:{port}") from None
         raise UsageError(f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}") from None
     where = f"{host}:{bound}"
-    log.info("listening on %s, serving %s", where, ", ".join(f"{n}={p}" for n, p in repos.items()))
-    notify.ready(f"listening on {where}, serving {serving}; 0 sessions")  # the port is bound: senders can connect
+    repos = {t.name: t.url for t in tenants.all()}
+    log.info("listening on %s, serving %s", where,
+             ", ".join(f"{n}={p}" for n, p in repos.items()) if len(repos) <= 8 else _summary(repos))
+    notify.ready(f"listening on {where}, serving {_summary(repos)}; 0 sessions")  # the port is bound
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Usage is counted off the event loop, after the port is bound (an OPEN before that counts its own).
+    background = [loop.run_in_executor(None, serving.count_usage)]
+    reloading = asyncio.Lock()
+
+    async def reload() -> None:
+        async with reloading:  # one at a time, in the order the signals came
+            await loop.run_in_executor(None, serving.reload)
+            show()
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: background.append(loop.create_task(reload())))
     # The watchdog is pinged from the event loop that serves the sessions: a blocked loop stops the pings.
     while not stop.is_set():
         due = notify.tick()
@@ -314,11 +441,13 @@ async def _listen(host: str, port: int, repos: dict[str, str], args, on_commit=N
             pass
     notify.stopping(f"stopping: closing {sessions} session{'s' if sessions != 1 else ''}")
     log.info("stopping")
+    loop.remove_signal_handler(signal.SIGHUP)
     acceptor.close()
     await acceptor.wait_closed()
+    await asyncio.gather(*background, return_exceptions=True)
 
 
-async def _stdio(repos: dict[str, str], peer: S.Peer, on_commit=None) -> None:
+async def _stdio(repos: Tenants, peer: S.Peer, on_commit=None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2 ** 27)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)

@@ -73,11 +73,13 @@ PRUNE_COUNTERS = C.PRUNE_COUNTERS  # PRUNE_OK's u64 fields, in wire order
 E_PROTOCOL, E_VERSION, E_NOT_ALLOWED, E_NO_REPOSITORY, E_INTEGRITY, E_MISSING_REFS, E_STORAGE, E_LOCKED, \
     E_INTERNAL, E_NOT_FOUND = range(1, 11)
 E_FENCED, E_DIVERGED = 11, 12  # version 3: COMMIT refused by the source's fence, or its parent is not the head
+E_QUOTA = 13  # PUT_PACK would take the repository past its quota (any version: a code the peer reports as is)
 ERROR_NAMES = {E_PROTOCOL: "protocol violation", E_VERSION: "no common protocol version",
                E_NOT_ALLOWED: "not allowed", E_NO_REPOSITORY: "no such repository", E_INTEGRITY: "integrity",
                E_MISSING_REFS: "missing chunks", E_STORAGE: "storage", E_LOCKED: "locked",
                E_INTERNAL: "internal error", E_NOT_FOUND: "not found", E_FENCED: "fenced",
-               E_DIVERGED: "history diverged"}
+               E_DIVERGED: "history diverged", E_QUOTA: "quota exceeded"}
+ERROR_REASONS = {code: name.replace(" ", "_") for code, name in ERROR_NAMES.items()}  # metric label values
 
 # Whole-name patterns: \Z, not $ (which also matches before a trailing newline).
 # Object names are the repository's (format/layout.py): one spelling for the disk and the wire.

@@ -17,6 +17,12 @@ closed (its lock released) before the ERROR is written, and the channel is
 closed after it, however many requests wait behind it and whether or not
 the peer reads or closes.
 
+A receiver serving many repositories passes a ``Tenants`` table (transport/tenants.py): OPEN asks
+it for the repository at that moment (so a reload applies to the next OPEN, and a session already
+open keeps its repository to its end), PUT_PACK is refused with ``E_QUOTA`` when the pack would take
+the repository past its quota (checked before anything is written, so nothing of it is stored), and
+the session keeps the repository's running counts (bytes, packs, commits, sessions, refusals).
+
 Must never: import cli/daemon or asyncssh (ssh.py owns it), decrypt anything,
 or write a snapshot whose refs are not all present.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -45,6 +51,7 @@ from replicator.repo.local_sink import LocalSink
 from replicator.store.lock import Locked
 from replicator.transport import protocol as P
 from replicator.transport.frames import ProtocolError
+from replicator.transport.tenants import RepoStats, Tenant, Tenants
 
 log = logging.getLogger("replicator.serve")
 
@@ -131,12 +138,14 @@ class ServerSession:
     of waiting for the peer to take it) and the channel closed.
     """
 
-    def __init__(self, reader, writer, repos: dict[str, str], peer: Peer,
+    def __init__(self, reader, writer, repos: Mapping[str, str] | Tenants, peer: Peer,
                  on_commit: Callable[[str, str], None] | None = None) -> None:
         self._reader = reader
         self._on_commit = on_commit
         self._writer = writer
-        self._repos = repos
+        self._tenants = repos if isinstance(repos, Tenants) else Tenants.from_urls(repos)
+        self._tenant: Tenant | None = None  # the repository opened, as the table said at OPEN
+        self._stats: RepoStats | None = None
         self._peer = peer
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")
         self._answers: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
@@ -144,6 +153,7 @@ class ServerSession:
         self._opened = False  # OPEN succeeded: frames may be MAX_FRAME_SIZE from now on (read loop only)
         self._sink: LocalSink | None = None
         self._repo_name = ""
+        self._refusing: RepoStats | None = None  # a served repository an OPEN was refused for
         self._mode = 0
         self._refs: list[bytes] = []
         self._base: P.RefsBase | None = None  # version 4: this commit's refs are a difference from these
@@ -260,6 +270,9 @@ class ServerSession:
     # --- the worker's side of the failure state (worker thread, in request order) ------------------
     def _fail(self, failure: Failure) -> Failure:
         self._failed.set()
+        if failure.code is not None:
+            stats = self._stats or self._refusing or self._tenants.unnamed
+            stats.refuse(P.ERROR_REASONS.get(failure.code, str(failure.code)))
         self._release()  # the lock is free before the ERROR is written
         return failure
 
@@ -300,20 +313,29 @@ class ServerSession:
     def _open(self, msg: P.Open):
         name = msg.repository
         want = PERM_WRITE if msg.mode == P.MODE_WRITE else PERM_READ
+        tenant = self._tenants.get(name)
+        if tenant is not None:
+            self._refusing = self._tenants.stats(name)  # a refusal of a served repository counts under its name
         if want not in self._peer.permissions.get(name, ""):
             raise Refused(P.E_NOT_ALLOWED, f"not allowed: {'write to' if want == PERM_WRITE else 'read'} "
                                            f"repository {name!r}")
-        path = self._repos.get(name)
-        if path is None:
+        if tenant is None:
             raise Refused(P.E_NO_REPOSITORY, f"no such repository {name!r} on this server")
         try:
-            self._sink = LocalSink.open(path, writable=msg.mode == P.MODE_WRITE, untrusted=True, role="serve")
+            self._sink = LocalSink.open(tenant.url, writable=msg.mode == P.MODE_WRITE, untrusted=True,
+                                        role="serve")
             config, keyfile = self._sink.describe()
+            stats = self._tenants.stats(name)
+            if tenant.quota is not None or self._tenants.count_usage:
+                stats.count(self._sink.storage)  # once per repository and URL (a no-op after the first)
         except Locked:
             raise Refused(P.E_LOCKED, f"repository {name!r} is locked by another writer") from None
         except ReplicatorError as exc:
             raise Refused(P.E_NO_REPOSITORY, f"repository {name!r}: {exc}") from None
         self._repo_name = name
+        self._tenant = tenant
+        self._stats = stats
+        stats.opened()
         self._mode = msg.mode
         log.info("%s: opened %s for %s", self._peer.label, name, "write" if msg.mode == P.MODE_WRITE else "read")
         return P.OpenOk(config, keyfile)
@@ -329,6 +351,8 @@ class ServerSession:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
+            if self._stats is not None:
+                self._stats.closed()
 
     def _need(self, perm: str, what: str) -> None:
         if perm not in self._peer.permissions.get(self._repo_name, ""):
@@ -369,7 +393,20 @@ class ServerSession:
 
     def _put_pack(self, msg: P.PutPack):
         self._need_write_session("storing packs")
+        size = len(msg.data)
+        quota = self._tenant.quota if self._tenant is not None else None
+        stats = self._stats
+        if quota is not None and stats is not None:
+            used = stats.used()
+            # Only this session writes the repository (it holds the lock), so the total cannot move meanwhile.
+            if used + size > quota and not self.sink.storage.exists(msg.name):
+                raise Refused(P.E_QUOTA, f"quota exceeded: repository {self._repo_name!r} holds {used} bytes of "
+                                         f"its quota of {quota} bytes; a pack of {size} bytes would take it to "
+                                         f"{used + size} bytes (nothing of it was stored)")
+        before = self.sink.stats["packs_stored"]
         self.sink.put_pack(msg.name, msg.data, msg.ids, msg.proof)
+        if stats is not None and self.sink.stats["packs_stored"] > before:
+            stats.stored(size)
         self.packs += 1
         return P.PackOk(msg.name)
 
@@ -403,6 +440,8 @@ class ServerSession:
         self._need_write_session("pruning")
         dry_run = bool(msg.flags & P.PRUNE_DRY_RUN)
         report = self.sink.prune(dry_run=dry_run)
+        if not dry_run and self._stats is not None:
+            self._stats.deleted(report["bytes_deleted"], report["packs_deleted"])
         log.info("%s: %s %s: %d of %d packs (%d bytes)", self._peer.label, "dry-run prune of" if dry_run else "pruned",
                  self._repo_name, report["packs_deleted"], report["packs_total"], report["bytes_deleted"])
         return P.PruneOk(tuple(report[k] for k in P.PRUNE_COUNTERS))
@@ -464,6 +503,8 @@ class ServerSession:
         refs = self._full_refs(added, msg.parent)
         self.sink.commit(msg.name, msg.data, refs, msg.proof, Claim(msg.tag, msg.parent))
         self.commits += 1
+        if self._stats is not None:
+            self._stats.committed(msg.tag.hex())
         log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
         if self._on_commit is not None:
             # After the commit point; the hook must not block (it queues work) and can never undo the commit.
@@ -474,7 +515,7 @@ class ServerSession:
         return P.CommitOk(msg.name)
 
 
-async def serve_session(reader, writer, repos: dict[str, str], peer: Peer,
+async def serve_session(reader, writer, repos: Mapping[str, str] | Tenants, peer: Peer,
                         on_commit: Callable[[str, str], None] | None = None) -> ServerSession:
     """Run one session.  ``on_commit(repository name, snapshot object name)`` is called after each commit."""
     session = ServerSession(reader, writer, repos, peer, on_commit)

@@ -17,9 +17,14 @@ last line.
 Server side: ``listen`` accepts key authentication only (no passwords, no
 keyboard-interactive), and per session only the ``replicator`` subsystem: no
 shell, no exec, no pty, no SFTP/SCP, no port, agent or X11 forwarding.  The
-authorized-keys file is read at every connection; the permissions of a key
-are its ``replicator-repos="NAME:rw,..."`` option (a key without it may touch
-no repository).
+authorized-keys files are asked for at every connection (a callable over the
+configuration, so a reload applies to the next connection) and read again
+when one changed (size, mtime or inode; an unchanged file is not parsed
+again, so 500 per-repository files cost 500 ``stat`` calls).  A file given
+for no repository grants each key its ``replicator-repos="NAME:rw,..."``
+option (a key without it may touch no repository); a file given for one
+repository grants its keys ``rw`` on that repository only, whatever their
+options say.  A key found in several files gets the union.
 
 Must never: parse protocol frames (protocol.py) or touch repositories (server.py).
 """
@@ -29,7 +34,7 @@ import asyncio
 import collections
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +246,25 @@ async def connect(host: str, port: int, username: str, identity: str, known_host
 
 # --- server --------------------------------------------------------------------------
 Handler = Callable[[object, object, str, dict], Awaitable[None]]
+KeyFiles = Callable[[], Sequence[tuple[str, "str | None"]]]  # (file, None or the one repository its keys get)
+
+
+class _KeyFileCache:
+    """Parsed authorized-keys files, parsed again only when their (size, mtime, inode) changed."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[tuple[int, int, int], Any]] = {}
+
+    def get(self, path: str):
+        """:raises OSError, ValueError: the file cannot be read or parsed."""
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = self._parsed.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        entries = asyncssh.read_authorized_keys(path) if st.st_size else None  # asyncssh refuses an empty file
+        self._parsed[path] = (stamp, entries)
+        return entries
 
 
 class _ReplicatorSession(SSHServerStreamSession):
@@ -260,8 +284,9 @@ class _ReplicatorSession(SSHServerStreamSession):
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, authorized_keys: str, handler: Handler, parse_permissions) -> None:
-        self._authorized_keys = authorized_keys
+    def __init__(self, key_files: KeyFiles, cache: _KeyFileCache, handler: Handler, parse_permissions) -> None:
+        self._key_files = key_files
+        self._cache = cache
         self._handler = handler
         self._parse = parse_permissions
         self._conn = None
@@ -287,20 +312,33 @@ class _Server(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key) -> bool:
         fp = fingerprint(key)
-        try:
-            entries = asyncssh.read_authorized_keys(self._authorized_keys)
-            options = entries.validate(key, self._peer[0], self._peer[0])
-        except (OSError, ValueError) as exc:
-            log.error("cannot read authorized keys %s: %s", self._authorized_keys, exc)
-            return False
-        if options is None:
-            log.warning("refused key %s from %s (not in %s)", fp, self._peer[0], self._authorized_keys)
-            return False
-        try:
-            values: list[str] = list(options.get(PERMISSIONS_OPTION, []))  # type: ignore[call-overload]
-            perms = self._parse(",".join(values))
-        except ValueError as exc:
-            log.error("key %s: bad %s option: %s", fp, PERMISSIONS_OPTION, exc)
+        files = self._key_files()
+        perms: dict[str, str] = {}
+        found = False
+        for path, repo in files:
+            try:
+                entries = self._cache.get(path)
+                options = entries.validate(key, self._peer[0], self._peer[0]) if entries is not None else None
+            except (OSError, ValueError) as exc:
+                log.error("cannot read authorized keys %s: %s", path, exc)
+                continue
+            if options is None:
+                continue
+            found = True
+            if repo is not None:
+                perms[repo] = "rw"
+                continue
+            try:
+                values: list[str] = list(options.get(PERMISSIONS_OPTION, []))
+                granted = self._parse(",".join(values))
+            except ValueError as exc:
+                log.error("key %s: bad %s option in %s: %s", fp, PERMISSIONS_OPTION, path, exc)
+                continue
+            for name, mode in granted.items():
+                perms[name] = "".join(sorted(set(perms.get(name, "") + mode)))
+        if not found:
+            where = files[0][0] if len(files) == 1 else f"any of {len(files)} authorized keys files"
+            log.warning("refused key %s from %s (not in %s)", fp, self._peer[0], where)
             return False
         self._label = f"key {fp} from {self._peer[0]}"
         self._permissions = perms
@@ -321,19 +359,29 @@ class _Server(asyncssh.SSHServer):
         return _ReplicatorSession(run)
 
 
-async def listen(host: str, port: int, host_key: str, authorized_keys: str, handler: Handler,
+async def listen(host: str, port: int, host_key: str, authorized_keys: str | KeyFiles, handler: Handler,
                  parse_permissions) -> tuple[Any, int]:
-    """Start the SSH server. :returns: (acceptor with ``close()``/``wait_closed()``, bound port)."""
+    """Start the SSH server.
+
+    :param authorized_keys: one file (its keys' ``replicator-repos`` options), or a callable asked at each
+        connection for the (file, repository or None) pairs in force (module docstring).
+    :returns: (acceptor with ``close()``/``wait_closed()``, bound port)."""
     try:
         keys = [asyncssh.read_private_key(host_key)]
     except (OSError, ValueError, asyncssh.KeyImportError) as exc:
         raise TransportError(f"cannot read host key {host_key}: {exc}") from None
     for name in ("asyncssh", "asyncssh.sftp"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if not os.path.exists(authorized_keys):
-        raise TransportError(f"authorized keys file {authorized_keys} does not exist")
+    if isinstance(authorized_keys, str):
+        if not os.path.exists(authorized_keys):
+            raise TransportError(f"authorized keys file {authorized_keys} does not exist")
+        one: list[tuple[str, str | None]] = [(authorized_keys, None)]
+        key_files: KeyFiles = lambda: one  # noqa: E731
+    else:
+        key_files = authorized_keys
+    cache = _KeyFileCache()
     acceptor = await asyncssh.listen(
-        host, port, server_factory=lambda: _Server(authorized_keys, handler, parse_permissions),
+        host, port, server_factory=lambda: _Server(key_files, cache, handler, parse_permissions),
         server_host_keys=keys, encoding=None, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         allow_scp=False, sftp_factory=None, password_auth=False, kbdint_auth=False, gss_host=None,
         compression_algs=None, login_timeout=30, window=WINDOW, max_pktsize=PACKET, config=None,

@@ -1,4 +1,4 @@
-"""Destination URLs and rates: ``ssh://USER@HOST:PORT/NAME`` and ``20M``; the one parser of each.
+"""Destination URLs, rates and sizes: ``ssh://USER@HOST:PORT/NAME``, ``20M`` and ``2TiB``; the one parser of each.
 
 The CLI, the daemon's configuration and the transport all parse through
 here, so a URL that one accepts the others accept too.
@@ -7,6 +7,8 @@ Must never: import asyncssh or open a connection.
 """
 from __future__ import annotations
 
+import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -17,6 +19,11 @@ from replicator.transport.frames import MAX_NAME_SIZE
 
 SCHEME = "ssh://"
 _RATE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# Sizes (quotas): SI prefixes are powers of 1000, IEC ones (KiB...) of 1024, as df -H and df -h print them.
+_SIZE_UNITS = {"": 1, "b": 1, **{p + "b": 1000 ** (i + 1) for i, p in enumerate("kmgtpe")},
+               **{p: 1000 ** (i + 1) for i, p in enumerate("kmgtpe")},
+               **{p + "ib": 1 << 10 * (i + 1) for i, p in enumerate("kmgtpe")}}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 # Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width), line and paragraph separators, surrogates.
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
@@ -73,3 +80,13 @@ def parse_rate(text: str) -> int:
     if value < 1024:
         raise UsageError(f"rate {text!r} is below 1 KiB/s")
     return int(value)
+
+
+def parse_size(text: str) -> int:
+    """``"2TiB"`` -> 2199023255552, ``"500GB"`` -> 500 * 10**9, ``"1000"`` -> 1000 bytes.  :raises UsageError:"""
+    m = _SIZE_RE.match(text.lower())
+    if not m or m.group(2) not in _SIZE_UNITS or not math.isfinite(float(m.group(1))):
+        raise UsageError(f"bad size {text!r} (bytes, or with a unit: 500GB, 2TiB, 1.5 TiB)")
+    number = m.group(1)
+    value = int(number) if "." not in number else float(number)  # exact for integers of any size
+    return int(value * _SIZE_UNITS[m.group(2)])
