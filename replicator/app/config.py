@@ -18,7 +18,7 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +145,23 @@ class Locator:
         return begin + 1 if job is not None else 1
 
 
+def toml_str(table: dict, key: str, index: int | None, fail: Callable[..., None], *, section: str,
+             default: Any = None, required: bool = False, nonempty: bool = False) -> Any:
+    """``table[key]`` as a string, ``default`` when absent; ``fail(key, message, index, label=...)`` (which raises)
+    on a missing required key, a value that is not a string, or an empty one when ``required`` or ``nonempty``.
+    ``section`` names the array of tables (``job``, ``repo``) in the message."""
+    if key not in table:
+        if required:
+            fail(None, f"missing required key {key!r}", index, label=f"{section}[{index}].{key}")
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        fail(key, f"must be a string, not {type(value).__name__}", index)
+    if (required or nonempty) and not value.strip():
+        fail(key, "must not be empty", index)
+    return value
+
+
 def read_toml(path: str, table: str = "job", error: type[ConfigError] = ConfigError) -> tuple[dict, Locator]:
     """The parsed TOML file at ``path`` and a Locator over its text (arrays of tables named ``table``).
 
@@ -205,16 +222,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> DaemonConfig
             fail(key, f"unknown key (known: {', '.join(sorted(GLOBAL_KEYS - {'job'}))}, [[job]])")
 
     def get_str(table: dict, key: str, job: int | None, default: Any = None, required: bool = False) -> Any:
-        if key not in table:
-            if required:
-                fail(None, f"missing required key {key!r}", job, label=f"job[{job}].{key}")
-            return default
-        value = table[key]
-        if not isinstance(value, str):
-            fail(key, f"must be a string, not {type(value).__name__}", job)
-        if required and not value.strip():
-            fail(key, "must not be empty", job)
-        return value
+        return toml_str(table, key, job, fail, section="job", default=default, required=required)
 
     def get_num(table: dict, key: str, job: int | None, default: float, minimum: float,
                 maximum: float | None = None, unit: str = "") -> float:

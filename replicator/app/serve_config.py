@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from replicator.app.config import JOB_NAME_RE, LOG_FORMATS, ConfigError, parse_listen, read_toml
+from replicator.app.config import JOB_NAME_RE, LOG_FORMATS, ConfigError, parse_listen, read_toml, toml_str
 from replicator.errors import UsageError
 from replicator.store.location import is_object_url
 from replicator.transport.url import parse_size
@@ -65,16 +65,7 @@ def load_serve_config(path: str) -> ServeConfig:
         raise ServeConfigError(f"{path}:{loc.line(key, i)}: {where}: {message}")
 
     def get_str(table: dict, key: str, i: int | None, required: bool = False) -> str | None:
-        if key not in table:
-            if required:
-                fail(None, f"missing required key {key!r}", i, label=f"repo[{i}].{key}")
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            fail(key, f"must be a string, not {type(value).__name__}", i)
-        if not value.strip():
-            fail(key, "must not be empty", i)
-        return value
+        return toml_str(table, key, i, fail, section="repo", required=required, nonempty=True)
 
     for key in data:
         if key not in SERVE_KEYS:

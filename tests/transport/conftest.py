@@ -96,14 +96,19 @@ def start_server(site: SshSite, extra_repos=(), extra_args=()) -> None:
     raise RuntimeError("serve did not start listening")
 
 
-def stop_server(site: SshSite) -> None:
-    if site.proc is not None and site.proc.poll() is None:
-        site.proc.send_signal(signal.SIGTERM)
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; always waited for."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            site.proc.wait(10)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            site.proc.kill()
-            site.proc.wait()
+            proc.kill()
+            proc.wait()
+
+
+def stop_server(site: SshSite) -> None:
+    stop_process(site.proc)
 
 
 @pytest.fixture
@@ -140,4 +145,4 @@ def make_tree(root: Path, n_files: int, size: int, seed: int) -> None:
         (root / f"scan-{i:03d}.dcm").write_bytes(rnd.randbytes(size))
 
 
-__all__ = ["PASSPHRASE", "SshSite", "free_port", "make_tree", "start_server", "stop_server"]
+__all__ = ["PASSPHRASE", "SshSite", "free_port", "make_tree", "start_server", "stop_process", "stop_server"]

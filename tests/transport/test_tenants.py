@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE, ROOT, run_cli
-from tests.transport.conftest import free_port, make_tree
+from tests.transport.conftest import free_port, make_tree, stop_process
 
 MiB = 1024 * 1024
 
@@ -80,13 +80,7 @@ class Receiver:
         raise AssertionError(f"no {text!r} in the serve log: {self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
 
     def sync_args(self, src: Path, name: str, key: str, *extra: str) -> list[str]:
         return ["sync", str(src), f"ssh://replicator@127.0.0.1:{self.port}/{name}", "--name", "s", "--identity",
