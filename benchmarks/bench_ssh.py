@@ -15,9 +15,12 @@ import time
 import pytest
 
 from benchmarks import corpus
-from benchmarks.conftest import fresh_copy, record_rate, rsync_over_ssh, served_site
+from benchmarks.conftest import QUICK, fresh_copy, record_rate, rsync_over_ssh, served_site
 from tests.conftest import PASSPHRASE, ROOT, run_cli
 from tests.transport.conftest import stop_server
+
+
+RESTORE_ROUNDS = 1 if QUICK else 3
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +73,23 @@ def _restore(args: list[str], target, env) -> float:
 
 @pytest.mark.benchmark(group="e2e-ssh")
 def test_restore_over_ssh_beside_a_local_restore(benchmark, ssh_site, tmp_path):
-    """Restore the latest snapshot from ssh:// on loopback (pipelined ranged reads, index cached at the reader)
-    and from the repository's own directory, in the same run; ratio = remote / local wall time."""
-    site, _work = ssh_site
+    """Restore the latest snapshot from ssh:// on loopback (GET_RANGES, index cached at the reader) and from the
+    repository's own directory, in the same run, local and remote in turn (the file system's own noise hits
+    both alike), best of ``RESTORE_ROUNDS`` each; ratio = remote / local wall time."""
+    site, work = ssh_site
+    _sync(site, work, {"REPLICATOR_CACHE_DIR": str(site.tmp / "cache")})  # a snapshot when run alone
     env = {"REPLICATOR_CACHE_DIR": str(site.tmp / "restore-cache")}
     remote = [site.url(), "--identity", str(site.keys["writer"]), "--known-hosts", str(site.known_hosts)]
     _restore(remote, tmp_path / "warm", env)  # the first remote read builds the index cache; not measured
-    local_wall = _restore([str(site.repo)], tmp_path / "local", env)
-    out = {}
-    benchmark.pedantic(lambda: out.update(wall=_restore(remote, tmp_path / "remote", env)), rounds=1, iterations=1)
-    benchmark.extra_info.update(remote_wall_s=round(out["wall"], 3), local_wall_s=round(local_wall, 3),
-                                ratio_remote_to_local=round(out["wall"] / local_wall, 2))
+    local, far = [], []
+    for _ in range(RESTORE_ROUNDS - 1):
+        local.append(_restore([str(site.repo)], tmp_path / "local", env))
+        far.append(_restore(remote, tmp_path / "remote", env))
+    local.append(_restore([str(site.repo)], tmp_path / "local", env))
+    benchmark.pedantic(lambda: far.append(_restore(remote, tmp_path / "remote", env)), rounds=1, iterations=1)
+    benchmark.extra_info.update(remote_wall_s=round(min(far), 3), local_wall_s=round(min(local), 3),
+                                ratio_remote_to_local=round(min(far) / min(local), 2),
+                                rounds=RESTORE_ROUNDS)
 
 
 @pytest.mark.benchmark(group="e2e-ssh")

@@ -79,6 +79,7 @@ MESSAGES = [
     P.PruneOk((2, 10, 3, 50_331_648, 4, 1, 0)),
     P.RefsBase("dd" * 32, 3, bytes.fromhex("ee" * 32)),  # version 4: the next commit's refs as a difference
     P.Drop((ID_AA,)),
+    P.GetRanges(((PACK, 0, 4096), (PACK, 1 << 32, 512))),  # version 5: answered by two RANGEs
     P.Error(P.E_VERSION, "no common protocol version"),
     P.Bye(),
 ]
@@ -94,6 +95,8 @@ def field_to_json(annotation: str, value):
         return [bytes(v).hex() for v in value]
     if annotation in ("tuple[str, ...]", "tuple[int, ...]"):
         return list(value)
+    if annotation == "tuple[tuple[str, int, int], ...]":
+        return [list(v) for v in value]
     raise TypeError(f"no JSON form for a field of type {annotation}")
 
 
@@ -180,6 +183,10 @@ def body_layout(msg) -> list[tuple[str, bytes]]:
         return [("base", bytes.fromhex(msg.base))] + _u64("count", msg.count) + [("digest", msg.digest)]
     if isinstance(msg, P.Drop):
         return _ids("ids", msg.ids)
+    if isinstance(msg, P.GetRanges):
+        return _u16("count", len(msg.ranges)) + [piece for i, (n, o, length) in enumerate(msg.ranges)
+                                                 for piece in _name(f"ranges[{i}] name", n)
+                                                 + _u64(f"ranges[{i}] offset", o) + _u32(f"ranges[{i}] length", length)]
     if isinstance(msg, P.Error):
         return _u16("code", msg.code) + _bytes("message", msg.message.encode("utf-8"))
     if isinstance(msg, P.Bye):
@@ -196,7 +203,7 @@ def layout(msg) -> list[tuple[str, bytes]]:
 TYPE_NAMES = {getattr(P, n): n for n in ("HELLO", "OPEN", "OPEN_OK", "LIST", "NAMES", "GET", "DATA", "PUT_PACK",
                                          "PACK_OK", "REFS", "COMMIT", "COMMIT_OK", "ERROR", "BYE", "GET_RANGE",
                                          "RANGE", "DECLARE", "DECLARE_OK", "FORGET", "FORGET_OK", "PRUNE",
-                                         "PRUNE_OK", "REFS_BASE", "DROP")}
+                                         "PRUNE_OK", "REFS_BASE", "DROP", "GET_RANGES")}
 
 
 def vector(msg) -> dict:

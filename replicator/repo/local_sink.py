@@ -154,7 +154,9 @@ class LocalSink:
         self.verifier = I.Verifier(config["id"], bytes.fromhex(parse_keyfile(storage.get(L.KEY))["signing_public_key"]))
         self._quarantined = {L.digest_of(n) for n in storage.list(L.QUARANTINE) if L.QUARANTINE_RE.match(n)}
         self.legacy_packs: set[str] = set()  # digests of packs whose id list has no proof (written before 0.3)
-        self._load_held(reuse=True)
+        self._held_loaded = False
+        if writable:  # a read-only session (a restore from the other site) may never ask: read when first asked
+            self._load_held(reuse=True)
 
     def _held_fingerprint(self) -> str:
         """What the held ids were read from: name, size and modification time of every listed ``ids/``
@@ -169,6 +171,7 @@ class LocalSink:
     def _load_held(self, *, reuse: bool = False) -> None:
         """Held ids: from the lists on this disk (checked when they were stored, so not checked again), or,
         with ``reuse``, from the cache a previous session saved over the same lists."""
+        self._held_loaded = True
         if reuse and self._held_dir is not None:
             cached = IdSet.load(self._held_dir, self._held_fingerprint())
             if cached is not None:
@@ -207,7 +210,13 @@ class LocalSink:
         self.stats["held_from"] = "lists"
         self._held_stale = False
 
+    def _held_ids(self) -> IdSet:
+        if not self._held_loaded:
+            self._load_held(reuse=True)
+        return self._held
+
     def _count_missing(self, refs: Sequence[bytes]) -> int:
+        self._held_ids()
         return sum(self._held.contains_many(refs[i : i + _REFS_BATCH]).count(False)
                    for i in range(0, len(refs), _REFS_BATCH))
 
@@ -246,7 +255,7 @@ class LocalSink:
         return self.storage.get(L.CONFIG), self.storage.get(L.KEY)
 
     def has(self, blob_id: bytes) -> bool:
-        return blob_id in self._held
+        return blob_id in self._held_ids()
 
     def list(self, prefix: str) -> list[str]:
         if prefix not in LIST_PREFIXES:

@@ -197,25 +197,45 @@ class ClientSession:
         is an ids/ object, counted against MAX_REMOTE_ID_BYTES.  Every failure of the session is raised
         by every request waiting in it, and a failure nobody awaits is never logged.
         """
+        return (await self.send_many([msg], expect, max_body=max_body, id_list=id_list))[0]
+
+    async def send_many(self, msgs: Sequence, expect: int | None, *, max_body: int = ANY_BODY,
+                        id_list: bool = False, answers: Sequence[int] | None = None) -> list[asyncio.Future | None]:
+        """``send`` of each of ``msgs`` (all answered by ``expect``, or none), in one write: small frames are
+        joined (P.write_parts), so a round of small requests costs a few SSH packets, not one or two each.
+
+        ``answers``: how many answers each message gets (GET_RANGES: one per range); the futures of all
+        answers are returned, in order.  Default: one each (none when ``expect`` is None)."""
         if self._dead is not None:
             raise self._dead
         async with self._wlock:
             if self._dead is not None:
                 raise self._dead
-            fut = None
-            if expect is not None:
-                fut = asyncio.get_running_loop().create_future()
-                fut.add_done_callback(_retrieved)
+            futs: list[asyncio.Future | None] = []
+            for i, msg in enumerate(msgs):
+                if expect is None:
+                    futs.append(None)
+                    continue
                 detail = next((str(getattr(msg, a)) for a in ("name", "prefix", "repository") if hasattr(msg, a)), "")
-                self._pending.append(_Pending(expect, fut, f"{type(msg).__name__} {detail}".strip(), max_body, id_list))
+                for _ in range(1 if answers is None else answers[i]):
+                    fut = asyncio.get_running_loop().create_future()
+                    fut.add_done_callback(_retrieved)
+                    self._pending.append(_Pending(expect, fut, f"{type(msg).__name__} {detail}".strip(), max_body,
+                                                  id_list))
+                    futs.append(fut)
             try:
-                await self._write(msg)
+                if self._bucket is None:
+                    self.bytes_sent += P.write_parts(self._conn.writer, (p for m in msgs for p in m.encode_parts()))
+                    await self._conn.writer.drain()
+                else:
+                    for msg in msgs:
+                        await self._write(msg)
             except (OSError, Exception) as exc:  # noqa: BLE001 - the channel broke under us
                 if self._dead is None:
                     self._fail_all(P.TransportError(f"connection to {self._where} lost: {exc}"))
                 assert self._dead is not None
                 raise self._dead from None
-        return fut
+        return futs
 
     async def request(self, msg, expect: int, **caps):
         fut = await self.send(msg, expect, **caps)
@@ -403,14 +423,21 @@ class RemoteSink:
         self._pipeline(P.Declare(name, (), proof), P.DECLARE_OK, GET_BATCH)
 
     def get_ranges(self, wanted: Sequence[tuple[str, int, int]]) -> list[tuple[int, bytes]]:
-        """For each (pack name, offset, length): (its size, those bytes), pipelined GET_BATCH at a time."""
+        """For each (pack name, offset, length): (its size, those bytes): all in GET_RANGES requests sent at
+        once (version 5), else GET_RANGE pipelined GET_BATCH at a time."""
         async def fetch(batch) -> list[tuple[int, bytes]]:
-            futs = [await self.session.send(P.GetRange(*w), P.RANGE) for w in batch]
+            if self.version >= P.GET_RANGES_VERSION:
+                groups = P.group_ranges(batch)
+                futs = await self.session.send_many([P.GetRanges(tuple(g)) for g in groups], P.RANGE,
+                                                    answers=[len(g) for g in groups])
+            else:
+                futs = await self.session.send_many([P.GetRange(*w) for w in batch], P.RANGE)
             return [((m := await f).size, m.data) for f in futs if f is not None]
 
         out: list[tuple[int, bytes]] = []
-        for i in range(0, len(wanted), GET_BATCH):
-            out.extend(self._io.run(fetch(wanted[i : i + GET_BATCH])))
+        step = len(wanted) if self.version >= P.GET_RANGES_VERSION else GET_BATCH  # the caller bounds its rounds
+        for i in range(0, len(wanted), max(1, step)):
+            out.extend(self._io.run(fetch(wanted[i : i + step])))
         self._update_stats()
         return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,14 +32,16 @@ from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
 PROTOCOL_MAGIC = b"RPLPROTO"
+# Version 5 (release 0.7): GET_RANGES asks for many pack ranges in one request (a restore over ssh://).
 # Version 4 (release 0.6): a commit's refs may travel as a difference from its parent's (REFS_BASE, DROP).
 # Version 3 (release 0.4): COMMIT carries its lineage claim (source tag, parent), checked by the receiver.
 # Version 2 (release 0.3): PUT_PACK and COMMIT carry declaration proofs; GET_RANGE and DECLARE are new.
 # Versions 1 and 2 are refused: a version 2 commit names no parent, so the receiver could not refuse a
 # stale writer's commit (and version 1's writes carried no proof that a key holder made them).
 PROTOCOL_VERSION_MIN = 3
-PROTOCOL_VERSION_MAX = 4
+PROTOCOL_VERSION_MAX = 5
 REFS_DIFF_VERSION = 4  # the first version with REFS_BASE and DROP
+GET_RANGES_VERSION = 5  # the first version with GET_RANGES
 SUBSYSTEM = "replicator"  # SSH subsystem name; the OpenSSH ForceCommand alternative is "replicator serve --stdio"
 
 # Limits (PROTOCOL.md 3 and 4; tests/transport/test_protocol_vectors.py checks the doc quotes these values).
@@ -47,7 +50,8 @@ MAX_PACK_BLOBS = C.PACK_MAX_BLOBS  # 2^20 ids in one PUT_PACK
 MAX_NAMES = 4 * 1024 * 1024  # names in one NAMES
 MAX_SNAPSHOT_OBJECT = C.MAX_SNAPSHOT_SIZE + 1024  # COMMIT's snapshot bytes
 MAX_CONFIG_OBJECT = 1 << 20  # each of OPEN_OK's config and key file
-MAX_RANGE = 16 * 1024 * 1024  # bytes one GET_RANGE may ask for (a pack's table is far smaller)
+MAX_RANGE = 16 * 1024 * 1024  # bytes one GET_RANGE (or all ranges of one GET_RANGES) may ask for
+MAX_RANGES = 1024  # ranges in one GET_RANGES
 MAX_ERROR_MESSAGE = 4096  # ERROR message bytes a decoder accepts
 MAX_ERROR_MESSAGE_SENT = 1000  # ERROR message bytes this implementation sends (cut at a character boundary)
 
@@ -66,6 +70,7 @@ HELLO, OPEN, OPEN_OK, LIST, NAMES, GET, DATA, PUT_PACK, PACK_OK, REFS, COMMIT, C
 GET_RANGE, RANGE, DECLARE, DECLARE_OK = range(15, 19)
 FORGET, FORGET_OK, PRUNE, PRUNE_OK = range(19, 23)  # version 3: retention run at the receiver, under its lock
 REFS_BASE, DROP = 23, 24  # version 4: the refs of a commit as a difference from its parent's
+GET_RANGES = 25  # version 5: many GET_RANGEs in one request, answered by one RANGE each
 PRUNE_DRY_RUN = 1  # PRUNE flags bit 0: report, delete nothing
 PRUNE_COUNTERS = C.PRUNE_COUNTERS  # PRUNE_OK's u64 fields, in wire order
 
@@ -473,6 +478,56 @@ class Range(Message):
 
 
 @dataclass(frozen=True)
+class GetRanges(Message):
+    """Many pack ranges in one request (version 5): answered by one RANGE per range, in order.  At most
+    ``MAX_RANGES`` ranges whose lengths add up to at most ``MAX_RANGE`` (``group_ranges`` cuts a list so)."""
+
+    TYPE: ClassVar[int] = GET_RANGES
+    ranges: tuple[tuple[str, int, int], ...]
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return F.frame_parts(GET_RANGES, F.u16(len(self.ranges)),
+                             *(F.name(n) + F.u64(o) + F.u32(length) for n, o, length in self.ranges))
+
+    @classmethod
+    def decode(cls, d: F.Decoder) -> GetRanges:
+        count = d.get_u16()
+        if not 1 <= count <= MAX_RANGES:
+            raise ProtocolError(f"GET_RANGES of {count} ranges (1 to MAX_RANGES, {MAX_RANGES})")
+        ranges, total = [], 0
+        for _ in range(count):
+            name, offset, length = _pack_name(d), d.get_u64(), d.get_u32()
+            total += length
+            if total > MAX_RANGE:
+                raise ProtocolError(f"GET_RANGES asks for more than MAX_RANGE ({MAX_RANGE}) bytes")
+            ranges.append((name, offset, length))
+        return cls(tuple(ranges))
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """The answer to a GET_RANGES: one RANGE message per range, in order (no message type of its own)."""
+
+    answers: tuple[Range, ...]
+
+    def encode_parts(self) -> list[F.Buffer]:
+        return [part for answer in self.answers for part in answer.encode_parts()]
+
+
+def group_ranges(wanted: Sequence[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:
+    """``wanted`` (each range at most MAX_RANGE bytes) cut, in order, into the ranges of GET_RANGES requests."""
+    groups: list[list[tuple[str, int, int]]] = []
+    total = 0
+    for w in wanted:
+        if not groups or len(groups[-1]) >= MAX_RANGES or total + w[2] > MAX_RANGE:
+            groups.append([])
+            total = 0
+        groups[-1].append(w)
+        total += w[2]
+    return groups
+
+
+@dataclass(frozen=True)
 class Declare(Message):
     """A key holder's proof for an object already stored: a pack's id list (``ids`` non-empty) or a
     snapshot (``ids`` empty).  How a repository written before protocol 2 gets its proofs."""
@@ -615,7 +670,7 @@ class Bye(Message):
 
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Open, OpenOk, List, Names, Get, Data, PutPack, PackOk, Refs, Commit,
                                       CommitOk, Error, Bye, GetRange, Range, Declare, DeclareOk, Forget, ForgetOk,
-                                      Prune, PruneOk, RefsBase, Drop)}
+                                      Prune, PruneOk, RefsBase, Drop, GetRanges)}
 
 # Receiver state machine: which sender messages each state accepts (PROTOCOL.md 5).  ERROR is in no
 # state: the sender never sends it (it closes the channel instead), so an ERROR from it is a violation.
@@ -623,12 +678,14 @@ STATE_START, STATE_READY, STATE_OPEN = "start", "ready", "open"
 ALLOWED = {
     STATE_START: {HELLO},
     STATE_READY: {OPEN, BYE},
-    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE, FORGET, PRUNE, REFS_BASE, DROP},
+    STATE_OPEN: {LIST, GET, PUT_PACK, REFS, COMMIT, BYE, GET_RANGE, DECLARE, FORGET, PRUNE, REFS_BASE, DROP,
+                 GET_RANGES},
 }
 
 # The answer each request gets, in request order (PROTOCOL.md 4); REFS, REFS_BASE, DROP and BYE get none.  Instead of
 # its answer the receiver may send ERROR, which ends the session.
 ANSWERS = {OPEN: OPEN_OK, LIST: NAMES, GET: DATA, PUT_PACK: PACK_OK, COMMIT: COMMIT_OK, GET_RANGE: RANGE,
+           GET_RANGES: RANGE,
            DECLARE: DECLARE_OK, FORGET: FORGET_OK, PRUNE: PRUNE_OK}
 
 
@@ -679,16 +736,42 @@ async def read_message(reader, max_size: int = F.MAX_FRAME_SIZE, *, copy: bool =
     return decode_message(*got, copy=copy)
 
 
+#: Parts smaller than this are joined before they reach the channel: asyncssh turns every write into at
+#: least one SSH packet of its own (its own MAC, its own send), so a frame header or a small answer written
+#: alone costs a packet.  Bigger parts (packs, pack ranges) go as they are, never copied here.
+COALESCE = 64 * 1024
+
+
+def write_parts(writer, parts: Iterable[F.Buffer]) -> int:
+    """Write frame parts in order, consecutive small ones joined into one write (see ``COALESCE``); the
+    caller drains.  :returns: the bytes written."""
+    size = 0
+    joined = bytearray()
+    for part in parts:
+        n = F.nbytes(part)
+        size += n
+        if n >= COALESCE:
+            if joined:
+                writer.write(joined)
+                joined = bytearray()
+            writer.write(part)
+            continue
+        joined += part
+        if len(joined) >= COALESCE:
+            writer.write(joined)
+            joined = bytearray()
+    if joined:
+        writer.write(joined)
+    return size
+
+
 async def write_message(writer, msg: Message) -> int:
-    """Write one message without joining its frame: each part goes to ``writer.write`` in turn.
+    """Write one message without joining its big parts (``write_parts``), then drain.
 
     Not ``writelines``: asyncssh's (and asyncio's before Python 3.12) joins the
     list into one new bytes object first, which is the copy this avoids.
     :returns: the frame's size in bytes.
     """
-    size = 0
-    for part in msg.encode_parts():
-        writer.write(part)
-        size += F.nbytes(part)
+    size = write_parts(writer, msg.encode_parts())
     await writer.drain()
     return size

@@ -57,6 +57,7 @@ log = logging.getLogger("replicator.serve")
 
 SMALL_FRAME = 64 * 1024  # limit until OPEN succeeded: an unopened session cannot make us buffer 64 MiB
 MAX_QUEUED = 8  # requests accepted ahead of their answers (each at most one frame)
+RESPOND_BATCH = 1 << 20  # bytes of answers already done written together, at most (more when one is bigger)
 ERROR_DRAIN_SECONDS = 10.0  # how long a failed session waits for its ERROR to leave before closing anyway
 PERM_READ, PERM_WRITE = "r", "w"
 
@@ -225,7 +226,7 @@ class ServerSession:
             job = {P.Open: self._open, P.List: self._list, P.Get: self._get, P.PutPack: self._put_pack,
                    P.Refs: self._add_refs, P.Commit: self._commit, P.GetRange: self._get_range,
                    P.Declare: self._declare, P.Forget: self._forget, P.Prune: self._prune,
-                   P.RefsBase: self._refs_base, P.Drop: self._drop}[type(msg)]
+                   P.RefsBase: self._refs_base, P.Drop: self._drop, P.GetRanges: self._get_ranges}[type(msg)]
             fut = await self._queue(loop, self._guarded, job, msg)
             if isinstance(msg, P.Open):
                 # The big frame limit only once the OPEN succeeded: wait for it before reading on.
@@ -235,23 +236,49 @@ class ServerSession:
                 state = P.STATE_OPEN
 
     async def _respond(self) -> Failure | None:
-        """Write the answers in request order.  :returns: the failure that ended the session, None for a clean end."""
+        """Write the answers in request order.  :returns: the failure that ended the session, None for a clean end.
+
+        Answers already done when one is written go with it in one write (P.write_parts joins the small
+        ones), up to ``RESPOND_BATCH`` bytes: a round of small GET_RANGEs is answered in a few SSH packets.
+        """
+        fut: asyncio.Future | None = None  # taken from the queue, not answered yet
         while True:
-            fut = await self._answers.get()
-            result = await fut
-            if result is _END:
-                return None
-            if isinstance(result, Failure):
-                return result
-            if result is None or result is _SKIPPED:
-                continue  # REFS has no answer; nothing is skipped before a failure, which returned above
-            try:
-                for part in result:
-                    self._writer.write(part)
-                await self._writer.drain()
-            except Exception as exc:  # noqa: BLE001 - the channel broke under the write: the peer is gone
-                self._failed.set()  # the worker skips what is queued (best effort: nothing can be answered)
-                return Failure(None, f"connection lost while answering: {exc or type(exc).__name__}")
+            parts: list = []
+            size = 0
+            while True:
+                if fut is None:
+                    fut = await self._answers.get()
+                result = await fut
+                fut = None
+                if result is _END or isinstance(result, Failure):
+                    failed = await self._write_answers(parts)
+                    if failed is not None or result is _END:
+                        return failed
+                    assert isinstance(result, Failure)
+                    return result
+                if result is not None and result is not _SKIPPED:  # REFS has no answer; nothing is skipped
+                    got = list(result)  # before a failure, which returned above
+                    parts.extend(got)
+                    size += sum(P.F.nbytes(p) for p in got)
+                if size >= RESPOND_BATCH or self._answers.empty():
+                    break
+                fut = self._answers.get_nowait()
+                if not fut.done():
+                    break  # write what is ready; this one is awaited next
+            failed = await self._write_answers(parts)
+            if failed is not None:
+                return failed
+
+    async def _write_answers(self, parts: list) -> Failure | None:
+        if not parts:
+            return None
+        try:
+            P.write_parts(self._writer, parts)
+            await self._writer.drain()
+        except Exception as exc:  # noqa: BLE001 - the channel broke under the write: the peer is gone
+            self._failed.set()  # the worker skips what is queued (best effort: nothing can be answered)
+            return Failure(None, f"connection lost while answering: {exc or type(exc).__name__}")
+        return None
 
     async def _send_error(self, failure: Failure) -> None:
         if failure.code is None:
@@ -411,12 +438,17 @@ class ServerSession:
         return P.PackOk(msg.name)
 
     def _get_range(self, msg: P.GetRange):
+        return self._ranges([(msg.name, msg.offset, msg.length)]).answers[0]
+
+    def _get_ranges(self, msg: P.GetRanges):
+        return self._ranges(msg.ranges)
+
+    def _ranges(self, wanted) -> P.Ranges:
         self._need(PERM_READ, "reading packs")
         try:
-            size, data = self.sink.get_ranges([(msg.name, msg.offset, msg.length)])[0]
-        except ObjectNotFound:
-            raise Refused(P.E_NOT_FOUND, f"{msg.name} not found") from None
-        return P.Range(size, data)
+            return P.Ranges(tuple(P.Range(size, data) for size, data in self.sink.get_ranges(wanted)))
+        except ObjectNotFound as exc:
+            raise Refused(P.E_NOT_FOUND, f"{exc.args[0] if exc.args else 'a pack'} not found") from None
 
     def _declare(self, msg: P.Declare):
         self._need_write_session("declaring objects")

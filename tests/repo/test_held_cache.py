@@ -96,3 +96,12 @@ def test_a_writer_closing_after_another_stored_a_list_does_not_save_a_cache_with
     long_lived.close()  # its held ids never saw the other's list
     with LocalSink.open(str(path), writable=True, untrusted=True) as sink:
         assert all(sink.has(i) for i in ids1)
+
+
+def test_a_read_only_session_reads_the_lists_only_when_asked(path):
+    """A restore from the other site never asks what is held: its session must not read every ids/ list."""
+    (_n1, _d1, ids1, _p1), (_n2, _d2, ids2, _p2) = _store_two(path)
+    with LocalSink.open(str(path), writable=False, untrusted=True) as sink:
+        assert "held_from" not in sink.stats
+        assert all(sink.has(i) for i in ids1 + ids2)  # asked: read then
+        assert "held_from" in sink.stats

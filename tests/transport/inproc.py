@@ -79,11 +79,13 @@ class Collector:
         self.data = bytearray()
         self.closed = False
         self.writes_after_close = 0
+        self.writes = 0  # calls of write (over SSH, each is at least one packet)
 
     def write(self, data) -> None:
         if self.closed:
             self.writes_after_close += 1
             return
+        self.writes += 1
         self.data += data
 
     async def drain(self) -> None:

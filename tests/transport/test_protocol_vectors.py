@@ -34,7 +34,7 @@ TYPE_NAMES = {"HELLO": P.HELLO, "OPEN": P.OPEN, "OPEN_OK": P.OPEN_OK, "LIST": P.
               "COMMIT": P.COMMIT, "COMMIT_OK": P.COMMIT_OK, "ERROR": P.ERROR, "BYE": P.BYE,
               "GET_RANGE": P.GET_RANGE, "RANGE": P.RANGE, "DECLARE": P.DECLARE, "DECLARE_OK": P.DECLARE_OK,
               "FORGET": P.FORGET, "FORGET_OK": P.FORGET_OK, "PRUNE": P.PRUNE, "PRUNE_OK": P.PRUNE_OK,
-              "REFS_BASE": P.REFS_BASE, "DROP": P.DROP}
+              "REFS_BASE": P.REFS_BASE, "DROP": P.DROP, "GET_RANGES": P.GET_RANGES}
 
 
 # --- JSON form of fields (as scripts/gen_protocol_vectors.py writes it) ----------------
@@ -48,6 +48,7 @@ JSON_FORMS = {
     "tuple[bytes, ...]": (lambda v: tuple(bytes.fromhex(x) for x in v), lambda v: [bytes(x).hex() for x in v]),
     "tuple[str, ...]": (tuple, list),
     "tuple[int, ...]": (tuple, list),
+    "tuple[tuple[str, int, int], ...]": (lambda v: tuple(tuple(x) for x in v), lambda v: [list(x) for x in v]),
 }
 
 
