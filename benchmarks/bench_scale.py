@@ -81,7 +81,7 @@ def _scrape_seconds(port: int) -> tuple[float, int]:
 
 def _serve_has_metrics() -> bool:
     r = subprocess.run(replicator_cmd("serve", "--help"), capture_output=True, text=True, env=os.environ | ENV)
-    return "--metrics" in r.stdout
+    return "--metrics-listen" in r.stdout
 
 
 @pytest.mark.benchmark(group="scale-sources")
@@ -89,7 +89,7 @@ def test_many_sources_into_one_receiver(benchmark, tmp_path):
     """SOURCES small trees, each its own source, synced PARALLEL at a time into one receiver over SSH."""
     trees = _small_trees(tmp_path / "sources", SOURCES, FILES_PER_SOURCE)
     metrics_port = free_port() if _serve_has_metrics() else None
-    site = served_site(tmp_path, extra_serve=("--metrics", f"127.0.0.1:{metrics_port}") if metrics_port else ())
+    site = served_site(tmp_path, extra_serve=("--metrics-listen", f"127.0.0.1:{metrics_port}") if metrics_port else ())
     env = ENV | {"REPLICATOR_PASSPHRASE": SITE_PASSPHRASE}
 
     def one(i: int) -> float:
@@ -122,4 +122,4 @@ def test_many_sources_into_one_receiver(benchmark, tmp_path):
         receiver_idle_peak_rss_mib=round(idle, 1), receiver_peak_rss_mib=round(peak, 1),
         metrics_scrape_s=round(scrape[0], 3) if scrape else None,
         metrics_bytes=scrape[1] if scrape else None,
-        metrics_note=None if scrape else "serve has no --metrics in this build: not measured")
+        metrics_note=None if scrape else "serve has no --metrics-listen in this build: not measured")

@@ -30,7 +30,7 @@ OWNERS = {
     "asyncssh": "transport/ssh.py",
     "botocore": "store/s3.py",  # the optional s3 extra (replicator[s3])
     "watchdog": "daemon/watch.py",
-    "prometheus_client": "daemon/metrics.py",
+    "prometheus_client": "app/metrics.py",
     "tqdm": "cli/common.py",
     "shtab": "cli/completion_cmd.py",
     "tomli": "app/config.py",  # Python 3.10 only; tomllib is the standard library from 3.11

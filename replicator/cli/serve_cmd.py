@@ -19,6 +19,9 @@ refused).  SIGHUP reads FILE again: new repositories are served from the next OP
 new sessions while sessions already open finish, changed keys and quotas apply to new sessions; a file
 that does not load is logged and the configuration in force is kept.
 
+``--listen`` serves per-repository Prometheus metrics (app/metrics.py) at ``metrics_listen`` or
+``--metrics-listen`` (default 127.0.0.1:9469 with --config, off without; never with --stdio).
+
 Every PATH must be a repository when serve starts (else exit 3 naming it).  Logs
 go to stderr in the daemon's formats (app/log.py; ``--log-format json``).  Under
 systemd (``Type=notify``), ``--listen`` sends READY=1 once its port is bound,
@@ -44,7 +47,7 @@ import stat
 import sys
 
 from replicator import constants as C
-from replicator.app.config import LOG_FORMATS
+from replicator.app.config import LOG_FORMATS, parse_listen
 from replicator.app.log import setup_logging
 from replicator.app.sdnotify import Notifier
 from replicator.app.serve_config import ServeConfig, ServeConfigError, check_serve_files, load_serve_config
@@ -76,6 +79,10 @@ def register(sub) -> None:
     p.add_argument("--host-key", metavar="FILE", help="SSH host private key (with --listen)")
     p.add_argument("--authorized-keys", metavar="FILE",
                    help='client public keys, one per line, with replicator-repos="NAME:rw,..." (with --listen)')
+    p.add_argument("--metrics-listen", metavar="HOST:PORT|off",
+                   help="with --listen: serve per-repository Prometheus metrics at http://HOST:PORT/metrics "
+                        "(default: metrics_listen of --config, 127.0.0.1:9469 unless it says \"off\"; "
+                        "without --config, off)")
     p.add_argument("--allow", action="append", default=[], metavar="NAME:MODE",
                    help="with --stdio: permission of the (already authenticated) peer, MODE r, w or rw; repeatable "
                         "(default: rw on every --repo of this command line)")
@@ -311,9 +318,15 @@ def run(args) -> int:
     if listen is not None and (not host_key or not keys()):
         raise UsageError("--listen needs --host-key and --authorized-keys (or host_key and authorized_keys in "
                          "--config, globally or per [[repo]])")
+    metrics_at = _metrics_listen(args, cfg, listen is not None)
     _setup_logging(args, cfg)
     mirrors = _Mirrors(args, repos)
+    endpoint = None
     try:
+        if metrics_at is not None:
+            endpoint, metrics = _start_metrics(tenants, *metrics_at)
+        else:
+            metrics = "off"
         mirrors.start()
         if listen is None:
             _check_stdio()
@@ -323,12 +336,46 @@ def run(args) -> int:
         notifier = Notifier.from_env(os.environ)  # systemd Type=notify: $NOTIFY_SOCKET, $WATCHDOG_USEC
         serving = _Serving(tenants, keys, host_key, flags, args.config)
         try:
-            asyncio.run(_listen(*listen, serving, mirrors.on_commit, notifier))
+            asyncio.run(_listen(*listen, serving, mirrors.on_commit, notifier, metrics))
         finally:
             notifier.close()
         return 0
     finally:
         mirrors.close()  # stops a running mirror update between two files, within a moment
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _metrics_listen(args, cfg: ServeConfig | None, listening: bool) -> tuple[str, int] | None:
+    """Where the metrics endpoint listens: --metrics-listen, else the file's metrics_listen (its default
+    127.0.0.1:9469), else nowhere.  Only ``--listen`` serves them: a --stdio process lives one session.
+
+    :raises UsageError: a bad --metrics-listen, or one without --listen."""
+    if args.metrics_listen is not None:
+        try:
+            where = parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            raise UsageError(f"--metrics-listen: {exc}") from None
+        if where is not None and not listening:
+            raise UsageError("--metrics-listen needs --listen (a --stdio session serves no metrics)")
+        return where
+    return cfg.metrics_listen if cfg is not None and listening else None
+
+
+def _start_metrics(tenants: Tenants, host: str, port: int):
+    """Serve ``tenants``' metrics on ``host:port`` only.  :returns: (the endpoint, ``HOST:PORT`` bound).
+
+    :raises AddressInUse: the port is taken.  :raises UsageError: any other reason it cannot listen."""
+    from replicator.app.metrics import MetricsEndpoint, receiver_registry
+
+    endpoint = MetricsEndpoint(receiver_registry(tenants))
+    try:
+        bound = endpoint.start(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"{host}:{port} (metrics_listen)") from None
+        raise UsageError(f"metrics_listen {host}:{port}: cannot listen: {exc.strerror or exc}") from None
+    return endpoint, f"{host}:{bound}"
 
 
 def _summary(repos) -> str:
@@ -383,7 +430,8 @@ class _Serving:
         self.count_usage()
 
 
-async def _listen(host: str, port: int, serving: _Serving, on_commit=None, notifier: Notifier | None = None) -> None:
+async def _listen(host: str, port: int, serving: _Serving, on_commit=None, notifier: Notifier | None = None,
+                  metrics: str = "off") -> None:
     from replicator.transport import ssh
 
     notify = notifier or Notifier(None)
@@ -415,8 +463,8 @@ async def _listen(host: str, port: int, serving: _Serving, on_commit=None, notif
         raise UsageError(f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}") from None
     where = f"{host}:{bound}"
     repos = {t.name: t.url for t in tenants.all()}
-    log.info("listening on %s, serving %s", where,
-             ", ".join(f"{n}={p}" for n, p in repos.items()) if len(repos) <= 8 else _summary(repos))
+    log.info("listening on %s, serving %s, metrics %s", where,
+             ", ".join(f"{n}={p}" for n, p in repos.items()) if len(repos) <= 8 else _summary(repos), metrics)
     notify.ready(f"listening on {where}, serving {_summary(repos)}; 0 sessions")  # the port is bound
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the daemon (the only importer of prometheus_client).
+"""Prometheus metrics of the daemon, through app/metrics.py (the only importer of prometheus_client).
 
 Every per-job series carries a ``replicator_job`` label (not ``job``: Prometheus sets ``job``
 itself on scrape, and would rename ours ``exported_job``).  Names and meanings are listed in
@@ -7,13 +7,9 @@ docs/OPERATIONS.md ("Metrics").  The HTTP endpoint listens only where the config
 """
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from replicator import __version__
+from replicator.app.metrics import CollectorRegistry, Counter, Gauge, Histogram, MetricsEndpoint, build_info
 from replicator.errors import SourceVanished
 
 JOB = "replicator_job"  # the label naming the job in every per-job series
@@ -63,10 +59,8 @@ class Metrics:
         self.state = Gauge("replicator_job_state",
                            f"1 for the job's current state, 0 for the others ({', '.join(JOB_STATES)})",
                            [JOB, "state"], registry=r)
-        self.build_info = Gauge("replicator_build_info", "Always 1: the replicator version and the Python running it",
-                                ["version", "python"], registry=r)
-        self.build_info.labels(__version__, platform.python_version()).set(1)
-        self._server: Any = None
+        self.build_info = build_info(r)
+        self._endpoint = MetricsEndpoint(r)
 
     def refused(self, job: str, reason: str | None) -> None:
         """The job's source is refused for ``reason`` (one of ``SourceVanished.REASONS``), or not (None)."""
@@ -106,10 +100,7 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> None:
         """:raises OSError: the address is in use or not local."""
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._endpoint.start(host, port)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.close()

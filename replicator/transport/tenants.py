@@ -5,7 +5,7 @@ table: ``get`` is what OPEN asks, ``replace`` swaps the table in one assignment,
 the old table or the new one, never a mix) and ``RepoStats`` per repository: bytes and number of
 packs stored (counted once from the storage's listing, then kept as a running total by the sessions
 that store or prune), last commit time per source tag, sessions open and opened, and requests refused
-by reason.  ``serve`` reads these for its quota and its metrics.
+by reason.  ``serve`` reads these for its quota, and app/metrics.py for its metrics at each scrape.
 
 Counts are by repository name and survive a reload that keeps the name and the URL; a new URL is
 counted again.  Only what this process stores or prunes moves the total: a local sync or prune into a
@@ -150,6 +150,13 @@ class Tenants:
             if found is None:
                 found = self._stats[name] = RepoStats(self._table[name].url if name in self._table else "")
             return found
+
+    def counts(self) -> dict[str, RepoStats]:
+        """The counts of every repository served now, and of those a reload removed while a session of
+        theirs is still open (a metrics scrape: O(repositories), no storage is read)."""
+        with self._lock:
+            return {name: stats for name, stats in self._stats.items()
+                    if name in self._table or stats.sessions > 0}
 
     def uncounted(self) -> list[Tenant]:
         """Repositories whose usage has not been read from their storage yet."""
