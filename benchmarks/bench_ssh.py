@@ -19,7 +19,6 @@ from benchmarks.conftest import QUICK, fresh_copy, record_rate, rsync_over_ssh, 
 from tests.conftest import PASSPHRASE, ROOT, run_cli
 from tests.transport.conftest import stop_server
 
-
 RESTORE_ROUNDS = 1 if QUICK else 3
 
 
