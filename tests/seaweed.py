@@ -209,12 +209,9 @@ class SeaweedCluster:
                                f"-defaultReplication={self.replication}",
                                f"-volumeSizeLimitMB={self.VOLUME_MB}"])
         self._wait_http(f"http://{self.master}/cluster/status", "master")
+        self._volume_ports = [free_port() for _ in range(self.volumes)]
         for i in range(self.volumes):
-            port = free_port()
-            self._spawn(f"volume{i}", ["volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={port}",
-                                       f"-dir={self._dir(f'volume{i}')}", f"-master={self.master}",
-                                       "-dataCenter=dc1", "-rack=rack1", "-max=50", "-preStopSeconds=0",
-                                       "-minFreeSpace=1MiB"])
+            self._spawn_volume(i)
         self._wait_volume_servers(self.volumes)
         filer = free_port()
         self._spawn("filer", ["filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={filer}",
@@ -268,11 +265,23 @@ class SeaweedCluster:
         raise RuntimeError(f"the master does not see {n} volume servers after {START_TIMEOUT}s: "
                            f"{self.log_tail('master')}")
 
+    def _spawn_volume(self, i: int) -> None:
+        self._spawn(f"volume{i}", ["volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={self._volume_ports[i]}",
+                                   f"-dir={self._dir(f'volume{i}')}", f"-master={self.master}",
+                                   "-dataCenter=dc1", "-rack=rack1", "-max=50", "-preStopSeconds=0",
+                                   "-minFreeSpace=1MiB"])
+
     def stop_volume(self, i: int) -> None:
         """Kill volume server ``i`` (SIGKILL) and reap it."""
         proc = self.procs[f"volume{i}"]
         proc.kill()
         proc.wait()
+
+    def start_volume(self, i: int) -> None:
+        """Start volume server ``i`` again, on its port and over its directory (a reboot), and wait until the
+        master counts every volume server."""
+        self._spawn_volume(i)
+        self._wait_volume_servers(self.volumes)
 
     def log_tail(self, name: str, n: int = 2000) -> str:
         try:

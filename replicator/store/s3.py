@@ -92,7 +92,7 @@ class S3Storage:
     @staticmethod
     def _make_client(s: S3Settings) -> object:
         config = botocore.config.Config(
-            retries={"max_attempts": s.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": s.max_attempts, "mode": "standard"},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             max_pool_connections=POOL_CONNECTIONS,
