@@ -71,9 +71,9 @@ class JobLock(FileLock):
         super().__init__(os.path.join(state_dir, "locks", f"{name}.lock"), "daemon")
         self.name = name
 
-    def acquire(self) -> JobLock:
+    def acquire(self, *, wait: bool = False) -> JobLock:
         try:
-            super().acquire()
+            super().acquire(wait=wait)
         except Locked as exc:
             raise JobLocked(self.name, exc.holder) from None
         return self

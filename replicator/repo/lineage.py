@@ -34,6 +34,7 @@ from replicator.errors import HistoryDiverged
 from replicator.format.head import TAG_SIZE, Claim, Fence
 from replicator.format.snapshot import Snapshot
 from replicator.store import atomic
+from replicator.store.lock import FileLock
 from replicator.times import rfc3339
 
 LINEAGE_VERSION = 1
@@ -52,18 +53,21 @@ class LineageMemory:
     def __init__(self, path: str, location: str) -> None:
         self.path = path
         self.location = location
-        self._heads: dict[str, Committed] = {}
+        self._heads: dict[str, Committed] = self._read()
+
+    def _read(self) -> dict[str, Committed]:
         try:
-            with open(path, "rb") as f:
+            with open(self.path, "rb") as f:
                 doc = json.loads(f.read())
             if doc.get("version") == LINEAGE_VERSION:
-                self._heads = {src: Committed(int(v["generation"]), str(v["id"]), v.get("pending"))
-                               for src, v in doc["sources"].items()}
+                return {src: Committed(int(v["generation"]), str(v["id"]), v.get("pending"))
+                        for src, v in doc["sources"].items()}
+            return {}
         except FileNotFoundError:
-            pass
+            return {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             # An unreadable memory must not pass for "nothing remembered": refuse until reset.
-            raise HistoryDiverged(self.location, f"the lineage memory {path} is unreadable") from None
+            raise HistoryDiverged(self.location, f"the lineage memory {self.path} is unreadable") from None
 
     def head(self, source: str) -> Committed | None:
         return self._heads.get(source)
@@ -101,24 +105,36 @@ class LineageMemory:
         """Remember, before committing it, the snapshot about to be committed (durable when it returns)."""
         head = self._heads.get(source)
         if head is not None:
-            self._heads[source] = Committed(head.generation, head.id, snapshot_id)
-            self._save()
+            self._save(source, Committed(head.generation, head.id, snapshot_id))
 
     def record(self, snap: Snapshot) -> None:
         """Remember ``snap`` as the head of its source (durable when it returns)."""
-        self._heads[snap.source] = Committed(snap.generation, snap.id)
-        self._save()
+        self._save(snap.source, Committed(snap.generation, snap.id))
 
     def forget(self, source: str) -> None:
         """The operator's explicit reset: accept the destination's history of ``source`` as it is."""
         if self._heads.pop(source, None) is not None:
-            self._save()
+            self._save(source, None)
 
-    def _save(self) -> None:
-        doc = {"version": LINEAGE_VERSION, "destination": self.location,
-               "sources": {s: {"generation": c.generation, "id": c.id, **({"pending": c.pending} if c.pending else {})}
-                           for s, c in sorted(self._heads.items())}}
-        atomic.replace(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    def _save(self, source: str, head: Committed | None) -> None:
+        """Write ``source``'s head (None: none) into the file as it is now: the senders of this host share it
+        (parallel syncs of several sources, the daemon's jobs), so each changes its own source's entry only,
+        under a lock beside the file, and never writes back what it read at its start."""
+        lock = FileLock(self.path + ".lock", "lineage memory").acquire(wait=True)
+        try:
+            heads = self._read()
+            if head is None:
+                heads.pop(source, None)
+            else:
+                heads[source] = head
+            doc = {"version": LINEAGE_VERSION, "destination": self.location,
+                   "sources": {s: {"generation": c.generation, "id": c.id, **({"pending": c.pending} if c.pending
+                                                                               else {})}
+                               for s, c in sorted(heads.items())}}
+            atomic.replace(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+            self._heads = heads
+        finally:
+            lock.release()
 
 
 def lineage_path(cache_dir: str, repo_id: str, location: str) -> str:

@@ -73,15 +73,17 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> FileLock:
-        """:raises Locked: another process (or descriptor) holds it.  :raises StorageError: cannot open the file."""
+    def acquire(self, *, wait: bool = False) -> FileLock:
+        """``wait``: until the holder lets go (a lock held for moments: a shared cache file being updated).
+
+        :raises Locked: another process (or descriptor) holds it.  :raises StorageError: cannot open the file."""
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StorageError(f"{self.path}: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except OSError as exc:
             holder = os.pread(fd, HOLDER_MAX, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)

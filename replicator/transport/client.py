@@ -38,6 +38,7 @@ from replicator.format.idlist import IDS_MAGIC, Verifier, decode_ids
 from replicator.format.repoconfig import parse_config
 from replicator.store import atomic
 from replicator.store.idset import IdSet
+from replicator.store.lock import pid_alive
 from replicator.transport import protocol as P
 from replicator.transport import ssh
 from replicator.transport.frames import ProtocolError
@@ -280,6 +281,21 @@ class _LoopThread:
             self.loop.close()
 
 
+def _written_by_a_live_process(temporary: str) -> bool:
+    """Whether an atomic.py temporary (``.tmp-<pid>-<random>``) may still be written by a process of this host."""
+    try:
+        return pid_alive(int(temporary[len(atomic.TMP_PREFIX):].split("-", 1)[0]))
+    except ValueError:
+        return True  # not ours to judge: left alone
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # another sender of this host removed it first
+
+
 def _answer_caps(name: str) -> dict:
     """What a DATA answer to GET ``name`` may be (its body: u32 length + the object)."""
     if name.startswith(L.IDS):
@@ -361,16 +377,25 @@ class RemoteSink:
         def listed() -> Iterator[bytes]:
             if cache:
                 os.makedirs(cache, exist_ok=True)
+                # Senders of this host share the cache (parallel syncs of many sources): another one's list
+                # being written is left to it, and one it removed meanwhile is fetched again below.
                 for fn in os.listdir(cache):
                     path = os.path.join(cache, fn)
-                    if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
-                        with open(path, "rb") as f:
-                            data = f.read()
-                        if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 cache entry is fetched again
-                            self.session.count_id_lists(len(data))
-                            yield from ids_of(fn, data)
-                            continue
-                    os.unlink(path)  # not listed any more, not a list we would fetch, or cached before proofs
+                    if fn.startswith(atomic.TMP_PREFIX):
+                        if not _written_by_a_live_process(fn):
+                            _remove_quietly(path)  # a crashed sender's
+                        continue
+                    try:
+                        if fn in digests and os.path.getsize(path) <= P.MAX_ID_LIST_OBJECT:
+                            with open(path, "rb") as f:
+                                data = f.read()
+                            if data.startswith(IDS_MAGIC):  # cached once verified; a 0.2 entry is fetched again
+                                self.session.count_id_lists(len(data))
+                                yield from ids_of(fn, data)
+                                continue
+                    except FileNotFoundError:
+                        continue
+                    _remove_quietly(path)  # not listed any more, not a list we would fetch, or cached before proofs
             missing = [digests[d] for d in digests if d not in lists]
             for name, data in self.get_many(missing):
                 digest = L.digest_of(name)

@@ -156,3 +156,19 @@ def test_a_second_name_for_the_same_host_is_warned_about(repo_path, tmp_path):
                 root = w.store_tree([])
                 w.commit_snapshot(source, root, {"files": 0})
                 assert any("starts a new lineage" in m and "'hospitals'" in m for m in w.warnings) == expect
+
+
+def test_senders_sharing_the_memory_keep_each_other_s_heads(repo_path, tmp_path):
+    """Two syncs of two sources from one host at once (parallel jobs, the daemon's threads) each open the
+    memory before the other commits: neither may write back a memory without the other's head, or the
+    next sync of that source would no longer know what this site committed there."""
+    with Repository.open(str(repo_path), PW, exclusive=True) as repo:
+        path = lineage_path(str(tmp_path), repo.id, repo.location)
+        first, second = LineageMemory(path, repo.location), LineageMemory(path, repo.location)
+    a = commit(repo_path, tmp_path, b"ward a", "ward-a", lineage=False)
+    b = commit(repo_path, tmp_path, b"ward b", "ward-b", lineage=False)
+    first.record(a)
+    second.record(b)
+    again = LineageMemory(path, repo.location)
+    assert again.head("ward-a") is not None and again.head("ward-a").id == a.id
+    assert again.head("ward-b") is not None and again.head("ward-b").id == b.id

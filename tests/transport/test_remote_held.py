@@ -32,3 +32,29 @@ def test_held_ids_live_in_the_cache_dir_and_go_at_close(monkeypatch, tmp_path):
     finally:
         sink.close()
     assert not os.path.exists(where)
+
+
+def test_senders_sharing_a_cache_leave_each_other_s_lists_alone(monkeypatch, tmp_path):
+    """Senders of one host share the cache dir (parallel syncs of many sources): a list another one is
+    writing (its temporary) is left to it, a crashed sender's temporary is removed, and a list another
+    sender removed between the listing and the read is fetched, not an error."""
+    answer, lists = honest(3, 10)
+    monkeypatch.setattr(ssh, "connect", lying_receiver(answer))
+    cache = tmp_path / ("42" * 32) / "remote-ids"
+    cache.mkdir(parents=True)
+    writing = cache / f".tmp-{os.getpid()}-aaaa"  # a live process writing a list
+    writing.write_bytes(b"half a list")
+    crashed = cache / f".tmp-{DEAD_PID}-bbbb"
+    crashed.write_bytes(b"half a list")
+    gone = sorted(lists)[0][len("ids/"):]  # listed by the directory read, removed before it is opened
+    real_listdir = os.listdir
+    monkeypatch.setattr(CL.os, "listdir", lambda p: real_listdir(p) + ([gone] if str(p) == str(cache) else []))
+    sink = CL.RemoteSink(parse_url("ssh://rep@liar:22/amiens"), identity="-", known_hosts="-",
+                         cache_dir=str(tmp_path))
+    try:
+        sink.trust(VERIFIER)
+        assert all(sink.has(data[72:104]) for data in lists.values())
+        assert sink.stats["id_lists_fetched"] == 3
+    finally:
+        sink.close()
+    assert writing.exists() and not crashed.exists()
