@@ -481,7 +481,7 @@ class RemoteSink:
     def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None:
         """Commit; the refs (sorted) go as a difference from the parent's when this site committed that parent
         and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else whole."""
-        full = list(refs)
+        full = refs if isinstance(refs, list) else list(refs)  # no copy of a list (it is not modified)
         send = full
         cache = self._last_refs if self.version >= P.REFS_DIFF_VERSION else None
         base = cache.load(claim.tag, claim.parent) if cache is not None and claim.parent else None
