@@ -16,9 +16,8 @@ import weakref
 
 from replicator.repo.local_sink import LocalSink
 from replicator.store.idset import IdSet
-from replicator.transport import client
+from replicator.transport import client, server
 from replicator.transport import protocol as P
-from replicator.transport import server
 from tests.transport.inproc import fake_pack, make_repository, put, run_session
 
 OPEN_W = P.Open("amiens", P.MODE_WRITE).encode()
