@@ -111,4 +111,4 @@ COMPRESSION_LEVEL_MIN = 1
 COMPRESSION_LEVEL_MAX = 19
 
 # --- the daemon (app/config.py) --------------------------------------------------------------------
-MAX_STREAMS = 64  # packs in flight over SSH at most (each up to 16 MiB held until acknowledged)
+MAX_STREAMS = 64  # packs unacknowledged over SSH at most (none is held once written: only its answer waits)

@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from replicator.cli.common import reset_warnings, warnings_printed
+        from replicator.cli.common import reset_warnings, tune_malloc, warnings_printed
 
+        tune_malloc()
         reset_warnings()
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a reader gone: BrokenPipeError here, not at the interpreter's exit

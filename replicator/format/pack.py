@@ -21,6 +21,7 @@ secondary site without the passphrase) can check a pack is intact.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -92,29 +93,40 @@ class PackWriter:
         self._blobs.append((blob_type, blob_id, method, payload, raw_len))
         self._size += 1 + len(payload) + crypto.TAG_SIZE
 
-    def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
+    def finish(self) -> tuple[str, bytearray, list[BlobEntry]]:
         """Seal every blob and the table under a fresh pack key.
+
+        The pack is sealed into one buffer of its exact size, and each payload is let go once it is
+        sealed: finishing a 16 MiB pack holds about 16 MiB, not the payloads, the sealed blobs and
+        their join (three copies) at once.  The caller must not modify the buffer.
 
         :returns: (object name, pack bytes, table entries).
         """
         salt = crypto.random_bytes(C.PACK_SALT_SIZE)
         aead = pack_key(self._encrypt_key, salt)
-        parts = [envelope.make_header(C.PACK_MAGIC, salt)]
+        blobs, self._blobs = collections.deque(self._blobs), []
+        count = len(blobs)
+        table_len = 4 + count * _ENTRY.size + crypto.TAG_SIZE
+        size = C.PACK_HEADER_SIZE + sum(1 + len(b[3]) + crypto.TAG_SIZE for b in blobs) + table_len + _FOOTER.size
+        data = bytearray(size)
+        view = memoryview(data)
+        view[: C.PACK_HEADER_SIZE] = envelope.make_header(C.PACK_MAGIC, salt)
         offset = C.PACK_HEADER_SIZE
         entries = []
-        table = bytearray(struct.pack("<I", len(self._blobs)))
-        for seq, (blob_type, blob_id, method, payload, raw_len) in enumerate(self._blobs):
+        table = bytearray(struct.pack("<I", count))
+        for seq in range(count):
+            blob_type, blob_id, method, payload, raw_len = blobs.popleft()  # the payload goes once it is sealed
             sealed = aead.seal(nonce(C.NONCE_DOMAIN_BLOB, seq), bytes((method,)) + payload, blob_aad(blob_type, blob_id))
+            del payload
             entry = BlobEntry(blob_type, blob_id, offset, len(sealed), raw_len, seq)
             table += _ENTRY.pack(entry.type, entry.id, entry.offset, entry.length, entry.raw_len)
             entries.append(entry)
-            parts.append(sealed)
+            view[offset : offset + len(sealed)] = sealed
             offset += len(sealed)
-        self._blobs = []
         sealed_table = aead.seal(nonce(C.NONCE_DOMAIN_TABLE, 0), bytes(table), C.TABLE_AAD_PREFIX + salt)
-        parts.append(sealed_table)
-        parts.append(_FOOTER.pack(len(sealed_table), C.PACK_FOOTER_MAGIC))
-        data = b"".join(parts)
+        view[offset : offset + table_len] = sealed_table
+        view[offset + table_len :] = _FOOTER.pack(table_len, C.PACK_FOOTER_MAGIC)
+        view.release()
         return pack_name(data), data, entries
 
 

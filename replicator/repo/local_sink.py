@@ -291,7 +291,7 @@ class LocalSink:
         if not self._writable:
             raise ReadOnly(self.location, what)
 
-    def put_pack(self, name: str, data: bytes | memoryview, ids: Sequence[bytes], proof: bytes) -> None:
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, ids: Sequence[bytes], proof: bytes) -> None:
         """Store the pack, then its signed id list; durable when it returns.
 
         :raises IntegrityError: the bytes are not the named pack, or ``proof`` is not a key holder's
@@ -607,7 +607,7 @@ class LocalSink:
             self._load_held()  # what was deleted is held no more
         return report
 
-    def _restore_quarantined(self, name: str, data: bytes | memoryview) -> None:
+    def _restore_quarantined(self, name: str, data: bytes | bytearray | memoryview) -> None:
         """The writer sent a pack that is stored damaged: these bytes hash to its name, so they are the
         object itself; put them back and lift the quarantine (the one case an object is rewritten)."""
         digest = L.digest_of(name)
@@ -618,7 +618,7 @@ class LocalSink:
         self._quarantined.discard(digest)
         self.stats["packs_restored"] = self.stats.get("packs_restored", 0) + 1
 
-    def _store_once(self, name: str, data: bytes | memoryview) -> bool:
+    def _store_once(self, name: str, data: bytes | bytearray | memoryview) -> bool:
         """:returns: False when the object existed (objects are named by content or by their pack)."""
         try:
             self.storage.put(name, data)

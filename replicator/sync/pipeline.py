@@ -4,8 +4,10 @@ The engine's thread reads and chunks (the Cython scan releases the GIL);
 workers compute the keyed id, skip chunks the destination already holds and
 compress the new ones (BLAKE3 and zstd release the GIL); the engine's thread
 takes results back in submission order, encrypts them into packs and builds
-the trees.  At most ``max_in_flight`` chunks are queued, which bounds memory
-at roughly max_in_flight x the largest chunk.
+the trees.  At most ``max_in_flight`` chunks, and at most ``max_bytes`` of
+chunk data (IN_FLIGHT_BYTES, 8 MiB: 32 chunks of the default average size),
+are in the workers or waiting for the consumer, which bounds memory at about
+twice that (each chunk and its compressed payload) whatever the chunk sizes.
 
 The pipeline is a FIFO of typed events.  ``submit_chunk(job, data)`` becomes
 a ``ChunkEvent(job, result)`` once the chunk is processed; any other event
@@ -26,6 +28,7 @@ from replicator.core.compress import compress
 from replicator.core.ids import IdHasher
 
 INLINE_MAX = 64 * 1024  # chunks smaller than this are processed on the engine's thread
+IN_FLIGHT_BYTES = 8 * 1024 * 1024  # chunk bytes queued for the workers at most (one chunk more when it is bigger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +50,12 @@ class ChunkEvent:
 class _Pending:
     """A chunk still in a worker thread: it becomes a ChunkEvent when it reaches the head of the queue."""
 
-    __slots__ = ("job", "future")
+    __slots__ = ("job", "future", "size")
 
-    def __init__(self, job: Any, future: Future) -> None:
+    def __init__(self, job: Any, future: Future, size: int) -> None:
         self.job = job
         self.future = future
+        self.size = size
 
 
 def default_workers() -> int:
@@ -64,7 +68,7 @@ class Pipeline:
 
     def __init__(self, hasher: IdHasher, known: Callable[[bytes], bool], level: int,
                  consume: Callable[[Any], None], *, workers: int | None = None,
-                 max_in_flight: int = 32) -> None:
+                 max_in_flight: int = 32, max_bytes: int = IN_FLIGHT_BYTES) -> None:
         self._hasher = hasher
         self._known = known
         self._level = level
@@ -73,6 +77,8 @@ class Pipeline:
         self._queue: collections.deque[Any] = collections.deque()  # events, and _Pending chunks
         self._in_flight = 0
         self._max = max_in_flight
+        self._bytes = 0  # of the chunks in flight
+        self._max_bytes = max_bytes
 
     def _work(self, data: bytes) -> ChunkResult:
         chunk_id = self._hasher(data)
@@ -88,10 +94,16 @@ class Pipeline:
             # compressing it here (a queue, a future, two GIL hand-offs).
             self.submit(ChunkEvent(job, self._work(data)))
             return
-        while self._in_flight >= self._max:
+        while self._in_flight >= self._max or (self._in_flight and self._bytes + len(data) > self._max_bytes):
             self._pop()
-        self._queue.append(_Pending(job, self._pool.submit(self._work, data)))
+        self._queue.append(_Pending(job, self._pool.submit(self._work, data), len(data)))
         self._in_flight += 1
+        self._bytes += len(data)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes of the chunks submitted to the workers and not yet handed to the consumer."""
+        return self._bytes
 
     def submit(self, event: Any) -> None:
         """Queue an event; the consumer gets it after everything submitted before it."""
@@ -103,6 +115,7 @@ class Pipeline:
         item = self._queue.popleft()
         if type(item) is _Pending:
             self._in_flight -= 1
+            self._bytes -= item.size
             item = ChunkEvent(item.job, item.future.result())
         self._consume(item)
 
@@ -118,4 +131,5 @@ class Pipeline:
                 item.future.cancel()
         self._queue.clear()
         self._in_flight = 0
+        self._bytes = 0
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -143,7 +143,7 @@ class ClientSession:
             raise ProtocolError(f"{self._where} lists more than MAX_REMOTE_ID_BYTES ({P.MAX_REMOTE_ID_BYTES}) bytes "
                                 f"of id lists ({P.MAX_REMOTE_ID_BYTES // 32} chunk ids); refusing to hold more")
 
-    def _check_answer(self, msg_type: int, body: bytes) -> None:
+    def _check_answer(self, msg_type: int, body: bytes | memoryview) -> None:
         """Caps checked on the raw body before it is decoded (PROTOCOL.md 3, "Limits": the sender's caps).
 
         :raises ProtocolError:
@@ -225,9 +225,9 @@ class ClientSession:
                                                   id_list))
                     futs.append(fut)
             try:
-                if self._bucket is None:
-                    self.bytes_sent += P.write_parts(self._conn.writer, (p for m in msgs for p in m.encode_parts()))
-                    await self._conn.writer.drain()
+                if self._bucket is None:  # big parts in drained pieces: asyncssh holds no copy of a whole pack
+                    self.bytes_sent += await P.write_parts_paced(self._conn.writer,
+                                                                 (p for m in msgs for p in m.encode_parts()))
                 else:
                     for msg in msgs:
                         await self._write(msg)
@@ -303,6 +303,11 @@ def _answer_caps(name: str) -> dict:
     if name.startswith(L.SNAPSHOTS):
         return {"max_body": 4 + P.MAX_SNAPSHOT_OBJECT}
     return {}
+
+
+async def _answer_of(fut: asyncio.Future):
+    """The answer a request waits for (on the loop), for the sender's thread to wait on."""
+    return await fut
 
 
 class RemoteSink:
@@ -426,14 +431,24 @@ class RemoteSink:
             raise P.TransportError(f"connection to {self.location} closed")
         return self._held
 
-    def put_pack(self, name: str, data: bytes, ids: Sequence[bytes], proof: bytes) -> None:
-        """Upload without waiting for the ack; at most ``window`` packs in flight."""
-        self._pipeline(P.PutPack(name, tuple(ids), proof, data), P.PACK_OK)
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, ids: Sequence[bytes], proof: bytes) -> None:
+        """Upload, returning once the pack is written to the channel, without waiting for the ack; at most
+        ``window`` packs unacknowledged.  Nothing keeps the pack once it is written, so the window costs no
+        memory: the packs held are the caller's one (until this returns) and none in flight."""
+        self._pipeline(P.PutPack(name, tuple(ids), proof, memoryview(data)), P.PACK_OK, written=True)
         self._ids().add_many(ids)
         self.legacy_packs.discard(L.digest_of(name))
 
-    def _pipeline(self, msg, expect: int, window: int | None = None) -> None:
-        self._inflight.append(self._io.submit(self.session.request(msg, expect)))
+    def _pipeline(self, msg, expect: int, window: int | None = None, *, written: bool = False) -> None:
+        """Send ``msg`` and keep its answer in flight (at most ``window``).  ``written``: wait until it has
+        been written (not answered), and keep only the answer, never the message, in flight."""
+        if written:
+            answer = self._io.run(self.session.send(msg, expect))
+            del msg
+            assert answer is not None  # an expected answer always has a future
+            self._inflight.append(self._io.submit(_answer_of(answer)))
+        else:
+            self._inflight.append(self._io.submit(self.session.request(msg, expect)))
         while len(self._inflight) > (window or self.window) or (self._inflight and self._inflight[0].done()):
             self._inflight.popleft().result()
         self._update_stats()
@@ -491,7 +506,7 @@ class RemoteSink:
     def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None:
         """Commit; the refs (sorted) go as a difference from the parent's when this site committed that parent
         and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else whole."""
-        full = list(refs)
+        full = refs if isinstance(refs, list) else list(refs)  # no copy of a list (it is not modified)
         send = full
         cache = self._last_refs if self.version >= P.REFS_DIFF_VERSION else None
         base = cache.load(claim.tag, claim.parent) if cache is not None and claim.parent else None

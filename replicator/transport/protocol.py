@@ -693,7 +693,8 @@ def decode_message(msg_type: int, body: bytes | memoryview, *, copy: bool = True
     """:returns: the message object of a frame.  :raises ProtocolError: unknown type or bad body.
 
     ``copy=False``: PUT_PACK's and DATA's ``data`` are memoryviews over ``body``
-    (no copy; ``body`` must be bytes, as ``read_frame`` returns, else they are copies).
+    (no copy; ``body`` must be read-only, bytes or a read-only view as ``read_frame`` returns, else they
+    are copies).
     """
     cls = MESSAGES.get(msg_type)
     if cls is None:
@@ -704,8 +705,15 @@ def decode_message(msg_type: int, body: bytes | memoryview, *, copy: bool = True
     return msg
 
 
-async def read_frame(reader, max_size: int = F.MAX_FRAME_SIZE) -> tuple[int, bytes] | None:
-    """:returns: (type, body), or None on a clean end of stream before a frame.
+#: A body bigger than this is read in pieces of this size into one buffer, grown as they arrive: one
+#: ``readexactly`` of a 16 MiB pack collects the channel's packets and joins them, two copies at once.
+READ_PIECE = 1 << 20
+
+
+async def read_frame(reader, max_size: int = F.MAX_FRAME_SIZE) -> tuple[int, bytes | memoryview] | None:
+    """:returns: (type, body), or None on a clean end of stream before a frame.  A body bigger than
+    READ_PIECE is a read-only memoryview over a buffer of its own (never modified, so it is as safe to
+    take views of as bytes).
 
     :raises ProtocolError: oversized or truncated frame.
     """
@@ -719,10 +727,14 @@ async def read_frame(reader, max_size: int = F.MAX_FRAME_SIZE) -> tuple[int, byt
         raise ProtocolError("connection closed inside a frame header") from None
     length, msg_type = F.parse_header(head, max_size)
     try:
-        body = await reader.readexactly(length) if length else b""
+        if length <= READ_PIECE:
+            return msg_type, (await reader.readexactly(length) if length else b"")
+        buf = bytearray()  # grown as the pieces arrive: a length alone (a hostile peer's) allocates nothing
+        for pos in range(0, length, READ_PIECE):
+            buf += await reader.readexactly(min(READ_PIECE, length - pos))
     except asyncio.IncompleteReadError:
         raise ProtocolError("connection closed inside a frame") from None
-    return msg_type, body
+    return msg_type, memoryview(buf).toreadonly()
 
 
 async def read_message(reader, max_size: int = F.MAX_FRAME_SIZE, *, copy: bool = True):
@@ -762,6 +774,37 @@ def write_parts(writer, parts: Iterable[F.Buffer]) -> int:
             joined = bytearray()
     if joined:
         writer.write(joined)
+    return size
+
+
+#: A part bigger than this (a pack) is written in pieces of this size, each drained before the next:
+#: asyncssh copies what it is given into its send buffer (a bytearray) until the peer's window takes it,
+#: so one write of a 16 MiB pack would hold a second 16 MiB copy of it for as long as it takes to send.
+WRITE_PIECE = 256 * 1024
+
+
+async def write_parts_paced(writer, parts: Iterable[F.Buffer], piece: int = WRITE_PIECE) -> int:
+    """``write_parts``, with every part bigger than ``piece`` written as views of ``piece`` bytes, each
+    drained before the next, and a drain at the end: the channel buffers at most about ``piece`` bytes
+    (plus its high-water mark) of a big part, never a copy of all of it.  :returns: the bytes written."""
+    size = 0
+    small: list[F.Buffer] = []
+    for part in parts:
+        n = F.nbytes(part)
+        if n <= piece:
+            small.append(part)
+            continue
+        if small:
+            size += write_parts(writer, small)
+            small = []
+        view = memoryview(part).cast("B")
+        for i in range(0, n, piece):
+            writer.write(view[i : i + piece])
+            await writer.drain()
+        size += n
+    if small:
+        size += write_parts(writer, small)
+    await writer.drain()
     return size
 
 

@@ -57,6 +57,7 @@ log = logging.getLogger("replicator.serve")
 
 SMALL_FRAME = 64 * 1024  # limit until OPEN succeeded: an unopened session cannot make us buffer 64 MiB
 MAX_QUEUED = 8  # requests accepted ahead of their answers (each at most one frame)
+MAX_QUEUED_BYTES = 16 * 1024 * 1024  # frame bytes queued for the worker at most before reading on: one pack
 RESPOND_BATCH = 1 << 20  # bytes of answers already done written together, at most (more when one is bigger)
 ERROR_DRAIN_SECONDS = 10.0  # how long a failed session waits for its ERROR to leave before closing anyway
 PERM_READ, PERM_WRITE = "r", "w"
@@ -150,6 +151,9 @@ class ServerSession:
         self._peer = peer
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve")
         self._answers: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
+        self._queued_bytes = 0  # of the frames queued for the worker and not done (the read loop's side)
+        self._room = asyncio.Event()  # set when a queued frame is done: the read loop may read on
+        self.max_queued_bytes = 0  # the most ever queued (tests check the bound)
         self._failed = threading.Event()  # set by the worker in request order (or once the peer is gone)
         self._opened = False  # OPEN succeeded: frames may be MAX_FRAME_SIZE from now on (read loop only)
         self._sink: LocalSink | None = None
@@ -192,19 +196,40 @@ class ServerSession:
             except Exception:  # noqa: BLE001 - the channel may be gone already
                 pass
 
-    async def _queue(self, loop, fn, *args) -> asyncio.Future:
-        """Queue one job for the worker and its future for the responder (waits while MAX_QUEUED are queued)."""
+    async def _queue(self, loop, fn, *args, size: int = 0) -> asyncio.Future:
+        """Queue one job for the worker and its future for the responder (waits while MAX_QUEUED are queued).
+
+        ``size``: the bytes of the frame the job holds, counted against MAX_QUEUED_BYTES until it is done."""
         fut = loop.run_in_executor(self._pool, fn, *args)
+        if size:
+            self._queued_bytes += size
+            self.max_queued_bytes = max(self.max_queued_bytes, self._queued_bytes)
+            fut.add_done_callback(lambda _f: self._done_bytes(size))
         await self._answers.put(fut)
         return fut
+
+    def _done_bytes(self, size: int) -> None:
+        self._queued_bytes -= size
+        self._room.set()
+
+    async def _wait_for_room(self) -> None:
+        """Before reading a frame: wait while MAX_QUEUED_BYTES of frames wait for the worker, so the receiver
+        holds one pack (being stored) and reads the next only then; the sender's data waits in the channel."""
+        while self._queued_bytes >= MAX_QUEUED_BYTES:
+            self._room.clear()
+            await self._room.wait()
 
     async def _read_loop(self, loop) -> None:
         ours = P.Hello()
         state = P.STATE_START
         while True:
             limit = P.F.MAX_FRAME_SIZE if self._opened else SMALL_FRAME
+            await self._wait_for_room()
             try:
-                msg = await P.read_message(self._reader, limit, copy=False)  # a pack is not copied again
+                got = await P.read_frame(self._reader, limit)
+                size = len(got[1]) if got is not None else 0
+                msg = P.decode_message(*got, copy=False) if got is not None else None  # a pack is not copied again
+                del got
                 if msg is not None and msg.TYPE not in P.ALLOWED[state]:
                     raise ProtocolError(f"message type {msg.TYPE} not allowed in state {state}")
                 if isinstance(msg, P.Hello):
@@ -227,13 +252,14 @@ class ServerSession:
                    P.Refs: self._add_refs, P.Commit: self._commit, P.GetRange: self._get_range,
                    P.Declare: self._declare, P.Forget: self._forget, P.Prune: self._prune,
                    P.RefsBase: self._refs_base, P.Drop: self._drop, P.GetRanges: self._get_ranges}[type(msg)]
-            fut = await self._queue(loop, self._guarded, job, msg)
+            fut = await self._queue(loop, self._guarded, job, msg, size=size)
             if isinstance(msg, P.Open):
                 # The big frame limit only once the OPEN succeeded: wait for it before reading on.
                 if await fut is _SKIPPED or isinstance(fut.result(), Failure):
                     return
                 self._opened = True
                 state = P.STATE_OPEN
+            del msg, fut  # the worker holds the frame until it is done; this loop must not hold it longer
 
     async def _respond(self) -> Failure | None:
         """Write the answers in request order.  :returns: the failure that ended the session, None for a clean end.

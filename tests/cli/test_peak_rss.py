@@ -39,3 +39,23 @@ def test_no_peak_rss_without_the_variable(tmp_path):
     r = run_cli("sync", str(src), str(repo), "--name", "t", "--json", "--no-cache", env=env)
     assert r.returncode == 0, r.stderr
     assert "peak_rss_mib" not in json.loads(r.stdout)
+
+
+def _glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
+
+
+def test_malloc_is_tuned_on_glibc(monkeypatch):
+    """A fixed mmap threshold and two arenas (cli/common.py tune_malloc): the heap no longer keeps what 16 MiB
+    packs fragmented; a MALLOC_* variable the user set is left alone."""
+    import pytest
+
+    from replicator.cli.common import tune_malloc
+
+    if not _glibc():
+        pytest.skip("not glibc: mallopt's M_MMAP_THRESHOLD and M_ARENA_MAX are glibc's")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert tune_malloc() == {"mmap_threshold": True, "arena_max": False}
