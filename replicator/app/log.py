@@ -50,11 +50,23 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, sort_keys=True)
 
 
+class _LostConnectionWrites(logging.Filter):
+    """asyncio's "socket.send() raised exception." warning, repeated for writes to a connection the peer cut
+    (the answers already on their way): the session that loses its peer logs that in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "socket.send() raised exception."
+
+
+_LOST_WRITES = _LostConnectionWrites()
+
+
 def setup_logging(fmt: str = "text", level: int = logging.INFO, also: Iterable[str] = ()) -> logging.Logger:
     """Send the ``replicator`` logger to stderr in ``fmt`` (text or json); idempotent.
 
     :param also: other loggers (a library's, e.g. ``asyncssh``) sent to the same handler, at their own level.
     """
+    logging.getLogger("asyncio").addFilter(_LOST_WRITES)  # once: a filter is added only if not there
     logger = logging.getLogger(LOGGER)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
