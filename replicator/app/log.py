@@ -61,12 +61,18 @@ class _LostConnectionWrites(logging.Filter):
 _LOST_WRITES = _LostConnectionWrites()
 
 
+def quiet_lost_connection_writes() -> None:
+    """Drop asyncio's warning about writes to a lost connection (``_LostConnectionWrites``), in every process:
+    the sender reports the lost receiver in its one error line, ``serve`` the lost sender in its log."""
+    logging.getLogger("asyncio").addFilter(_LOST_WRITES)  # added once: a filter already there is not added again
+
+
 def setup_logging(fmt: str = "text", level: int = logging.INFO, also: Iterable[str] = ()) -> logging.Logger:
     """Send the ``replicator`` logger to stderr in ``fmt`` (text or json); idempotent.
 
     :param also: other loggers (a library's, e.g. ``asyncssh``) sent to the same handler, at their own level.
     """
-    logging.getLogger("asyncio").addFilter(_LOST_WRITES)  # once: a filter is added only if not there
+    quiet_lost_connection_writes()
     logger = logging.getLogger(LOGGER)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())

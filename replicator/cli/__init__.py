@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from replicator.app.log import quiet_lost_connection_writes
         from replicator.cli.common import reset_warnings, tune_malloc, warnings_printed
 
         tune_malloc()
+        quiet_lost_connection_writes()
         reset_warnings()
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a reader gone: BrokenPipeError here, not at the interpreter's exit
