@@ -60,6 +60,12 @@ def add_common(p: argparse.ArgumentParser, *, passphrase: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
+# The commands whose memory tune_malloc bounds (the sender: chunk, pack and frame buffers).  Not the others:
+# with it, restore ran 35% slower locally and 55% over ssh:// (every buffer of 128 KiB or more mapped and
+# zeroed afresh), and serve answers the reads of a restore from the other site.
+TUNED_MALLOC = frozenset({"sync", "daemon"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         from replicator.app.log import quiet_lost_connection_writes
         from replicator.cli.common import reset_warnings, tune_malloc, warnings_printed
 
-        tune_malloc()
+        if getattr(args, "command", None) in TUNED_MALLOC:
+            tune_malloc()
         quiet_lost_connection_writes()
         reset_warnings()
         rc = int(args.func(args) or 0)

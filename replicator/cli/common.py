@@ -261,7 +261,8 @@ def peak_rss_summary(unlock_mib: float | None) -> dict:
 # in a mapping of its own, returned to the system when freed; by default the threshold rises to the size of
 # the largest block freed (up to 32 MiB), so 16 MiB packs come from the heap and fragment it for good.  Two
 # arenas instead of eight per core for the chunk, pack and ssh threads.  Measured on the 1.5 GiB corpus over
-# ssh: sender 207 -> 155 MiB, receiver 127 -> 90 MiB.  A MALLOC_* variable the user set wins.
+# ssh: sender 207 -> 155 MiB (receiver 127 -> 90 MiB, but cli/__init__.py applies it to sync and daemon only: it
+# slows restore).  A MALLOC_* variable the user set wins.
 M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3
 MALLOC_MMAP_THRESHOLD = 128 * 1024
 MALLOC_ARENAS = 2
