@@ -63,7 +63,7 @@ TREE_ROUND = 256  # trees read in one round by walk_tree
 TREE_AHEAD_BYTES = 8 << 20  # tree blobs walk_tree holds read ahead (decoded), at most (plus one round)
 TREE_PENDING_MAX = 1 << 16  # subtree ids walk_tree remembers to read ahead (32 bytes each)
 SPAN_MAX = 8 << 20  # bytes of neighbouring blobs read as one range
-SPAN_GAP = 0  # bytes between two blobs that may still be read in one range (a pack holds no gaps)
+SPAN_GAP = 4096  # bytes of other blobs (a tree, a chunk read elsewhere) read and skipped to keep one range
 READ_AHEAD = 32  # blobs read in one round by read_blobs (32 x 1 MiB at most in flight)
 
 

@@ -5,7 +5,8 @@ Why: ``Repository.read_blobs`` pipelines the blobs of one file, but a tree of ma
 one file at a time pays one round trip per file over ``ssh://`` (and one pass through the storage
 per file locally), and opening the blobs on the writing thread leaves the second core idle.  Here
 the chunks of the next files go out in one pipelined round of up to ``BATCH_BLOBS`` blobs, on a
-thread of their own.
+thread of their own, and two rounds are in flight at once (``ROUNDS_IN_FLIGHT``): one round's blobs are
+checked and decompressed while the next round's answers travel.
 
 Owns: the order (files are handed out in the order of ``entries``; a file the restorer never asks
 for, e.g. one refused for its path, is dropped when a later one is asked for), the memory bound
@@ -20,13 +21,16 @@ whose data could not be read fails, by itself, when its turn comes).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from replicator.format.entry import KIND_FILE, Entry
 
 SMALL_FILE = 1 << 20  # files up to this size are read ahead; larger ones stream through read_blobs
 AHEAD_BYTES = 32 << 20  # plaintext waiting for the restorer, at most (plus one batch)
 BATCH_BLOBS = 256  # blobs in one round (small files: mostly one blob each)
+ROUNDS_IN_FLIGHT = 2  # rounds read at once: one is opened while the next one's answers travel
 _DIRECT = object()  # read this file directly (its batch failed, or the prefetcher stopped)
 
 
@@ -48,6 +52,7 @@ class Prefetcher:
         self._batch = batch_blobs
         self._ready: dict[int, object] = {}  # position -> list of plaintexts, or _DIRECT
         self._buffered = 0
+        self._requested = 0  # bytes of the rounds in flight
         self._wanted = 0  # the lowest position the restorer may still ask for
         self._stopped = False
         self._done = False  # the thread has ended: what is not ready is read directly
@@ -97,39 +102,64 @@ class Prefetcher:
 
     # --- the reading thread --------------------------------------------------------------
     def _run(self) -> None:
+        """Rounds go out in order, ``ROUNDS_IN_FLIGHT`` at a time on a pool of that many threads; what they
+        read is handed out in order.  Rounds in flight count against the bound as if they were waiting."""
+        pool = ThreadPoolExecutor(max_workers=ROUNDS_IN_FLIGHT, thread_name_prefix="restore-fetch")
+        inflight: deque[tuple[int, int, int, Future]] = deque()  # (start, end, bytes, its _fetch)
         try:
             pos = 0
-            while pos < len(self._files):
-                with self._cond:
-                    pos = max(pos, self._wanted - 1 if self._wanted else 0)
-                end, blobs, size = self._next_batch(pos)
-                with self._cond:
+            while pos < len(self._files) or inflight:
+                if pos < len(self._files) and len(inflight) < ROUNDS_IN_FLIGHT:
+                    with self._cond:
+                        pos = max(pos, self._wanted - 1 if self._wanted else 0)
+                    end, _blobs, size = self._next_batch(pos)
+                    with self._cond:
+                        held = self._buffered + self._requested
+                        if self._stopped:
+                            return
+                        if not held or held + size <= self._ahead:
+                            self._requested += size
+                            inflight.append((pos, end, size, pool.submit(self._fetch, self._files[pos:end])))
+                            pos = end
+                            continue
+                if inflight:
+                    self._collect(*inflight.popleft())
+                    continue
+                with self._cond:  # nothing in flight, no room: wait for the restorer to take some
                     while not self._stopped and self._buffered and self._buffered + size > self._ahead:
                         self._cond.wait()
                     if self._stopped:
                         return
-                results = self._fetch(self._files[pos:end])
-                with self._cond:
-                    for offset, got in enumerate(results):
-                        if pos + offset >= self._wanted - 1:  # not passed over meanwhile
-                            self._ready[pos + offset] = got
-                            if got is not _DIRECT:
-                                self._buffered += self._files[pos + offset].size
-                    self._cond.notify_all()
-                    self.batches += 1
+                    self._requested += size
+                inflight.append((pos, end, size, pool.submit(self._fetch, self._files[pos:end])))
                 pos = end
         finally:
+            for *_, fut in inflight:
+                fut.cancel()
+            pool.shutdown(wait=True)
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
 
+    def _collect(self, start: int, end: int, size: int, fut: Future) -> None:
+        results = fut.result()  # _fetch raises nothing: a failed round is _DIRECT for each of its files
+        with self._cond:
+            self._requested -= size
+            for offset, got in enumerate(results):
+                if start + offset >= self._wanted - 1:  # not passed over meanwhile
+                    self._ready[start + offset] = got
+                    if got is not _DIRECT:
+                        self._buffered += self._files[start + offset].size
+            self._cond.notify_all()
+            self.batches += 1
+
     def _next_batch(self, start: int) -> tuple[int, int, int]:
         """(end, blobs, bytes) of the round that starts at ``start``: at least one file, at most ``_batch``
-        blobs and ``_ahead`` bytes beyond the first file."""
+        blobs and a ``ROUNDS_IN_FLIGHT``th of ``_ahead`` bytes beyond the first file."""
         end, blobs, size = start, 0, 0
         while end < len(self._files):
             f = self._files[end]
-            if end > start and (blobs + len(f.chunks) > self._batch or size + f.size > self._ahead):
+            if end > start and (blobs + len(f.chunks) > self._batch or size + f.size > self._ahead // ROUNDS_IN_FLIGHT):
                 break
             blobs += len(f.chunks)
             size += f.size

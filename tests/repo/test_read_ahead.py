@@ -127,3 +127,18 @@ def test_a_damaged_tree_read_ahead_fails_the_walk_only_where_it_is(tmp_path):
             for e in repo.walk_tree(snap.tree):
                 got.append(e)
         assert got == expected[: expected.index(next(e for e in expected if e.path == victim_path)) + 1]
+
+
+def test_small_files_of_many_directories_are_read_in_few_ranges(tmp_path):
+    """The small files of a directory are written just before its tree blob; reading the files of many
+    directories in walk order (a restore's prefetch) reads over those small tree blobs instead of
+    starting a new range at each one (SPAN_GAP).  With no gap allowed it was one range per directory."""
+    with _repo(tmp_path) as repo:
+        snap = repo.snapshots()[-1]
+        files = [e for e in repo.walk_tree(snap.tree) if e.kind == KIND_FILE and e.size < 10_000]
+        assert len(files) == 180
+        ids = [c for f in files for c in f.chunks]
+        rounds = _count_rounds(repo)
+        data = list(repo.read_blobs(ids, len(ids)))
+        assert b"".join(data) == b"".join((tmp_path / "src" / f.path).read_bytes() for f in files)
+        assert sum(rounds) <= 60 // 6, rounds

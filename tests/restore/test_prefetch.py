@@ -107,3 +107,30 @@ def test_closing_early_stops_the_thread():
     _read(pre, files[0])
     pre.close()
     assert not pre._thread.is_alive()
+
+
+def test_two_rounds_are_in_flight_so_one_is_opened_while_the_next_travels():
+    """Over ssh:// a round waits for its answers, then opens its blobs: with one round at a time the network
+    idled while the blobs were opened and the CPU while the answers travelled."""
+    files = [_file(n) for n in range(64)]
+    repo = FakeRepo(delay=0.02)
+    busy = peak = 0
+    real = repo.read_blobs
+
+    def counting(ids, ahead=32):
+        nonlocal busy, peak
+        with repo.lock:
+            busy += 1
+            peak = max(peak, busy)
+        try:
+            yield from real(ids, ahead)
+        finally:
+            with repo.lock:
+                busy -= 1
+
+    repo.read_blobs = counting
+    with Prefetcher(repo, files, batch_blobs=8) as pre:
+        for f in files:
+            assert _read(pre, f) == f.chunks[0] * 4
+    assert peak == 2, peak
+    assert sum(repo.rounds) == len(files)
