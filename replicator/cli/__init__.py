@@ -20,7 +20,10 @@ COMMANDS = ("init_cmd", "sync_cmd", "snapshots_cmd", "restore_cmd", "verify_cmd"
             "handback_cmd", "key_cmd", "completion_cmd", "ls_cmd", "find_cmd", "cat_cmd", "stats_cmd", "mount_cmd")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``only``: the command about to run, whose module alone is imported (each command
+    module pulls in the layers it runs: 0.45 s for all of them, 0.13 s for ``restore``).  The others are
+    then bare entries, so that the choices (and a mistyped command's error) still name every command."""
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -33,8 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"replicator.cli.{name}").register(sub)
+        if only is None or name == f"{only}_cmd":
+            importlib.import_module(f"replicator.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name.removesuffix("_cmd"))
     return parser
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, when its first word is one (the only options before it are --help and
+    --version, which need the whole parser); else None."""
+    first = argv[0] if argv else ""
+    return first if f"{first}_cmd" in COMMANDS else None
 
 
 def _version_text() -> str:
@@ -67,8 +80,8 @@ TUNED_MALLOC = frozenset({"sync", "daemon"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         from replicator.app.log import quiet_lost_connection_writes
         from replicator.cli.common import reset_warnings, tune_malloc, warnings_printed
