@@ -385,7 +385,10 @@ class Drop(Message):
 
 
 def refs_digest(ids) -> bytes:
-    """REFS_BASE's ``digest``: SHA-256 over sorted ids, concatenated (an iterable, read once)."""
+    """REFS_BASE's ``digest``: SHA-256 over sorted ids, concatenated (a buffer of them, or an iterable of ids
+    read once)."""
+    if isinstance(ids, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(ids).digest()
     h = hashlib.sha256()
     for i in ids:
         h.update(i)
