@@ -507,7 +507,7 @@ class RemoteSink:
     def commit(self, name: str, data: bytes, refs: I.Buffer | Sequence[bytes], proof: bytes, claim: Claim) -> None:
         """Commit; the refs (one sorted buffer) go as a difference from the parent's when this site committed
         that parent and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else
-        whole.  Only the ids of the frame being sent are ever a bytes object each."""
+        whole.  The frames carry views of the buffers: no id is ever a bytes object of its own."""
         full = I.as_buffer(refs)  # no copy of a buffer (it is not modified)
         send = memoryview(full)
         cache = self._last_refs if self.version >= P.REFS_DIFF_VERSION else None
@@ -519,20 +519,18 @@ class RemoteSink:
                                                None))
                 step = P.MAX_IDS_PER_FRAME * ID_SIZE
                 for i in range(0, len(dropped), step):
-                    self._io.run(self.session.send(P.Drop(tuple(I.iter_ids(dropped[i : i + step]))), None))
+                    self._io.run(self.session.send(P.Drop(P.ids_view(memoryview(dropped)[i : i + step])), None))
                 send = memoryview(added)
             del base, dropped
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
         start, count = 0, I.id_count(send)
         while count - start > last:
             batch = min(P.MAX_IDS_PER_FRAME, count - start - last)
-            ids = tuple(I.iter_ids(send[start * ID_SIZE : (start + batch) * ID_SIZE]))
-            self._io.run(self.session.send(P.Refs(ids), None))
-            del ids
+            self._io.run(self.session.send(P.Refs(P.ids_view(send[start * ID_SIZE : (start + batch) * ID_SIZE])), None))
             start += batch
         try:
-            self._call(P.Commit(name, data, proof, claim.tag, claim.parent,
-                                tuple(I.iter_ids(send[start * ID_SIZE :]))), P.COMMIT_OK)
+            self._call(P.Commit(name, data, proof, claim.tag, claim.parent, P.ids_view(send[start * ID_SIZE :])),
+                       P.COMMIT_OK)
         except BaseException:
             if cache is not None:
                 cache.forget(claim.tag)  # whatever went wrong, the next commit sends its refs whole

@@ -181,3 +181,19 @@ def test_a_forged_sender_cache_is_refused_and_the_next_sync_sends_whole_refs(sit
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["refs_sent"] >= 40
     assert run_cli("verify", str(site.repo), "--data").returncode == 0
+
+
+def test_id_frames_from_a_buffer_are_the_frames_from_the_ids():
+    """A sender gives REFS, DROP and COMMIT a view of its refs buffer (issue 11): the same bytes on the wire,
+    and the receiver decodes the ids as before."""
+    J = b"".join
+    assert P.Refs(J(IDS)).encode() == P.Refs(tuple(IDS)).encode()
+    assert P.Drop(memoryview(bytearray(J(IDS)))[32:96]).encode() == P.Drop(tuple(IDS[1:3])).encode()
+    assert P.Refs(b"").encode() == P.Refs(()).encode()
+    name, data = fake_snapshot(b"frames")
+    proof = bytes(64)
+    wire = P.Commit(name, data, proof, TAG, None, memoryview(J(IDS))[64:]).encode()
+    assert wire == P.Commit(name, data, proof, TAG, None, tuple(IDS[2:])).encode()
+    assert P.decode_message(P.COMMIT, wire[5:]) == P.Commit(name, data, proof, TAG, None, tuple(IDS[2:]))
+    with pytest.raises(ValueError, match="not a whole number"):
+        P.Refs(bytes(33)).encode()
