@@ -34,6 +34,11 @@ extensions = [
         include_dirs=["ext"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "replicator._ext.ids",
+        sources=["ext/ids.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

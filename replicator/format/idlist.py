@@ -28,9 +28,10 @@ Must never: do I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from replicator._ext import ids as _ids
 from replicator.constants import HKDF_INFO_PREFIX, ID_SIZE
 from replicator.core import crypto
 
@@ -44,12 +45,56 @@ SNAPSHOT_DOMAIN = HKDF_INFO_PREFIX + b"declare-snapshot\x00"
 FORGET_DOMAIN = HKDF_INFO_PREFIX + b"forget-snapshot\x00"
 
 
-def encode_ids(ids: Iterable[bytes]) -> bytes:
-    """:returns: the sorted, de-duplicated ids concatenated.  :raises ValueError: an id is not 32 bytes."""
-    unique = sorted(set(ids))
-    if any(len(i) != ID_SIZE for i in unique):
+Buffer = bytes | bytearray | memoryview  # ids concatenated, 32 bytes each (one object, not one per id)
+
+
+def as_buffer(ids: Buffer | Iterable[bytes]) -> Buffer:
+    """``ids`` as one buffer: a buffer is returned as is (a list of ids is joined, for callers that hold few).
+
+    :raises ValueError: a buffer that is not a whole number of ids, or an id that is not 32 bytes.
+    """
+    if isinstance(ids, (bytes, bytearray, memoryview)):
+        if len(ids) % ID_SIZE:
+            raise ValueError(f"an id buffer of {len(ids)} bytes is not a whole number of 32-byte ids")
+        return ids
+    items = list(ids)
+    if any(len(i) != ID_SIZE for i in items):
         raise ValueError("an id is not 32 bytes")
-    return b"".join(unique)
+    return b"".join(items)
+
+
+def id_count(buf: Buffer) -> int:
+    """How many ids ``buf`` holds (its length over 32)."""
+    return len(buf) // ID_SIZE
+
+
+def iter_ids(buf: Buffer) -> Iterator[bytes]:
+    """The ids of ``buf``, one bytes object at a time (never a list of them all)."""
+    view = memoryview(buf)
+    for i in range(0, len(view), ID_SIZE):
+        yield bytes(view[i : i + ID_SIZE])
+
+
+def is_sorted_unique(buf: Buffer) -> bool:
+    """Whether the ids of ``buf`` are strictly increasing (checked in C).  :raises ValueError: not whole ids."""
+    return _ids.is_sorted_unique(buf)
+
+
+def sort_unique_inplace(buf: bytearray) -> bytearray:
+    """Sort ``buf``'s ids in place, each once, and cut it to them.  :returns: ``buf``.  :raises ValueError:"""
+    del buf[_ids.sort_unique_inplace(buf) :]
+    return buf
+
+
+def encode_ids(ids: Buffer | Iterable[bytes]) -> bytes:
+    """:returns: the sorted, de-duplicated ids concatenated (``ids``: a buffer of them, or the ids).
+
+    :raises ValueError: an id is not 32 bytes (a buffer is not a whole number of them).
+    """
+    buf = as_buffer(ids)
+    if _ids.is_sorted_unique(buf):
+        return bytes(buf)
+    return _ids.sort_unique(buf)
 
 
 def decode_ids(data: bytes | memoryview, what: str) -> Iterator[bytes]:
@@ -57,57 +102,26 @@ def decode_ids(data: bytes | memoryview, what: str) -> Iterator[bytes]:
 
     :raises ValueError: not a well-formed list (the message names ``what``).
     """
-    view = parse_list(data, what).ids
-    for i in range(0, len(view), ID_SIZE):
-        yield bytes(view[i : i + ID_SIZE])
+    yield from iter_ids(parse_list(data, what).ids)
 
 
-def difference(old: Sequence[bytes], new: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+def difference(old: Buffer | Iterable[bytes], new: Buffer | Iterable[bytes]) -> tuple[bytes, bytes]:
     """(dropped, added): the ids of sorted, unique ``old`` not in ``new``, and of ``new`` not in ``old``
-    (a merge of the two in one pass; both come out sorted)."""
-    dropped: list[bytes] = []
-    added: list[bytes] = []
-    i = j = 0
-    while i < len(old) and j < len(new):
-        a, b = old[i], new[j]
-        if a == b:
-            i += 1
-            j += 1
-        elif a < b:
-            dropped.append(a)
-            i += 1
-        else:
-            added.append(b)
-            j += 1
-    dropped.extend(old[i:])
-    added.extend(new[j:])
-    return dropped, added
+    (a merge of the two in one pass, in C; both come out as sorted buffers).
+
+    :raises ValueError: a buffer is not a whole number of ids.
+    """
+    return _ids.difference(as_buffer(old), as_buffer(new))
 
 
-def apply_difference(base: Iterable[bytes], dropped: Sequence[bytes], added: Sequence[bytes]) -> list[bytes]:
-    """``base`` (sorted, unique) without ``dropped``, with ``added`` (both sorted, unique), sorted.
+def apply_difference(base: Buffer | Iterable[bytes], dropped: Buffer | Iterable[bytes],
+                     added: Buffer | Iterable[bytes]) -> bytes:
+    """``base`` (sorted, unique) without ``dropped``, with ``added`` (both sorted, unique), as a sorted buffer.
 
     :raises ValueError: a dropped id is not in ``base``, or an added one already is (a difference made
-        against other refs than these).
+        against other refs than these), or a buffer is not a whole number of ids.
     """
-    out: list[bytes] = []
-    d = a = 0
-    for x in base:
-        while a < len(added) and added[a] < x:
-            out.append(added[a])
-            a += 1
-        if a < len(added) and added[a] == x:
-            raise ValueError("an added ref is in the base refs already")
-        if d < len(dropped) and dropped[d] == x:
-            d += 1
-            continue
-        if d < len(dropped) and dropped[d] < x:
-            break
-        out.append(x)
-    if d < len(dropped):
-        raise ValueError(f"{len(dropped) - d} dropped ref(s) not in the base refs")
-    out.extend(added[a:])
-    return out
+    return _ids.apply_difference(as_buffer(base), as_buffer(dropped), as_buffer(added))
 
 
 @dataclass(frozen=True)

@@ -215,10 +215,13 @@ class LocalSink:
             self._load_held(reuse=True)
         return self._held
 
-    def _count_missing(self, refs: Sequence[bytes]) -> int:
+    def _count_missing(self, refs: I.Buffer) -> int:
+        """How many ids of the buffer ``refs`` are not held (looked up a batch at a time: only a batch of them
+        is ever a bytes object each)."""
         self._held_ids()
-        return sum(self._held.contains_many(refs[i : i + _REFS_BATCH]).count(False)
-                   for i in range(0, len(refs), _REFS_BATCH))
+        view, step = memoryview(refs), _REFS_BATCH * C.ID_SIZE
+        return sum(self._held.contains_many(I.iter_ids(view[i : i + step])).count(False)
+                   for i in range(0, len(view), step))
 
     def _save_held(self) -> None:
         """Keep the held ids for the next writable open (only when they are exactly the listed lists')."""
@@ -377,10 +380,13 @@ class LocalSink:
         self._load_held()  # another pack may hold some of the same ids: recount from the lists
         return True
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: H.Claim) -> None:
+    def commit(self, name: str, data: bytes, refs: I.Buffer | Sequence[bytes], proof: bytes,
+               claim: H.Claim) -> None:
         """Check the claim against this source's head, store the snapshot's signed refs, the new head, then
         the snapshot (the commit point).
 
+        :param refs: the ids it references, sorted and unique, as one buffer of 32 bytes each (a list of
+            ids is accepted too).
         :param claim: the source's tag and the snapshot this one continues (format/head.py).
         :raises IntegrityError: not the named object, or ``proof`` is not a key holder's.
         :raises MissingChunks: a ref is not held.
@@ -388,6 +394,7 @@ class LocalSink:
         :raises LineageConflict: the claimed parent is not the source's head here (compare-and-swap).
         """
         self._need_write("committing snapshots")
+        refs = I.as_buffer(refs)
         digest = L.digest_of(name)
         if not L.SNAPSHOT_RE.match(name) or hashlib.sha256(data).hexdigest() != digest:
             raise IntegrityError(f"snapshot {digest[:16]}: content does not match its name")
@@ -449,8 +456,8 @@ class LocalSink:
         except ObjectNotFound:
             return False
 
-    def refs_of(self, digest: str) -> builtins.list[bytes]:
-        """The refs of stored snapshot ``digest`` (sorted), what a commit's refs difference applies to.
+    def refs_of(self, digest: str) -> bytes:
+        """The refs of stored snapshot ``digest`` (sorted, one buffer), what a commit's refs difference applies to.
 
         :raises ObjectNotFound: no snapshot or no refs.  :raises IntegrityError: a damaged refs object.
         """
@@ -458,10 +465,10 @@ class LocalSink:
         if not self.storage.exists(L.snapshot_name(digest)):
             raise ObjectNotFound(L.snapshot_name(digest))
         try:
-            refs = builtins.list(I.decode_ids(self.storage.get(name), name))
+            refs = bytes(I.parse_list(self.storage.get(name), name).ids)
         except ValueError as exc:
             raise IntegrityError(str(exc)) from None
-        if any(a >= b for a, b in zip(refs, refs[1:])):
+        if not I.is_sorted_unique(refs):
             raise IntegrityError(f"{name}: ids out of order")
         return refs
 

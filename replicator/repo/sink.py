@@ -41,8 +41,10 @@ Obligations of every implementation:
   holder's proof of the snapshot, refused (IntegrityError) unless it verifies.  ``claim``
   (format/head.py) names the source's tag and the snapshot this one continues: refused
   (LineageConflict) unless that parent is the source's head at the sink, and (Fenced) when a
-  ``promote`` fenced the source against the side committing.  Stores ``refs/<h>`` (the
-  ids the snapshot references), the source's head, and then the snapshot object ``snapshots/<h>``,
+  ``promote`` fenced the source against the side committing.  ``refs`` is one buffer of the
+  ids the snapshot references (sorted, unique, 32 bytes each: never a bytes object per id for
+  the whole tree; a sink may take them a batch at a time).  Stores ``refs/<h>`` (those
+  ids), the source's head, and then the snapshot object ``snapshots/<h>``,
   durable when it returns; refuses (MissingChunks) when any ref is not held,
   and (IntegrityError) when ``data`` does not hash to the name.  Never writes
   a snapshot without its refs.
@@ -84,6 +86,7 @@ class Sink(Protocol):
 
     def get_many(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]: ...
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None: ...
+    def commit(self, name: str, data: bytes, refs: bytes | bytearray | memoryview, proof: bytes,
+               claim: Claim) -> None: ...
 
     def close(self) -> None: ...

@@ -32,6 +32,7 @@ from replicator import constants as C
 from replicator.core.chunker import Chunker
 from replicator.core.compress import compress
 from replicator.errors import HistoryDiverged, IntegrityError, UnsupportedVersion
+from replicator.format import idlist as I
 from replicator.format.entry import KIND_FILE
 from replicator.format.pack import BlobEntry, PackWriter
 from replicator.format.snapshot import Snapshot, open_snapshot, seal_snapshot
@@ -70,7 +71,9 @@ class Writer:
         # being filled or in a pack the writer thread is sealing.
         self._pending: set[bytes] = set()
         self._pending_lock = threading.Lock()
-        self._refs: set[bytes] = set()
+        # Every id a tree names, 32 bytes each, duplicates and all, in one buffer (issue 11: a set of bytes
+        # objects cost ~170 bytes per ref); sorted and de-duplicated in place at the commit.
+        self._refs = bytearray()
         self._thread: ThreadPoolExecutor | None = None
         self._jobs: list[Future] = []
         self.committed = False  # whether the last commit_snapshot wrote a snapshot (False: nothing changed)
@@ -105,14 +108,21 @@ class Writer:
         """Store one directory's tree blob (if new).  :returns: its id.  Everything it names becomes a ref."""
         data = encode_tree(items)
         tree_id = self.tree_hasher(data)
-        self._refs.add(tree_id)
+        self.add_refs((tree_id,))
         for item in items:
             if item.entry.kind == KIND_FILE:
-                self._refs.update(item.entry.chunks)
+                self.add_refs(item.entry.chunks)
         if not self.has_blob(tree_id):
             method, payload = compress(data, self.compression_level)
             self.store_blob(C.BLOB_TREE, tree_id, method, payload, len(data))
         return tree_id
+
+    def add_refs(self, ids: Iterable[bytes]) -> None:
+        """Collect ids the snapshot references (32 bytes each; duplicates are dropped at the commit)."""
+        for blob_id in ids:
+            if len(blob_id) != C.ID_SIZE:
+                raise ValueError(f"a ref is {C.ID_SIZE} bytes, not {len(blob_id)}")
+            self._refs += blob_id
 
     # --- packs -------------------------------------------------------------------
     def _seal_and_put(self, pack: PackWriter) -> None:
@@ -182,7 +192,7 @@ class Writer:
             self.lineage.check(source, latest, every)
         if skip_unchanged and not damaged and self.unchanged(source, latest, tree_id, stats):
             assert latest is not None
-            self._refs = set()
+            self._refs = bytearray()
             self.committed = False
             return latest
         snap = Snapshot(
@@ -193,12 +203,12 @@ class Writer:
             time_ns=time.time_ns(), tree=tree_id, hostname=socket.gethostname(), stats=stats,
             parent=latest.id if latest else None)
         name, data = seal_snapshot(snap, self.keyring.keys.encrypt, self.keyring.signer)
-        self._refs.add(tree_id)
+        self.add_refs((tree_id,))
         if self.lineage is not None:
             self.lineage.expect(source, name.rsplit("/", 1)[-1])
-        # The set goes before the commit: its table (8 MiB per 200,000 refs) is not held beside the sorted
-        # list and what the sink builds from it.  One commit per writer, so nothing needs it after.
-        refs, self._refs = sorted(self._refs), set()
+        # Sorted and de-duplicated in place (in C): the commit's refs are the same buffer, 32 bytes per ref.
+        # One commit per writer, so nothing needs it after.
+        refs, self._refs = I.sort_unique_inplace(self._refs), bytearray()
         self.sink.commit(name, data, refs, self._declarer.snapshot(name.rsplit("/", 1)[-1]),
                          claim_for(self.keyring.keys.source_tag, source, latest.id if latest else None))
         del refs

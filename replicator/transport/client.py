@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from replicator.constants import ID_SIZE
 from replicator.format import idlist as I
 from replicator.format import layout as L
 from replicator.format.head import Claim
@@ -503,36 +504,40 @@ class RemoteSink:
             yield from zip(batch, self._io.run(fetch(batch)))
         self._update_stats()
 
-    def commit(self, name: str, data: bytes, refs: Sequence[bytes], proof: bytes, claim: Claim) -> None:
-        """Commit; the refs (sorted) go as a difference from the parent's when this site committed that parent
-        and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else whole."""
-        full = refs if isinstance(refs, list) else list(refs)  # no copy of a list (it is not modified)
-        send = full
+    def commit(self, name: str, data: bytes, refs: I.Buffer | Sequence[bytes], proof: bytes, claim: Claim) -> None:
+        """Commit; the refs (one sorted buffer) go as a difference from the parent's when this site committed
+        that parent and kept its refs (version 4: REFS_BASE, DROP, then the added ids as REFS and COMMIT), else
+        whole.  The frames carry views of the buffers: no id is ever a bytes object of its own."""
+        full = I.as_buffer(refs)  # no copy of a buffer (it is not modified)
+        send = memoryview(full)
         cache = self._last_refs if self.version >= P.REFS_DIFF_VERSION else None
         base = cache.load(claim.tag, claim.parent) if cache is not None and claim.parent else None
         if base is not None and claim.parent:
             dropped, added = I.difference(base, full)
             if len(dropped) + len(added) < len(full):
-                self._io.run(self.session.send(P.RefsBase(claim.parent, len(full), P.refs_digest(full)), None))
-                for i in range(0, len(dropped), P.MAX_IDS_PER_FRAME):
-                    self._io.run(self.session.send(P.Drop(tuple(dropped[i : i + P.MAX_IDS_PER_FRAME])), None))
-                send = added
+                self._io.run(self.session.send(P.RefsBase(claim.parent, I.id_count(full), P.refs_digest(full)),
+                                               None))
+                step = P.MAX_IDS_PER_FRAME * ID_SIZE
+                for i in range(0, len(dropped), step):
+                    self._io.run(self.session.send(P.Drop(P.ids_view(memoryview(dropped)[i : i + step])), None))
+                send = memoryview(added)
             del base, dropped
         last = P.max_commit_refs(name, data)  # what fits in COMMIT's frame beside the snapshot
-        start = 0
-        while len(send) - start > last:
-            batch = min(P.MAX_IDS_PER_FRAME, len(send) - start - last)
-            self._io.run(self.session.send(P.Refs(tuple(send[start : start + batch])), None))
+        start, count = 0, I.id_count(send)
+        while count - start > last:
+            batch = min(P.MAX_IDS_PER_FRAME, count - start - last)
+            self._io.run(self.session.send(P.Refs(P.ids_view(send[start * ID_SIZE : (start + batch) * ID_SIZE])), None))
             start += batch
         try:
-            self._call(P.Commit(name, data, proof, claim.tag, claim.parent, tuple(send[start:])), P.COMMIT_OK)
+            self._call(P.Commit(name, data, proof, claim.tag, claim.parent, P.ids_view(send[start * ID_SIZE :])),
+                       P.COMMIT_OK)
         except BaseException:
             if cache is not None:
                 cache.forget(claim.tag)  # whatever went wrong, the next commit sends its refs whole
             raise
         if cache is not None:
             cache.save(claim.tag, L.digest_of(name), full)
-        self.stats["refs_sent"] = self.stats.get("refs_sent", 0) + len(send)
+        self.stats["refs_sent"] = self.stats.get("refs_sent", 0) + count
         self._update_stats()
 
     # --- deleting (a write session: the receiver holds its lock) ---------------------

@@ -27,7 +27,7 @@ from replicator import constants as C
 from replicator.errors import ReplicatorError
 from replicator.format import layout as L
 from replicator.format.head import TAG_SIZE
-from replicator.format.idlist import PROOF_SIZE
+from replicator.format.idlist import PROOF_SIZE, Buffer, as_buffer
 from replicator.transport import frames as F
 from replicator.transport.frames import ProtocolError
 
@@ -317,6 +317,22 @@ def check_sorted(ids: list[bytes], what: str, after: bytes | None = None) -> Non
         prev = i
 
 
+def _id_fields(ids: Sequence[bytes] | Buffer) -> tuple[F.Buffer, F.Buffer]:
+    """An id list's fields, u32 count and the ids: ``ids`` a buffer of them (sent as is, no bytes object per
+    id: a sender's refs, issue 11) or a sequence of ids (what a decoded message holds)."""
+    if isinstance(ids, (bytes, bytearray, memoryview)):
+        buf = as_buffer(ids)
+        return F.u32(F.nbytes(buf) // C.ID_SIZE), buf
+    return F.ids(list(ids)), b""
+
+
+def ids_view(buf: Buffer) -> tuple[bytes, ...]:
+    """A buffer of ids where REFS, DROP and COMMIT declare a tuple of them: their ``encode_parts`` send a
+    buffer as is (``_id_fields``), so a sender's refs never become a bytes object per id.  The declared
+    type stays the decoded one (the field types are part of the vectors' JSON forms)."""
+    return as_buffer(buf)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class PackOk(Message):
     TYPE: ClassVar[int] = PACK_OK
@@ -335,10 +351,10 @@ class Refs(Message):
     """A batch of the next snapshot's refs (when they do not fit in COMMIT's frame); no reply."""
 
     TYPE: ClassVar[int] = REFS
-    ids: tuple[bytes, ...]
+    ids: tuple[bytes, ...]  # decoded: a tuple; a sender may give a buffer of the ids (ids_view)
 
     def encode_parts(self) -> list[F.Buffer]:
-        return F.frame_parts(REFS, F.ids(list(self.ids)))
+        return F.frame_parts(REFS, *_id_fields(self.ids))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> Refs:
@@ -374,10 +390,10 @@ class Drop(Message):
     """Version 4: a batch of ids the base snapshot's refs hold and this commit's do not; no reply."""
 
     TYPE: ClassVar[int] = DROP
-    ids: tuple[bytes, ...]
+    ids: tuple[bytes, ...]  # decoded: a tuple; a sender may give a buffer of the ids (ids_view)
 
     def encode_parts(self) -> list[F.Buffer]:
-        return F.frame_parts(DROP, F.ids(list(self.ids)))
+        return F.frame_parts(DROP, *_id_fields(self.ids))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> Drop:
@@ -385,7 +401,10 @@ class Drop(Message):
 
 
 def refs_digest(ids) -> bytes:
-    """REFS_BASE's ``digest``: SHA-256 over sorted ids, concatenated (an iterable, read once)."""
+    """REFS_BASE's ``digest``: SHA-256 over sorted ids, concatenated (a buffer of them, or an iterable of ids
+    read once)."""
+    if isinstance(ids, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(ids).digest()
     h = hashlib.sha256()
     for i in ids:
         h.update(i)
@@ -401,11 +420,12 @@ class Commit(Message):
     tag: bytes  # version 3: the source's tag (16 bytes, format/head.py)
     parent: str | None  # version 3: the snapshot this one continues (32 bytes on the wire, zeros for none)
     refs: tuple[bytes, ...]  # the last batch (after any REFS batches); at most max_commit_refs(name, data)
+    # (a sender may give a buffer of the ids: ids_view)
 
     def encode_parts(self) -> list[F.Buffer]:
         parent = bytes.fromhex(self.parent) if self.parent else bytes(C.ID_SIZE)
         return F.frame_parts(COMMIT, F.name(self.name), *F.blob_parts(self.data), _proof(self.proof),
-                             _fixed(self.tag, TAG_SIZE, "tag"), parent, F.ids(list(self.refs)))
+                             _fixed(self.tag, TAG_SIZE, "tag"), parent, *_id_fields(self.refs))
 
     @classmethod
     def decode(cls, d: F.Decoder) -> Commit:

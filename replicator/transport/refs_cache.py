@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 
 from replicator.constants import ID_SIZE
+from replicator.format import idlist as I
 from replicator.store import atomic
 
 MAGIC = b"RPLRFC01"
@@ -32,8 +32,9 @@ class RefsCache:
     def _path(self, tag: bytes) -> str:
         return os.path.join(self.directory, f"refs-{tag.hex()}.ids")
 
-    def load(self, tag: bytes, digest: str) -> list[bytes] | None:
-        """The refs saved for ``tag`` when they are those of snapshot ``digest`` and whole, else None."""
+    def load(self, tag: bytes, digest: str) -> bytes | None:
+        """The refs saved for ``tag`` (one buffer, 32 bytes per id) when they are those of snapshot ``digest``,
+        whole and sorted, else None."""
         try:
             with open(self._path(tag), "rb") as f:
                 data = f.read()
@@ -45,15 +46,14 @@ class RefsCache:
         body = memoryview(data)[_HEADER:]
         if hashlib.sha256(body).digest() != data[len(MAGIC) + ID_SIZE : _HEADER]:
             return None
-        refs = [bytes(body[i : i + ID_SIZE]) for i in range(0, len(body), ID_SIZE)]
-        if any(a >= b for a, b in zip(refs, refs[1:])):
+        if not I.is_sorted_unique(body):  # in C, on the buffer
             return None
-        return refs
+        return bytes(body)
 
-    def save(self, tag: bytes, digest: str, refs: Sequence[bytes]) -> None:
-        """Keep ``refs`` (sorted, unique) as snapshot ``digest``'s; a failure to write only costs the next
-        commit its difference."""
-        body = b"".join(refs)
+    def save(self, tag: bytes, digest: str, refs: I.Buffer) -> None:
+        """Keep ``refs`` (one buffer, sorted, unique) as snapshot ``digest``'s; a failure to write only costs
+        the next commit its difference."""
+        body = I.as_buffer(refs)
         try:
             os.makedirs(self.directory, exist_ok=True)
             atomic.replace(self._path(tag), MAGIC + bytes.fromhex(digest) + hashlib.sha256(body).digest() + body)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from replicator.constants import ID_SIZE
 from replicator.errors import (
     Fenced,
     IntegrityError,
@@ -160,9 +161,9 @@ class ServerSession:
         self._repo_name = ""
         self._refusing: RepoStats | None = None  # a served repository an OPEN was refused for
         self._mode = 0
-        self._refs: list[bytes] = []
+        self._refs = bytearray()  # the commit's refs so far: 32 bytes per id, one buffer (issue 11)
         self._base: P.RefsBase | None = None  # version 4: this commit's refs are a difference from these
-        self._dropped: list[bytes] = []
+        self._dropped = bytearray()
         self.failure: Failure | None = None
         self.commits = 0
         self.packs = 0
@@ -420,10 +421,10 @@ class ServerSession:
 
     def _check_refs(self, ids: tuple[bytes, ...], what: str) -> None:
         """Strictly increasing after the refs so far, and at most MAX_SNAPSHOT_REFS of them in all."""
-        if len(self._refs) + len(ids) > P.MAX_SNAPSHOT_REFS:
+        if I.id_count(self._refs) + len(ids) > P.MAX_SNAPSHOT_REFS:
             raise Refused(P.E_PROTOCOL, f"more than MAX_SNAPSHOT_REFS ({P.MAX_SNAPSHOT_REFS}) refs for one snapshot")
         try:
-            P.check_sorted(list(ids), what, self._refs[-1] if self._refs else None)
+            P.check_sorted(list(ids), what, bytes(self._refs[-ID_SIZE :]) if self._refs else None)
         except ProtocolError as exc:
             raise Refused(P.E_PROTOCOL, str(exc)) from None
 
@@ -507,7 +508,7 @@ class ServerSession:
     def _add_refs(self, msg: P.Refs):
         self._need_write_session("committing snapshots")
         self._check_refs(msg.ids, "REFS ids")
-        self._refs.extend(msg.ids)
+        self._refs += b"".join(msg.ids)
         return None
 
     def _refs_base(self, msg: P.RefsBase):
@@ -521,20 +522,20 @@ class ServerSession:
         self._need_write_session("committing snapshots")
         if self._base is None:
             raise Refused(P.E_PROTOCOL, "DROP without REFS_BASE")
-        if len(self._dropped) + len(msg.ids) > P.MAX_SNAPSHOT_REFS:
+        if I.id_count(self._dropped) + len(msg.ids) > P.MAX_SNAPSHOT_REFS:
             raise Refused(P.E_PROTOCOL, f"more than MAX_SNAPSHOT_REFS ({P.MAX_SNAPSHOT_REFS}) dropped refs")
         try:
-            P.check_sorted(list(msg.ids), "DROP ids", self._dropped[-1] if self._dropped else None)
+            P.check_sorted(list(msg.ids), "DROP ids", bytes(self._dropped[-ID_SIZE :]) if self._dropped else None)
         except ProtocolError as exc:
             raise Refused(P.E_PROTOCOL, str(exc)) from None
-        self._dropped.extend(msg.ids)
+        self._dropped += b"".join(msg.ids)
         return None
 
-    def _full_refs(self, added: list[bytes], parent: str | None) -> list[bytes]:
+    def _full_refs(self, added: bytearray, parent: str | None) -> I.Buffer:
         """The commit's refs: ``added`` itself, or (after REFS_BASE) the base's refs with the difference applied,
         checked against the count and digest the key holder's side computed over the refs it means."""
         base, dropped = self._base, self._dropped
-        self._base, self._dropped = None, []
+        self._base, self._dropped = None, bytearray()
         if base is None:
             return added
         if base.base != parent:
@@ -548,8 +549,8 @@ class ServerSession:
         except ValueError as exc:
             raise Refused(P.E_INTEGRITY, f"refs difference against snapshot {base.base[:16]}: {exc}; "
                                          "the next sync sends its refs whole") from None
-        if len(refs) != base.count or P.refs_digest(refs) != base.digest:
-            raise Refused(P.E_INTEGRITY, f"refs difference against snapshot {base.base[:16]} gives {len(refs)} "
+        if I.id_count(refs) != base.count or P.refs_digest(refs) != base.digest:
+            raise Refused(P.E_INTEGRITY, f"refs difference against snapshot {base.base[:16]} gives {I.id_count(refs)} "
                                          f"refs that are not the {base.count} the sender meant; "
                                          "the next sync sends its refs whole")
         return refs
@@ -557,13 +558,14 @@ class ServerSession:
     def _commit(self, msg: P.Commit):
         self._need_write_session("committing snapshots")
         self._check_refs(msg.refs, "COMMIT refs")
-        added, self._refs = self._refs + list(msg.refs), []
+        added, self._refs = self._refs, bytearray()
+        added += b"".join(msg.refs)
         refs = self._full_refs(added, msg.parent)
         self.sink.commit(msg.name, msg.data, refs, msg.proof, Claim(msg.tag, msg.parent))
         self.commits += 1
         if self._stats is not None:
             self._stats.committed(msg.tag.hex())
-        log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, len(refs))
+        log.info("%s: committed %s in %s (%d refs)", self._peer.label, msg.name[10:26], self._repo_name, I.id_count(refs))
         if self._on_commit is not None:
             # After the commit point; the hook must not block (it queues work) and can never undo the commit.
             try:

@@ -61,13 +61,15 @@ def _refs(repo, snapshot_name):
 
 
 def test_difference_and_apply_are_inverse():
+    J = b"".join  # refs are one buffer of 32-byte ids (issue 11), lists of ids are still accepted
     old, new = IDS[:6], IDS[2:8]
-    dropped, added = I.difference(old, new)
-    assert dropped == IDS[:2] and added == IDS[6:8]
-    assert I.apply_difference(old, dropped, added) == new
-    assert I.apply_difference([], [], IDS) == IDS and I.apply_difference(IDS, IDS, []) == []
+    dropped, added = I.difference(J(old), J(new))
+    assert dropped == J(IDS[:2]) and added == J(IDS[6:8])
+    assert I.difference(old, new) == (dropped, added)
+    assert I.apply_difference(J(old), dropped, added) == J(new)
+    assert I.apply_difference(b"", b"", J(IDS)) == J(IDS) and I.apply_difference(J(IDS), J(IDS), b"") == b""
     with pytest.raises(ValueError, match="not in the base"):
-        I.apply_difference(IDS[:3], [IDS[5]], [])
+        I.apply_difference(J(IDS[:3]), IDS[5], b"")
     with pytest.raises(ValueError, match="already"):
         I.apply_difference(IDS[:3], [], [IDS[1]])
 
@@ -115,14 +117,22 @@ def test_drop_without_base_is_a_protocol_violation(based):
 
 def test_refs_cache_is_only_used_for_its_own_snapshot_and_when_whole(tmp_path):
     cache = RefsCache(str(tmp_path))
-    cache.save(TAG, "cd" * 32, IDS)
-    assert cache.load(TAG, "cd" * 32) == IDS
+    cache.save(TAG, "cd" * 32, b"".join(IDS))
+    assert cache.load(TAG, "cd" * 32) == b"".join(IDS)  # the body as one buffer (issue 11)
     assert cache.load(TAG, "ef" * 32) is None
     path = tmp_path / f"refs-{TAG.hex()}.ids"
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
     assert cache.load(TAG, "cd" * 32) is None
+
+
+def test_refs_cache_refuses_ids_out_of_order(tmp_path):
+    cache = RefsCache(str(tmp_path))
+    cache.save(TAG, "cd" * 32, b"".join(reversed(IDS)))  # whole and hashed, but not sorted
+    assert cache.load(TAG, "cd" * 32) is None
+    cache.save(TAG, "cd" * 32, bytearray(b"".join(IDS)))
+    assert cache.load(TAG, "cd" * 32) == b"".join(IDS)
 
 
 def _cache_file(cache_dir):
@@ -171,3 +181,19 @@ def test_a_forged_sender_cache_is_refused_and_the_next_sync_sends_whole_refs(sit
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["refs_sent"] >= 40
     assert run_cli("verify", str(site.repo), "--data").returncode == 0
+
+
+def test_id_frames_from_a_buffer_are_the_frames_from_the_ids():
+    """A sender gives REFS, DROP and COMMIT a view of its refs buffer (issue 11): the same bytes on the wire,
+    and the receiver decodes the ids as before."""
+    J = b"".join
+    assert P.Refs(J(IDS)).encode() == P.Refs(tuple(IDS)).encode()
+    assert P.Drop(memoryview(bytearray(J(IDS)))[32:96]).encode() == P.Drop(tuple(IDS[1:3])).encode()
+    assert P.Refs(b"").encode() == P.Refs(()).encode()
+    name, data = fake_snapshot(b"frames")
+    proof = bytes(64)
+    wire = P.Commit(name, data, proof, TAG, None, memoryview(J(IDS))[64:]).encode()
+    assert wire == P.Commit(name, data, proof, TAG, None, tuple(IDS[2:])).encode()
+    assert P.decode_message(P.COMMIT, wire[5:]) == P.Commit(name, data, proof, TAG, None, tuple(IDS[2:]))
+    with pytest.raises(ValueError, match="not a whole number"):
+        P.Refs(bytes(33)).encode()
