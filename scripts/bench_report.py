@@ -182,8 +182,17 @@ def replace_block(text: str, block: list[str]) -> str:
     return head + BEGIN + "\n" + "\n".join(block) + "\n" + END + tail
 
 
+def load(path: str) -> dict:
+    """The benchmark JSON, every benchmark with a group (a test without a ``group`` mark has None)."""
+    with open(path) as f:
+        doc = json.load(f)
+    for b in doc["benchmarks"]:
+        b["group"] = b.get("group") or ""
+    return doc
+
+
 def main(path: str) -> None:
-    doc = json.load(open(path))
+    doc = load(path)
     benches = doc["benchmarks"]
     machine = doc.get("machine_info", {})
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "
@@ -259,7 +268,7 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("json", help="pytest-benchmark --benchmark-json output")
     args = ap.parse_args(argv)
     try:
-        doc = json.load(open(args.json))
+        doc = load(args.json)
         if args.readme:
             with open(args.readme, newline="") as f:
                 text = f.read()

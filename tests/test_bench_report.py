@@ -100,3 +100,15 @@ def test_bad_markers_one_line_error_and_the_file_unchanged(tmp_path, capsys, tex
 def test_the_project_readme_has_one_block():
     text = (ROOT / "README.md").read_text()
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+
+
+def test_a_benchmark_without_a_group_does_not_stop_the_report(tmp_path, capsys):
+    """bench_idset and bench_s3 carry no group mark (pytest-benchmark writes null): the full `make bench`
+    of 2026-12-03 stopped at them with an AttributeError after 46 minutes of measuring."""
+    doc = json.loads(json.dumps(DOC))
+    doc["benchmarks"].append({"group": None, "name": "test_lookup_idset_batched", "stats": {"min": 1.0},
+                              "extra_info": {"lookups/s": 125147}})
+    js = tmp_path / "bench.json"
+    js.write_text(json.dumps(doc))
+    assert report.cli([str(js)]) == 0
+    assert "test_lookup_idset_batched" in capsys.readouterr().out
