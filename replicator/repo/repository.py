@@ -63,7 +63,7 @@ TREE_ROUND = 256  # trees read in one round by walk_tree
 TREE_AHEAD_BYTES = 8 << 20  # tree blobs walk_tree holds read ahead (decoded), at most (plus one round)
 TREE_PENDING_MAX = 1 << 16  # subtree ids walk_tree remembers to read ahead (32 bytes each)
 SPAN_MAX = 8 << 20  # bytes of neighbouring blobs read as one range
-SPAN_GAP = 4096  # bytes of other blobs (a tree, a chunk read elsewhere) read and skipped to keep one range
+SPAN_GAP = 4096  # bytes of other blobs read and skipped to keep one range, by a restore's rounds only
 READ_AHEAD = 32  # blobs read in one round by read_blobs (32 x 1 MiB at most in flight)
 
 
@@ -391,12 +391,15 @@ class Repository:
             raise IntegrityError(f"pack {pack} is missing") from None
         return self._open(pack, entry, sealed)
 
-    def read_blobs(self, blob_ids: Iterable[bytes], ahead: int = READ_AHEAD) -> Iterator[bytes]:
+    def read_blobs(self, blob_ids: Iterable[bytes], ahead: int = READ_AHEAD, gap: int = 0) -> Iterator[bytes]:
         """The verified plaintexts of ``blob_ids``, in order, read ahead ``ahead`` at a time in one
         pipelined round (a storage over SSH answers them in one round trip; a local one reads each in turn).
         While one round is handed out, the next is read and opened on the repository's reading thread, so
         the network (or the disk), the decryption and the caller's writes overlap.  Safe to call from two
-        threads at once (restore/prefetch.py does).
+        threads at once (restore/prefetch.py does).  ``gap``: bytes of unwanted blobs a range may read
+        over to join two wanted ones (``SPAN_GAP`` for a restore's small files, whose directory's tree
+        lies between them; 0, the default, reads exactly the wanted bytes: a failback or a walk that
+        reads trees and chunks apart would otherwise read each pack twice).
 
         :raises IntegrityError: a blob is missing or damaged (when its turn comes).
         """
@@ -407,13 +410,13 @@ class Repository:
             return
         second = next(batches, None)
         if second is None:  # one round (a small file): no thread
-            yield from _in_turn(self._read_batch(get_ranges, first))
+            yield from _in_turn(self._read_batch(get_ranges, first, gap))
             return
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
-        nxt = self._reader.submit(self._read_batch, get_ranges, first)
+        nxt = self._reader.submit(self._read_batch, get_ranges, first, gap)
         for batch in itertools.chain((second,), batches):
-            current, nxt = nxt, self._reader.submit(self._read_batch, get_ranges, batch)
+            current, nxt = nxt, self._reader.submit(self._read_batch, get_ranges, batch, gap)
             try:
                 yield from _in_turn(current.result())
             except BaseException:
@@ -421,19 +424,20 @@ class Repository:
                 raise
         yield from _in_turn(nxt.result())
 
-    def _read_batch(self, get_ranges, blob_ids: list[bytes]) -> list[bytes | IntegrityError]:
+    def _read_batch(self, get_ranges, blob_ids: list[bytes], gap: int = 0) -> list[bytes | IntegrityError]:
         """One round: each blob's plaintext, or the IntegrityError that its turn raises.
 
         Blobs that lie next to each other in a pack (a file's chunks, the small files of one directory:
         written in that order) are read as one range of at most ``SPAN_MAX`` bytes, so a round costs a
-        few requests (over ssh://) or reads (locally), not one per blob.
+        few requests (over ssh://) or reads (locally), not one per blob; two blobs at most ``gap`` bytes
+        apart too.
         """
         found = self.index.lookup_many(blob_ids) if len(blob_ids) > 1 else {}
         located = [found.get(b) or self._locate(b) for b in blob_ids]  # _locate raises for a missing one
         spans: list[tuple[str, int, int, list[int]]] = []  # (pack, start, end, indexes of its blobs)
         for i in sorted(range(len(located)), key=lambda i: (located[i][0], located[i][1].offset)):
             pack, entry = located[i]
-            if spans and spans[-1][0] == pack and 0 <= entry.offset - spans[-1][2] <= SPAN_GAP \
+            if spans and spans[-1][0] == pack and 0 <= entry.offset - spans[-1][2] <= gap \
                     and entry.offset + entry.length - spans[-1][1] <= SPAN_MAX:
                 last = spans[-1]
                 spans[-1] = (pack, last[1], max(last[2], entry.offset + entry.length), last[3] + [i])

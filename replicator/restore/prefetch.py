@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from replicator.format.entry import KIND_FILE, Entry
+from replicator.repo.repository import SPAN_GAP
 
 SMALL_FILE = 1 << 20  # files up to this size are read ahead; larger ones stream through read_blobs
 AHEAD_BYTES = 32 << 20  # plaintext waiting for the restorer, at most (plus one batch)
@@ -37,7 +38,7 @@ _DIRECT = object()  # read this file directly (its batch failed, or the prefetch
 class Prefetcher:
     """``read_file(entry)`` for ``restore/writer.restore``; use as a context manager (``close`` stops the thread).
 
-    :param repo: anything with ``read_blobs(ids, ahead) -> Iterator[bytes]`` (repo/repository.py), safe to
+    :param repo: anything with ``read_blobs(ids, ahead, gap) -> Iterator[bytes]`` (repo/repository.py), safe to
         call from two threads.
     :param entries: the entries the restore will be given, in the same order.
     """
@@ -170,7 +171,7 @@ class Prefetcher:
         """Each file's plaintexts, in one pipelined round; every file of a failed round is read directly."""
         try:
             ids = [c for f in files for c in f.chunks]  # at most _ahead bytes of small files: one round
-            stream: Iterator[bytes] = iter(self._repo.read_blobs(ids, max(1, len(ids))))
+            stream: Iterator[bytes] = iter(self._repo.read_blobs(ids, max(1, len(ids)), SPAN_GAP))
             return [[next(stream) for _ in f.chunks] for f in files]
         except Exception:  # noqa: BLE001 - each file then meets its own error, or none, on a direct read
             return [_DIRECT] * len(files)

@@ -17,7 +17,7 @@ class MemTrees:
         self.blobs[tree_id] = data
         return tree_id
 
-    def read_blobs(self, ids, ahead: int = 0):
+    def read_blobs(self, ids, ahead: int = 0, gap: int = 0):
         return (self.blobs[i] for i in ids)
 
     def read_tree(self, tree_id, parent):

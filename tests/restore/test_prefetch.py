@@ -14,20 +14,23 @@ import pytest
 
 from replicator.errors import IntegrityError
 from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
+from replicator.repo.repository import SPAN_GAP
 from replicator.restore.prefetch import Prefetcher
 
 
 class FakeRepo:
     def __init__(self, bad: bytes | None = None, delay: float = 0.0) -> None:
         self.rounds: list[int] = []
+        self.gaps: set[int] = set()
         self.bad = bad
         self.delay = delay
         self.lock = threading.Lock()
 
-    def read_blobs(self, ids, ahead=32):
+    def read_blobs(self, ids, ahead=32, gap=0):
         ids = list(ids)
         with self.lock:
             self.rounds.append(len(ids))
+            self.gaps.add(gap)
         if self.delay:
             time.sleep(self.delay)
         for i in ids:
@@ -117,13 +120,13 @@ def test_two_rounds_are_in_flight_so_one_is_opened_while_the_next_travels():
     busy = peak = 0
     real = repo.read_blobs
 
-    def counting(ids, ahead=32):
+    def counting(ids, ahead=32, gap=0):
         nonlocal busy, peak
         with repo.lock:
             busy += 1
             peak = max(peak, busy)
         try:
-            yield from real(ids, ahead)
+            yield from real(ids, ahead, gap)
         finally:
             with repo.lock:
                 busy -= 1
@@ -134,3 +137,4 @@ def test_two_rounds_are_in_flight_so_one_is_opened_while_the_next_travels():
             assert _read(pre, f) == f.chunks[0] * 4
     assert peak == 2, peak
     assert sum(repo.rounds) == len(files)
+    assert repo.gaps == {SPAN_GAP}  # a round's small files read over their directories' trees
