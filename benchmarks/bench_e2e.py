@@ -26,6 +26,7 @@ from benchmarks.conftest import (
     fresh_copy,
     record_rate,
     replicator_cmd,
+    restore_place,
     run_measured,
 )
 
@@ -177,26 +178,32 @@ def test_next_day(benchmark, tool, corpus_days, tmp_path):
 
 @pytest.mark.benchmark(group="restore-verify")
 def test_restore(benchmark, corpus_days, tmp_path):
+    """Restore of the day-1 snapshot by us and by restic, in the same run, into the same place
+    (conftest.RESTORE_DIR: a memory file system unless told otherwise)."""
     day1, _ = corpus_days
     repo = tmp_path / "repo"
     Replicator().init(repo, tmp_path / "cache")
     Replicator().backup(day1, repo, tmp_path / "cache", "day1")
     n = itertools.count()
     peaks = []
+    with restore_place(benchmark, tmp_path, dir_bytes(day1)) as into:
 
-    def run():
-        peaks.append(run_measured(replicator_cmd("restore", str(repo), str(tmp_path / f"out{next(n)}")), ENV))
+        def run():
+            out = into / f"out{next(n)}"
+            peaks.append(run_measured(replicator_cmd("restore", str(repo), str(out)), ENV))
+            shutil.rmtree(out)  # a memory file system holds one restored tree at a time
 
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+        benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+        peer = _restic_restore_wall(day1, tmp_path, into)  # the same snapshot restored by restic, in the same run
     record_rate(benchmark, dir_bytes(day1), tool="replicator", peak_rss_mib=round(peaks[-1].peak_rss_mib, 1))
     ours = benchmark.stats.stats.median
-    peer = _restic_restore_wall(day1, tmp_path)  # the same snapshot restored by restic, in the same run
     if peer is not None:
         benchmark.extra_info.update(restic_wall_s=round(peer, 3), rate_vs_restic=round(peer / ours, 2))
 
 
-def _restic_restore_wall(day1, tmp_path) -> float | None:
-    """Median wall time of ``restic restore latest`` of ``day1`` (None when restic is not installed)."""
+def _restic_restore_wall(day1, tmp_path, into) -> float | None:
+    """Median wall time of ``restic restore latest`` of ``day1`` into ``into`` (None when restic is not
+    installed)."""
     restic = Restic()
     if restic.available():
         return None
@@ -205,9 +212,11 @@ def _restic_restore_wall(day1, tmp_path) -> float | None:
     restic.backup(day1, repo, cache, "day1")
     walls = []
     for i in range(ROUNDS):
+        out = into / f"restic-out{i}"
         m = run_measured(["restic", "restore", "latest", "--repo", str(repo), "--cache-dir", str(cache),
-                          "--target", str(tmp_path / f"restic-out{i}"), "--quiet"], ENV)
+                          "--target", str(out), "--quiet"], ENV)
         walls.append(m.seconds)
+        shutil.rmtree(out)
     return sorted(walls)[len(walls) // 2]
 
 

@@ -9,26 +9,17 @@ otherwise it is skipped with the reason.  Timings are never asserted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from benchmarks import corpus
-from benchmarks.conftest import QUICK, dir_bytes, fresh_copy, record_rate, rsync_over_ssh, served_site
+from benchmarks.conftest import QUICK, dir_bytes, fresh_copy, record_rate, restore_place, rsync_over_ssh, served_site
 from tests.conftest import PASSPHRASE, ROOT, run_cli
 from tests.transport.conftest import stop_server
 
 RESTORE_ROUNDS = 1 if QUICK else 3
-# Where the restore benchmark writes.  On this project's ext4 disk, after a few restores and deletions of the
-# 25,219-file tree, file creation itself took most of a restore (perf: 44% of all samples in ext4's
-# recently_deleted, called by ext4_create), and it grew from run to run: the ratio measured the disk's
-# history, not the two read paths.  A memory file system (the same one for both paths) takes that away;
-# BENCH_RESTORE_DIR chooses another place.
-RESTORE_DIR = os.environ.get("BENCH_RESTORE_DIR", "/dev/shm")
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +77,8 @@ def test_restore_over_ssh_beside_a_local_restore(benchmark, ssh_site, tmp_path):
     both alike), best of ``RESTORE_ROUNDS`` each; ratio = remote / local wall time."""
     site, work = ssh_site
     _sync(site, work, {"REPLICATOR_CACHE_DIR": str(site.tmp / "cache")})  # a snapshot when run alone
-    if os.path.isdir(RESTORE_DIR) and shutil.disk_usage(RESTORE_DIR).free > 4 * dir_bytes(work):
-        with tempfile.TemporaryDirectory(dir=RESTORE_DIR, prefix="replicator-bench-") as into:
-            _restore_both_ways(benchmark, site, Path(into))
-        benchmark.extra_info["restored_into"] = RESTORE_DIR
-    else:
-        _restore_both_ways(benchmark, site, tmp_path)
-        benchmark.extra_info["restored_into"] = "the benchmark's temporary directory"
+    with restore_place(benchmark, tmp_path, dir_bytes(work)) as into:
+        _restore_both_ways(benchmark, site, into)
 
 
 def _restore_both_ways(benchmark, site, tmp_path) -> None:

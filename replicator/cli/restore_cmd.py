@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from replicator import constants as C
 from replicator.cli.common import (
@@ -131,7 +132,7 @@ def choose_snapshot(args, repo, listing, ref: str | None, *, by_id: str = "--sna
     return repo.find_snapshot(ref, args.source, listing=listing)
 
 
-RESTORE_WRITERS = 4  # threads placing small files: creating files is what a tree of many small files waits on
+RESTORE_WRITERS = 1  # threads placing small files (measured: more threads only fight over the GIL; docs/ARCHITECTURE.md)
 
 
 def run(args) -> int:
@@ -146,20 +147,32 @@ def run(args) -> int:
         listing = repo.read_snapshots()
         snap = choose_snapshot(args, repo, listing, args.snapshot)  # a damaged one: integrity error
         damaged = warn_damaged(listing.damaged)
-        wanted = list(select(repo.walk_tree(snap.tree), subpath))
-        if subpath and not wanted:
-            raise UsageError(f"snapshot {snap.short_id} has no path {subpath!r}")
-        total = sum(e.size for e in wanted if not e.link_to)
-        if args.delete:
-            check_delete_names(args.target, wanted)
-
-        seeds = Seeds(repo, args.target) if args.delta else None
-        # A full restore reads the next small files ahead, across files, on a second thread; --delta reads
-        # only what the seeds lack, file by file.
-        prefetch = Prefetcher(repo, wanted) if seeds is None else None
+        walk = select(repo.walk_tree(snap.tree), subpath)
+        wanted: Iterable[Entry]
+        total: int | None
+        if args.delta:  # the seeds scan, and --delete checks, the whole list first
+            listed = list(walk)
+            wanted, total = listed, sum(e.size for e in listed if not e.link_to)
+            if subpath and not listed:
+                raise UsageError(f"snapshot {snap.short_id} has no path {subpath!r}")
+            if args.delete:
+                check_delete_names(args.target, listed)
+            seeds: Seeds | None = Seeds(repo, args.target)
+            prefetch = None
+        else:
+            # A full restore walks the snapshot and reads the next small files ahead, on threads of their
+            # own, while it writes (restore/prefetch.py); --delta reads only what the seeds lack, file by file.
+            seeds, prefetch = None, Prefetcher(repo, walk)
+            wanted = prefetch.entries()
+            total = None if subpath else snap.stats.get("bytes")
         try:
+            if subpath and prefetch is not None:
+                head = next(iter(wanted), None)
+                if head is None:
+                    raise UsageError(f"snapshot {snap.short_id} has no path {subpath!r}")
+                wanted = itertools.chain([head], wanted)
             if seeds is not None:
-                seeds.scan(wanted)
+                seeds.scan(wanted)  # type: ignore[arg-type]
             read_file = seeds.read_file if seeds is not None else prefetch.read_file  # type: ignore[union-attr]
             with progress_bar(args, "restore", total) as progress:
                 report = restore(args.target, wanted, read_file,

@@ -67,6 +67,11 @@ SPAN_GAP = 4096  # bytes of other blobs read and skipped to keep one range, by a
 READ_AHEAD = 32  # blobs read in one round by read_blobs (32 x 1 MiB at most in flight)
 
 
+def _at(exc: IntegrityError, path: str) -> IntegrityError:
+    """``exc``, naming the directory whose tree could not be read."""
+    return IntegrityError(f"{exc} (the tree of '{path or '/'}')")
+
+
 def generation_order(snaps: list[Snapshot]) -> list[Snapshot]:
     """Snapshots by source name, then generation (oldest first); ties by recorded time, then id.
 
@@ -581,11 +586,11 @@ class Repository:
                     wanted, got = wanted[:1], self._read_batch(get_ranges, [tid])
                 first = got[0]
                 if isinstance(first, IntegrityError):
-                    raise first
+                    raise _at(first, path)
                 items = decode(tid, first, path)
                 for (t, p), data in zip(wanted[1:], got[1:]):
                     # a damaged tree read ahead fails the walk only when the walk reaches it
-                    ahead[(t, p)] = (data, 0) if isinstance(data, IntegrityError) else (decode(t, data, p), len(data))
+                    ahead[(t, p)] = (_at(data, p), 0) if isinstance(data, IntegrityError) else (decode(t, data, p), len(data))
                     held += 0 if isinstance(data, IntegrityError) else len(data)
             if isinstance(items, IntegrityError):
                 raise items

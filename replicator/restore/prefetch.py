@@ -15,14 +15,20 @@ for what it does not fetch (files above ``small_file``, whose own ``read_blobs``
 hard links, and every file of a batch whose round failed: the direct read then raises that file's
 own error, and the others are read on their own).
 
+It also walks ahead: ``entries`` may be a lazy walk of the snapshot (``Repository.walk_tree``), which
+a thread of its own (``restore-walk``) runs while the restorer writes, and ``entries()`` hands the
+restorer the same entries in the same order.  A restore no longer waits for the whole walk before its
+first write (7,900 trees: 0.6 s locally, 1.0 s over ``ssh://`` on loopback); a walk that fails (a
+damaged tree) ends ``entries()`` with that error where the walk met it.
+
 Must never: hand a file another file's chunks, hold more than its bound, or lose an error (a file
-whose data could not be read fails, by itself, when its turn comes).
+whose data could not be read fails, by itself, when its turn comes; a walk's error reaches the restorer).
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from replicator.format.entry import KIND_FILE, Entry
@@ -32,6 +38,7 @@ SMALL_FILE = 1 << 20  # files up to this size are read ahead; larger ones stream
 AHEAD_BYTES = 32 << 20  # plaintext waiting for the restorer, at most (plus one batch)
 BATCH_BLOBS = 256  # blobs in one round (small files: mostly one blob each)
 ROUNDS_IN_FLIGHT = 2  # rounds read at once: one is opened while the next one's answers travel
+WALK_PUBLISH = 64  # entries the walk thread hands over at a time (each one while the restorer waits for it)
 _DIRECT = object()  # read this file directly (its batch failed, or the prefetcher stopped)
 
 
@@ -40,15 +47,20 @@ class Prefetcher:
 
     :param repo: anything with ``read_blobs(ids, ahead, gap) -> Iterator[bytes]`` (repo/repository.py), safe to
         call from two threads.
-    :param entries: the entries the restore will be given, in the same order.
+    :param entries: the entries the restore will be given, in the same order: a list, or a lazy walk that
+        the ``restore-walk`` thread runs (then give the restorer ``entries()``).
     """
 
-    def __init__(self, repo, entries: Sequence[Entry], *, small_file: int = SMALL_FILE,
+    def __init__(self, repo, entries: Iterable[Entry], *, small_file: int = SMALL_FILE,
                  ahead_bytes: int = AHEAD_BYTES, batch_blobs: int = BATCH_BLOBS) -> None:
         self._repo = repo
-        self._files = [e for e in entries if e.kind == KIND_FILE and not e.link_to and e.chunks
-                       and e.size <= small_file]
-        self._pos = {id(e): i for i, e in enumerate(self._files)}
+        self._small_file = small_file
+        self._entries: list[Entry] = []  # every entry walked so far, in order
+        self._files: list[Entry] = []  # those read ahead
+        self._pos: dict[int, int] = {}  # id(entry) -> its position in _files
+        self._walked = False  # the walk has ended (or failed: _walk_error)
+        self._walk_error: BaseException | None = None
+        self._hungry = False  # the restorer waits for the next entry: hand each one over at once
         self._ahead = ahead_bytes
         self._batch = batch_blobs
         self._ready: dict[int, object] = {}  # position -> list of plaintexts, or _DIRECT
@@ -59,15 +71,66 @@ class Prefetcher:
         self._done = False  # the thread has ended: what is not ready is read directly
         self._cond = threading.Condition()
         self.batches = 0  # rounds sent (tests and the curious)
+        self._walker = threading.Thread(target=self._walk, args=(entries,), name="restore-walk", daemon=True)
+        self._walker.start()
         self._thread = threading.Thread(target=self._run, name="restore-prefetch", daemon=True)
         self._thread.start()
 
+    def _read_ahead(self, e: Entry) -> bool:
+        return e.kind == KIND_FILE and not e.link_to and bool(e.chunks) and e.size <= self._small_file
+
+    # --- the walking thread --------------------------------------------------------------
+    def _walk(self, entries: Iterable[Entry]) -> None:
+        """Hand each entry over as the walk yields it; wake the others every ``WALK_PUBLISH`` entries, or at
+        once when the restorer waits for one (it may be the last before a round trip of the walk)."""
+        n = 0
+        try:
+            for e in entries:
+                n += 1
+                with self._cond:
+                    if self._stopped:
+                        return
+                    self._entries.append(e)
+                    if self._read_ahead(e):
+                        self._pos[id(e)] = len(self._files)
+                        self._files.append(e)
+                    if self._hungry or n % WALK_PUBLISH == 0:
+                        self._hungry = False
+                        self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the restorer by entries()
+            self._walk_error = exc
+        finally:
+            with self._cond:
+                self._walked = True
+                self._cond.notify_all()
+
     # --- the restorer's side -------------------------------------------------------------
+    def entries(self) -> Iterator[Entry]:
+        """The entries, in order, as the walk yields them; then the walk's error, if it failed."""
+        i = 0
+        while True:
+            with self._cond:
+                while i >= len(self._entries) and not self._walked and not self._stopped:
+                    self._hungry = True
+                    self._cond.wait()
+                more = self._entries[i:]
+                if not more:
+                    if self._walk_error is not None:
+                        raise self._walk_error
+                    return
+            i += len(more)
+            yield from more
+
     def read_file(self, entry: Entry) -> Iterable[bytes]:
-        pos = self._pos.get(id(entry))
-        if pos is None:
+        if not self._read_ahead(entry):
             return self._repo.read_blobs(entry.chunks)
         with self._cond:
+            while id(entry) not in self._pos and not self._walked and not self._stopped:
+                self._hungry = True
+                self._cond.wait()  # given before the walk thread handed it over
+            pos = self._pos.get(id(entry))
+            if pos is None:
+                return self._repo.read_blobs(entry.chunks)
             for skipped in range(self._wanted, pos):  # files the restorer passed over (asked in order)
                 if skipped in self._ready:
                     self._release(skipped)
@@ -94,6 +157,7 @@ class Prefetcher:
             self._ready.clear()
             self._cond.notify_all()
         self._thread.join()
+        self._walker.join()  # a walk in a round trip ends with it, then sees _stopped
 
     def __enter__(self) -> Prefetcher:
         return self
@@ -109,8 +173,10 @@ class Prefetcher:
         inflight: deque[tuple[int, int, int, Future]] = deque()  # (start, end, bytes, its _fetch)
         try:
             pos = 0
-            while pos < len(self._files) or inflight:
-                if pos < len(self._files) and len(inflight) < ROUNDS_IN_FLIGHT:
+            while True:
+                if not inflight and not self._wait_for_files(pos):
+                    return
+                if pos < len(self._files) and len(inflight) < ROUNDS_IN_FLIGHT and self._round_ready(pos):
                     with self._cond:
                         pos = max(pos, self._wanted - 1 if self._wanted else 0)
                     end, _blobs, size = self._next_batch(pos)
@@ -141,6 +207,24 @@ class Prefetcher:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
+
+    def _wait_for_files(self, pos: int) -> bool:
+        """Wait until there is a round to send from ``pos`` (see _round_ready); :returns: False when there
+        never will be (the walk has ended and every file was sent, or the prefetcher is closed)."""
+        with self._cond:
+            while not self._stopped and not self._round_ready(pos):
+                if self._walked and pos >= len(self._files):
+                    return False
+                self._cond.wait()
+            return not self._stopped and pos < len(self._files)
+
+    def _round_ready(self, pos: int) -> bool:
+        """A round from ``pos`` may go: it is full, or the walk has ended, or the restorer waits for it."""
+        if pos >= len(self._files):
+            return False
+        if self._walked or self._wanted > pos:
+            return True
+        return self._next_batch(pos)[0] < len(self._files)
 
     def _collect(self, start: int, end: int, size: int, fut: Future) -> None:
         results = fut.result()  # _fetch raises nothing: a failed round is _DIRECT for each of its files

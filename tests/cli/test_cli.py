@@ -205,3 +205,32 @@ def test_a_warning_of_one_command_does_not_change_the_exit_code_of_the_next(tmp_
     assert main(["init", str(repo), "--kdf-work", "14", "-q", "--passphrase-file", str(pw)]) == 1
     os.chmod(pw, 0o600)
     assert main(["snapshots", str(repo), "-q", "--passphrase-file", str(pw)]) == 0
+
+
+def test_a_damaged_tree_stops_a_restore_where_the_walk_meets_it(cli, repo, tmp_path):
+    """A full restore writes while it walks the snapshot (restore/prefetch.py): what comes before a damaged
+    directory tree is restored, the restore then fails with exit 5 naming that tree and its path."""
+    from replicator.repo.repository import Repository
+    from tests.conftest import PASSPHRASE
+
+    src = tmp_path / "src"
+    (src / "m-dir").mkdir(parents=True)
+    (src / "a-first.txt").write_text("admission 1\n")
+    (src / "m-dir" / "lab.hl7").write_text("MSH|^~\\&|LAB\n")
+    (src / "z-last.txt").write_text("discharge\n")
+    assert cli("sync", str(src), str(repo), "--name", "x").returncode == 0
+    with Repository.open(str(repo), PASSPHRASE.encode()) as r:
+        root = r.snapshots()[-1].tree
+        subtree = next(i.subtree for i in r.read_tree(root, "") if i.entry.path == "m-dir")
+        pack, entry = r.index.lookup_many([subtree])[subtree]
+    with open(repo / pack, "r+b") as f:
+        f.seek(entry.offset + entry.length // 2)
+        byte = f.read(1)
+        f.seek(entry.offset + entry.length // 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+    out = tmp_path / "out"
+    r = cli("restore", str(repo), str(out))
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert subtree.hex()[:16] in r.stdout + r.stderr and "m-dir" in r.stdout + r.stderr
+    assert (out / "a-first.txt").read_text() == "admission 1\n"
+    assert not (out / "z-last.txt").exists()
