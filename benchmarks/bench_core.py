@@ -94,3 +94,31 @@ def test_chunk_id_compress_seal_one_thread(benchmark, kind):
 
     benchmark(run)
     record_rate(benchmark, SIZE)
+
+
+def _trees(count: int) -> list[bytes]:
+    """Tree blobs like the benchmark corpus's directories: a few files (1-3 chunks) and a subdirectory each."""
+    from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
+    from replicator.format.tree import TreeItem, encode_tree
+
+    rnd = random.Random(8)
+    out = []
+    for t in range(count):
+        items = [TreeItem(Entry(f"ward-{t}/note-{f}.hl7", KIND_FILE, 0o100640, 1000, 1000, 1_764_000_000 * 10**9 + f,
+                                rnd.randrange(100, 60_000), tuple(rnd.randbytes(32) for _ in range(1 + f % 3))))
+                 for f in range(4)]
+        items.append(TreeItem(Entry(f"ward-{t}/labs", KIND_DIR, 0o40750, 1000, 1000, 0), rnd.randbytes(32)))
+        out.append(encode_tree(items))
+    return out
+
+
+@pytest.mark.benchmark(group="stage-tree")
+def test_decode_trees(benchmark):
+    """Tree decoding, which a restore, a verify, a diff and a walk of the parent snapshot pay per directory
+    (7,895 trees of the mixed corpus)."""
+    from replicator.format.tree import decode_tree
+
+    blobs = _trees(500 if QUICK else 8000)
+    entries = benchmark(lambda: sum(len(decode_tree(b, "ward")) for b in blobs))
+    benchmark.extra_info.update(trees=len(blobs), entries=entries,
+                                entries_per_s=round(entries / benchmark.stats.stats.median))
