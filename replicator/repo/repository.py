@@ -543,7 +543,12 @@ class Repository:
             raise IntegrityError(f"tree {tree_id.hex()[:16]} at '{parent or '/'}': {exc}") from None
 
     def walk_tree(self, tree_id: bytes, parent: str = "") -> Iterator[Entry]:
-        """All entries under a tree, in pre-order (a directory before its contents); no recursion.
+        """All entries under a tree, in pre-order (a directory before its contents); see walk_items."""
+        return (item.entry for item in self.walk_items(tree_id, parent))
+
+    def walk_items(self, tree_id: bytes, parent: str = "") -> Iterator[TreeItem]:
+        """All items (entries, with their subtree ids) under a tree, in pre-order (a directory before its
+        contents, names in byte order); no recursion.
 
         Trees are read ahead in rounds of up to ``TREE_ROUND``, breadth first: the subtrees met so far
         that are not read yet go in the round of the next tree needed, and each tree read ahead is
@@ -602,7 +607,7 @@ class Repository:
             if item is None:
                 stack.pop()
                 continue
-            yield item.entry
+            yield item
             if item.entry.kind == KIND_DIR:
                 stack.append(iter(tree(item.subtree, item.entry.path)))
 

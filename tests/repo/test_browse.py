@@ -9,15 +9,12 @@ import pytest
 
 from replicator.core.params import ChunkerParams
 from replicator.errors import IntegrityError, UsageError
-from replicator.format.entry import KIND_DIR, KIND_FILE, Entry
+from replicator.format.entry import KIND_DIR, KIND_FILE
 from replicator.format.pack import BlobEntry
-from replicator.format.snapshot import Snapshot
-from replicator.format.tree import TreeItem
 from replicator.repo import browse
 from replicator.repo.browse import Browser, ChunkCache, FileReader, file_chunks, find, normalize
 from replicator.repo.repository import Repository
 from tests.conftest import sync_repo
-from tests.repo.memtrees import MemTrees
 
 SMALL = ChunkerParams(1024, 4096, 16384)  # many chunks in a few hundred KiB
 
@@ -78,19 +75,29 @@ def test_listdir_and_walk_equal_the_repositorys_walk(repo, monkeypatch):
         b.listdir(b.lookup("zero"))
 
 
-def test_walk_reads_subdirectories_in_pipelined_rounds(repo, monkeypatch):
-    rounds = []
-    real = repo.read_blobs
+def test_walk_reads_trees_ahead_in_rounds_not_one_per_directory(tmp_path, monkeypatch):
+    """Browser.walk (ls -R) reads trees breadth first, many per round (Repository.walk_items): before, it
+    was one round per directory holding directories (41 here), and ls -R over ssh:// took 6x a local one."""
+    src = tmp_path / "src"
+    for ward in range(40):
+        for sub in ("lab", "notes", "scans"):
+            (src / f"ward-{ward:02d}" / sub).mkdir(parents=True)
+            (src / f"ward-{ward:02d}" / sub / "a.txt").write_text(f"{ward} {sub}\n")
+    with Repository.init(str(tmp_path / "repo"), b"pw", log2n=14) as r:
+        snap = sync_repo(str(src), r, "s").snapshot
+        rounds = []
+        real = r._read_batch
 
-    def spy(ids):
-        ids = list(ids)
-        rounds.append(len(ids))
-        return real(ids)
+        def spy(get_ranges, ids, gap=0):
+            rounds.append(len(ids))
+            return real(get_ranges, ids, gap)
 
-    monkeypatch.setattr(repo, "read_blobs", spy)
-    b = Browser(repo, repo.snap)
-    list(b.walk(b.root))
-    assert rounds[0] == 3  # empty, lab, scans: one round for the three subdirectories of the root
+        monkeypatch.setattr(r, "_read_batch", spy)
+        b = Browser(r, snap)
+        paths = [it.entry.path for it in b.walk(b.root)]
+    assert len(paths) == 40 * 7
+    assert paths[:3] == ["ward-00", "ward-00/lab", "ward-00/lab/a.txt"]  # pre-order, names in byte order
+    assert len(rounds) <= 3, rounds  # the root; its 40 directories; their 120
 
 
 def test_file_chunks_streams_the_file(repo):
@@ -176,17 +183,29 @@ def test_chunk_cache_stays_under_its_limit():
 
 
 
-def test_walk_and_lookup_at_any_depth():
-    depth = 3000  # the recursion limit is 1000
-    mem = MemTrees()
-    tree = mem.put([TreeItem(Entry("leaf", KIND_FILE, 0o644, 0, 0, 0))])
-    for _ in range(depth):
-        tree = mem.put([TreeItem(Entry("d", KIND_DIR, 0o755, 0, 0, 0), tree)])
-    snap = Snapshot("00" * 32, "r", "s", 1, 0, tree, "h")
-    b = Browser(mem, snap)
-    items = list(b.walk(b.root))
-    assert len(items) == depth + 1 and items[-1].entry.name == "leaf"
-    assert b.lookup("/".join(["d"] * depth) + "/leaf") is not None
+def test_walk_and_lookup_at_any_depth(tmp_path):
+    """A tree deeper than the interpreter's recursion limit: walked and looked up without recursion."""
+    import sys
+
+    from tests.repo.test_verify import _remove_deep
+
+    depth = sys.getrecursionlimit() + 50
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):  # os.makedirs recurses on depth itself
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    with Repository.init(str(tmp_path / "repo"), b"pw", log2n=14) as r:
+        snap = sync_repo(str(src), r, "deep").snapshot
+        _remove_deep(os.path.join(src, "d"), depth)  # shutil.rmtree (pytest's cleanup) recurses on depth
+        b = Browser(r, snap)
+        items = list(b.walk(b.root))
+        assert len(items) == depth + 1 and items[-1].entry.name == "leaf"
+        assert b.lookup("/".join(["d"] * depth) + "/leaf") is not None
 
 
 # --- find ------------------------------------------------------------------------------------------
