@@ -634,7 +634,7 @@ class _Restorer:
         the fresh file reads zeros there, and the file system keeps whole
         skipped pages as holes, so a sparse file restores sparse.
         """
-        written = 0
+        written = extent = 0  # bytes given; the end of the last byte written (beyond it: a trailing hole)
         try:
             chunks = iter(given if given is not None else self.read_file(entry))
         except Exception as exc:  # the caller's code: any failure fails this entry only
@@ -656,6 +656,7 @@ class _Restorer:
                 data = chunk if type(chunk) is bytes else view.tobytes()  # find/startswith need bytes
                 for start, end in _data_runs(data):
                     _pwrite_all(fd, view[start:end], written + start)
+                    extent = written + end
                 written += len(view)
                 if on_progress is not None and view:
                     on_progress(len(view))
@@ -663,7 +664,8 @@ class _Restorer:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # let a generator release what it holds (pack readers, files)
-        os.ftruncate(fd, written)  # a trailing hole: the size comes from here, not from a write
+        if extent < written:
+            os.ftruncate(fd, written)  # a trailing hole: the size comes from here, not from a write
         return written
 
     def _symlink(self, parent: _Frame, name: str, entry: Entry) -> None:
