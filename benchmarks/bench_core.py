@@ -120,5 +120,5 @@ def test_decode_trees(benchmark):
 
     blobs = _trees(500 if QUICK else 8000)
     entries = benchmark(lambda: sum(len(decode_tree(b, "ward")) for b in blobs))
-    benchmark.extra_info.update(trees=len(blobs), entries=entries,
-                                entries_per_s=round(entries / benchmark.stats.stats.median))
+    record_rate(benchmark, sum(len(b) for b in blobs), trees=len(blobs), entries=entries,
+                entries_per_s=round(entries / benchmark.stats.stats.median))
