@@ -520,6 +520,7 @@ class SyncRun:
                 if not stat.S_ISREG(st0.st_mode):
                     self._warn(entry.path, "is no longer a regular file")
                     return False
+                f.without_holes(st0)
                 key = stat_key(st0)
                 meta = replace(entry, size=st0.st_size, mtime_ns=st0.st_mtime_ns, mode=stat.S_IMODE(st0.st_mode),
                                uid=st0.st_uid, gid=st0.st_gid, link_to="")

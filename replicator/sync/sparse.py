@@ -44,6 +44,13 @@ class SparseReader:
     def fileno(self) -> int:
         return self._fd
 
+    def without_holes(self, st: os.stat_result) -> None:
+        """Read plainly, with no ``lseek``, when ``st`` (the file's fstat) shows as many blocks as bytes:
+        such a file has no hole to skip (a file of many small ones saves two calls per file).  A file
+        that gains holes after this still reads exactly: a hole reads as zeros."""
+        if st.st_blocks * 512 >= st.st_size:
+            self._plain = True
+
     def readinto(self, buffer: memoryview | bytearray) -> int:
         """Fill the front of ``buffer``; :returns: the byte count, 0 at the end of the file.
 

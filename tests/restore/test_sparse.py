@@ -169,6 +169,24 @@ def test_sparse_reader_reads_what_a_plain_read_reads(tmp_path, layout):
             os.fstat(fd)  # the reader closed its descriptor
 
 
+def test_a_file_with_as_many_blocks_as_bytes_is_read_without_lseek(tmp_path, monkeypatch):
+    """Two lseek calls per file were most of what a sync of 200,000 small files spent finding holes in
+    files that have none; a sparse file is still read without its holes."""
+    dense, sparse = tmp_path / "note.hl7", tmp_path / "disk.img"
+    dense.write_bytes(random.Random(1).randbytes(10_000))
+    make_sparse(sparse, 4 * MiB, [(MiB, b"x" * PAGE)])
+    seeks = []
+    real = os.lseek
+    monkeypatch.setattr(os, "lseek", lambda fd, pos, how: seeks.append(how) or real(fd, pos, how))
+    for path in (dense, sparse):
+        seeks.clear()
+        fd = os.open(path, os.O_RDONLY)
+        with SparseReader(fd) as f:
+            f.without_holes(os.fstat(fd))
+            assert _read_all(f, [MiB]) == path.read_bytes()
+        assert (seeks == []) == (path == dense), (path.name, seeks)
+
+
 def test_sparse_reader_follows_a_file_that_grows(tmp_path):
     path = tmp_path / "f"
     with open(path, "wb") as f:
