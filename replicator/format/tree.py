@@ -86,6 +86,17 @@ def _truncated() -> TreeFormatError:
     return TreeFormatError("tree blob is truncated")
 
 
+def _u16_field(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    """The field of ``u16 length | bytes`` at ``pos``, and the position after it.  :raises TreeFormatError:"""
+    if pos + 2 > end:
+        raise _truncated()
+    (n,) = _U16.unpack_from(data, pos)
+    pos += 2
+    if pos + n > end:
+        raise _truncated()
+    return data[pos : pos + n], pos + n
+
+
 def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
     """Decode a tree blob whose directory is at relative path ``parent`` ('' for the root).
 
@@ -104,7 +115,7 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
     (count,) = _U32.unpack_from(data, 8)
     if count > end:
         raise TreeFormatError("tree entry count is impossible")
-    u16, u32, fixed = _U16.unpack_from, _U32.unpack_from, _FIXED.unpack_from
+    u16, u32, fixed, field = _U16.unpack_from, _U32.unpack_from, _FIXED.unpack_from, _u16_field
     fsdecode, kind_names = os.fsdecode, _KIND_NAMES
     items = []
     prev = None
@@ -116,14 +127,7 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
         if code not in kind_names:
             raise TreeFormatError(f"unknown entry kind {code}")
         kind = kind_names[code]
-        if pos + 3 > end:
-            raise _truncated()
-        (n,) = u16(data, pos + 1)
-        pos += 3
-        if pos + n > end:
-            raise _truncated()
-        raw_name = data[pos : pos + n]
-        pos += n
+        raw_name, pos = field(data, pos + 1, end)
         if not raw_name or b"/" in raw_name or b"\x00" in raw_name or raw_name in (b".", b".."):
             raise TreeFormatError(f"invalid entry name {raw_name!r}")
         if prev is not None and raw_name <= prev:
@@ -137,14 +141,7 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
         xattrs = []
         prev_x = None
         for _ in range(nx):
-            if pos + 2 > end:
-                raise _truncated()
-            (n,) = u16(data, pos)
-            pos += 2
-            if pos + n > end:
-                raise _truncated()
-            raw_x = data[pos : pos + n]
-            pos += n
+            raw_x, pos = field(data, pos, end)
             if not raw_x or (prev_x is not None and raw_x <= prev_x):
                 raise TreeFormatError("xattr names are empty, unsorted or not unique")
             prev_x = raw_x
@@ -156,14 +153,8 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
                 raise _truncated()
             xattrs.append((fsdecode(raw_x), data[pos : pos + vlen]))
             pos += vlen
-        if pos + 2 > end:
-            raise _truncated()
-        (n,) = u16(data, pos)
-        pos += 2
-        if pos + n > end:
-            raise _truncated()
-        link_to = fsdecode(data[pos : pos + n]) if n else ""
-        pos += n
+        raw_link, pos = field(data, pos, end)
+        link_to = fsdecode(raw_link) if raw_link else ""
         name = fsdecode(raw_name)
         path = f"{parent}/{name}" if parent else name
         chunks: tuple[bytes, ...] = ()
@@ -186,14 +177,8 @@ def decode_tree(data: bytes, parent: str) -> list[TreeItem]:
             subtree = data[pos : pos + ID_SIZE]
             pos += ID_SIZE
         else:
-            if pos + 2 > end:
-                raise _truncated()
-            (n,) = u16(data, pos)
-            pos += 2
-            if pos + n > end:
-                raise _truncated()
-            target = fsdecode(data[pos : pos + n])
-            pos += n
+            raw_target, pos = field(data, pos, end)
+            target = fsdecode(raw_target)
         entry = Entry(path, kind, mode, uid, gid, mtime_ns, size, chunks, target, tuple(xattrs), link_to)
         items.append(TreeItem(entry, subtree))
     if pos != end:

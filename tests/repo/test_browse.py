@@ -179,26 +179,17 @@ def test_chunk_cache_stays_under_its_limit():
     assert cache.get(b"huge") is None
 
 
-# --- a tree deeper than the interpreter's recursion limit, in memory -------------------------------
-
-
+# --- a tree deeper than the interpreter's recursion limit -------------------------------------------
 
 def test_walk_and_lookup_at_any_depth(tmp_path):
     """A tree deeper than the interpreter's recursion limit: walked and looked up without recursion."""
     import sys
 
-    from tests.repo.test_verify import _remove_deep
+    from tests.repo.test_verify import _remove_deep, make_deep
 
     depth = sys.getrecursionlimit() + 50
     src = tmp_path / "src"
-    src.mkdir()
-    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(depth):  # os.makedirs recurses on depth itself
-        os.mkdir("d", dir_fd=fd)
-        fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
-        os.close(old)
-    os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
-    os.close(fd)
+    make_deep(src, depth, "leaf")
     with Repository.init(str(tmp_path / "repo"), b"pw", log2n=14) as r:
         snap = sync_repo(str(src), r, "deep").snapshot
         _remove_deep(os.path.join(src, "d"), depth)  # shutil.rmtree (pytest's cleanup) recurses on depth

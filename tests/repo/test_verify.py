@@ -290,22 +290,28 @@ def _remove_deep(top: str, depth: int) -> None:
     os.rmdir(top)
 
 
-def test_deep_tree_is_checked_without_recursion(tmp_path):
-    """check_tree walks with an explicit stack: a tree deeper than Python's recursion limit verifies."""
-    import sys
-
-    depth = sys.getrecursionlimit() + 50
-    src = tmp_path / "src"
+def make_deep(src, depth: int, leaf: str = "leaf.txt") -> None:
+    """``src``/d/d/.../d (``depth`` directories) holding the file ``leaf`` ("leaf"); remove it with
+    ``_remove_deep(src/d, depth)``."""
     src.mkdir()
     fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
     for _ in range(depth):  # os.makedirs recurses on depth itself
         os.mkdir("d", dir_fd=fd)
         fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
         os.close(old)
-    leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-    os.write(leaf, b"leaf")
-    os.close(leaf)
+    out = os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(out, b"leaf")
+    os.close(out)
     os.close(fd)
+
+
+def test_deep_tree_is_checked_without_recursion(tmp_path):
+    """check_tree walks with an explicit stack: a tree deeper than Python's recursion limit verifies."""
+    import sys
+
+    depth = sys.getrecursionlimit() + 50
+    src = tmp_path / "src"
+    make_deep(src, depth)
     path = str(tmp_path / "repo")
     with Repository.init(path, PW, log2n=C.SCRYPT_LOG2N_MIN, params=PARAMS) as repo:
         sync_repo(str(src), repo, "deep")
