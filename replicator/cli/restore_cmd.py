@@ -149,6 +149,7 @@ def run(args) -> int:
         damaged = warn_damaged(listing.damaged)
         walk = select(repo.walk_tree(snap.tree), subpath)
         wanted: Iterable[Entry]
+        listed: list[Entry] = []
         total: int | None
         if args.delta:  # the seeds scan, and --delete checks, the whole list first
             listed = list(walk)
@@ -172,7 +173,7 @@ def run(args) -> int:
                     raise UsageError(f"snapshot {snap.short_id} has no path {subpath!r}")
                 wanted = itertools.chain([head], wanted)
             if seeds is not None:
-                seeds.scan(wanted)  # type: ignore[arg-type]
+                seeds.scan(listed)
             read_file = seeds.read_file if seeds is not None else prefetch.read_file  # type: ignore[union-attr]
             with progress_bar(args, "restore", total) as progress:
                 report = restore(args.target, wanted, read_file,

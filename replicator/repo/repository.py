@@ -588,7 +588,10 @@ class Repository:
                 try:
                     got = self._read_batch(get_ranges, [t for t, _p in wanted])
                 except IntegrityError:  # a tree read ahead is missing: read the one needed alone
-                    wanted, got = wanted[:1], self._read_batch(get_ranges, [tid])
+                    try:
+                        wanted, got = wanted[:1], self._read_batch(get_ranges, [tid])
+                    except IntegrityError as exc:  # the one needed is missing (its pack, or from the index)
+                        raise _at(exc, path) from None
                 first = got[0]
                 if isinstance(first, IntegrityError):
                     raise _at(first, path)

@@ -46,8 +46,8 @@ class SparseReader:
 
     def without_holes(self, st: os.stat_result) -> None:
         """Read plainly, with no ``lseek``, when ``st`` (the file's fstat) shows as many blocks as bytes:
-        such a file has no hole to skip (a file of many small ones saves two calls per file).  A file
-        that gains holes after this still reads exactly: a hole reads as zeros."""
+        such a file has no hole, or (blocks preallocated past its end) little to skip, and a tree of small
+        files saves two calls per file.  Either way the bytes are exact: a hole reads as zeros."""
         if st.st_blocks * 512 >= st.st_size:
             self._plain = True
 

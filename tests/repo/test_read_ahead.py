@@ -169,3 +169,19 @@ def _all_tree_ids(repo, tree_id, parent=""):
         if item.entry.kind == KIND_DIR:
             out += _all_tree_ids(repo, item.subtree, item.entry.path)
     return out
+
+
+def test_a_missing_tree_fails_the_walk_naming_its_directory(tmp_path):
+    """A tree gone from the repository (its index row and pack lost): the walk fails when it reaches that
+    directory, and the message names the directory, not only the blob (a restore prints it as is)."""
+    from replicator.errors import IntegrityError
+
+    with _repo(tmp_path) as repo:
+        snap = repo.snapshots()[-1]
+        dirs = [(i.subtree, i.entry.path) for i in repo.read_tree(snap.tree, "") if i.entry.kind == KIND_DIR]
+        victim, where = dirs[-1]
+        lookup_many, lookup = repo.index.lookup_many, repo.index.lookup
+        repo.index.lookup_many = lambda ids: {k: v for k, v in lookup_many(ids).items() if k != victim}
+        repo.index.lookup = lambda i: None if i == victim else lookup(i)
+        with pytest.raises(IntegrityError, match=rf"{victim.hex()[:16]} is missing.*the tree of '{where}'"):
+            list(repo.walk_tree(snap.tree))
