@@ -80,10 +80,13 @@ def replace(path: str, data: bytes | bytearray | memoryview, mode: int = 0o600) 
     _publish(path, data, mode, link=False)
 
 
-def remove_temporaries(root: str) -> int:
-    """Delete temporary files a crash left anywhere under ``root``.  :returns: how many."""
+def remove_temporaries(root: str, skip: tuple[str, ...] = ()) -> int:
+    """Delete temporary files a crash left anywhere under ``root``, except in its top-level directories
+    ``skip`` (where a process may be writing one now).  :returns: how many."""
     removed = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if dirpath == root:
+            dirs[:] = [d for d in dirs if d not in skip]
         for fn in files:
             if fn.startswith(TMP_PREFIX):
                 try:

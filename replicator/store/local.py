@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from replicator.errors import DiskFull, ObjectNotFound, StorageError
 from replicator.store import atomic
+from replicator.store.lock import LOCKS
 from replicator.store.storage import check_name
 
 TMP_PREFIX = atomic.TMP_PREFIX
@@ -129,8 +130,12 @@ class LocalStorage:
             raise _storage_error(name, exc) from None
 
     def clean_temporaries(self) -> int:
-        """Remove temporary files left by a crash. :returns: how many."""
-        return atomic.remove_temporaries(self.root)
+        """Remove temporary files left by a crash, except in ``locks/``: a process taking a lock writes
+        its lock object there before it holds anything, so the writer that cleans cannot know that a
+        temporary there is a crash's (removing a live one failed that process's lock with "No such file
+        or directory"; a crash's lock temporary is a few bytes that listings never show).
+        :returns: how many."""
+        return atomic.remove_temporaries(self.root, skip=(LOCKS,))
 
     def close(self) -> None:
         """Close the cached descriptors (the storage stays usable: they reopen on demand)."""

@@ -31,6 +31,19 @@ def test_local_clean_temporaries(tmp_path):
     assert s.get("data/00/0011") == b"x"
 
 
+def test_clean_temporaries_leaves_lock_objects_being_written(tmp_path):
+    """A process taking a lock writes its lock object through a temporary in locks/ before it holds
+    anything; a writer opening the repository meanwhile cleaned it away, and the taker failed with a
+    storage error (tests/repo/test_prune.py::test_sync_and_prune_running_at_the_same_time, now and then)."""
+    s = LocalStorage(str(tmp_path))
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / f"{TMP_PREFIX}3-c").write_bytes(b"a lock being taken")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / f"{TMP_PREFIX}4-d").write_bytes(b"a crashed put")
+    assert s.clean_temporaries() == 1
+    assert (tmp_path / "locks" / f"{TMP_PREFIX}3-c").exists()
+
+
 def test_local_put_leaves_no_temporary(tmp_path):
     s = LocalStorage(str(tmp_path))
     s.put("config", b"a")
